@@ -1,0 +1,120 @@
+// Tape recording and the reverse-mode sweep.
+#include "core/autograd.h"
+
+#include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/ops.h"
+
+namespace vmoe {
+
+static thread_local bool g_grad_enabled = true;
+
+bool grad_enabled() {
+  return g_grad_enabled;
+}
+
+NoGrad::NoGrad() : previous_(g_grad_enabled) {
+  g_grad_enabled = false;
+}
+NoGrad::~NoGrad() {
+  g_grad_enabled = previous_;
+}
+
+bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor* t : inputs) {
+    if (t->defined() && t->requires_grad()) return true;
+  }
+  return false;
+}
+
+void record(const char* name, Tensor& output, std::vector<Tensor> inputs, Node::BackwardFn fn) {
+  output.set_requires_grad(true);
+  output.set_grad_fn(std::make_shared<Node>(name, std::move(inputs), std::move(fn)));
+}
+
+namespace {
+
+// Adds g into a leaf's .grad; an existing grad buffer (e.g. a view into a flat parameter
+// gradient) is accumulated in place.
+void accumulate_leaf(const Tensor& leaf, const Tensor& g) {
+  Tensor current = leaf.grad();
+  if (!current.defined()) {
+    leaf.set_grad(g.dtype() == leaf.dtype() ? g.contiguous().clone() : to_dtype(g, leaf.dtype()));
+    return;
+  }
+  add_(current, g.dtype() == current.dtype() ? g : to_dtype(g, current.dtype()));
+}
+
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& seed) {
+  if (!root.requires_grad()) {
+    throw std::invalid_argument("backward() on a tensor that does not require grad");
+  }
+  Tensor g0 = seed;
+  if (!g0.defined()) {
+    if (root.numel() != 1) {
+      throw std::invalid_argument("backward() without a seed needs a scalar, got " + root.desc());
+    }
+    g0 = Tensor::full(root.shape(), 1.0, root.dtype(), root.device());
+  } else if (g0.shape() != root.shape()) {
+    throw std::invalid_argument("backward seed " + g0.desc() + " does not match " + root.desc());
+  }
+  NoGrad no_grad;
+  if (!root.grad_fn()) {
+    accumulate_leaf(root, g0);
+    return;
+  }
+  // Topological order by iterative DFS (post-order), then reverse.
+  // Owning pointers: releasing a node's inputs must not free nodes still to be run.
+  std::vector<std::shared_ptr<Node>> order;
+  std::unordered_set<Node*> seen;
+  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack{{root.grad_fn(), 0}};
+  seen.insert(root.grad_fn().get());
+  while (!stack.empty()) {
+    auto& [node, next] = stack.back();
+    if (next < node->inputs().size()) {
+      const Tensor& in = node->inputs()[next++];
+      std::shared_ptr<Node> child = in.defined() ? in.grad_fn() : nullptr;
+      if (child && seen.insert(child.get()).second) stack.push_back({std::move(child), 0});
+    } else {
+      order.push_back(std::move(node));
+      stack.pop_back();
+    }
+  }
+  std::unordered_map<Node*, Tensor> grads;
+  grads[root.grad_fn().get()] = g0;
+  for (size_t i = order.size(); i-- > 0;) {
+    Node* node = order[i].get();
+    auto it = grads.find(node);
+    if (it == grads.end()) {
+      node->release();
+      continue;
+    }
+    Tensor gout = std::move(it->second);
+    grads.erase(it);
+    std::vector<Tensor> gins = node->apply(gout);
+    const auto& inputs = node->inputs();
+    for (size_t j = 0; j < inputs.size() && j < gins.size(); ++j) {
+      const Tensor& in = inputs[j];
+      const Tensor& g = gins[j];
+      if (!g.defined() || !in.defined() || !in.requires_grad()) continue;
+      if (g.shape() != in.shape()) {
+        throw std::logic_error(std::string("backward of ") + node->name() + " gave gradient " +
+                               g.desc() + " for input " + in.desc());
+      }
+      if (Node* child = in.grad_fn().get()) {
+        auto [slot, fresh] = grads.try_emplace(child, g);
+        if (!fresh) slot->second = add(slot->second, g);
+      } else {
+        accumulate_leaf(in, g);
+      }
+    }
+    node->release();
+  }
+}
+
+}  // namespace vmoe

@@ -1,0 +1,59 @@
+// Dynamic autograd tape: ops on tensors that require grad record a Node whose backward
+// closure maps the output gradient to input gradients. backward() runs the nodes in reverse
+// topological order and accumulates into leaves' .grad().
+#pragma once
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace vmoe {
+
+class Node {
+ public:
+  using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+  Node(const char* name, std::vector<Tensor> inputs, BackwardFn fn)
+      : name_(name), inputs_(std::move(inputs)), fn_(std::move(fn)) {}
+
+  const char* name() const { return name_; }
+  const std::vector<Tensor>& inputs() const { return inputs_; }
+  // Returns one gradient per input (undefined where the input needs none).
+  std::vector<Tensor> apply(const Tensor& grad_output) const { return fn_(grad_output); }
+  // Frees captured tensors once backward has run.
+  void release() {
+    fn_ = nullptr;
+    inputs_.clear();
+  }
+
+ private:
+  const char* name_;
+  std::vector<Tensor> inputs_;
+  BackwardFn fn_;
+};
+
+// Whether ops currently record the tape (thread-local).
+bool grad_enabled();
+
+// Turns recording off for its lifetime.
+class NoGrad {
+ public:
+  NoGrad();
+  ~NoGrad();
+  NoGrad(const NoGrad&) = delete;
+  NoGrad& operator=(const NoGrad&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// True when an op on these inputs must be recorded.
+bool needs_grad(std::initializer_list<const Tensor*> inputs);
+
+// Records `output` as produced by a node over `inputs`, if any of them requires grad.
+void record(const char* name, Tensor& output, std::vector<Tensor> inputs, Node::BackwardFn fn);
+
+// Runs backward from `root` with the gradient `seed` (same shape as root).
+void run_backward(const Tensor& root, const Tensor& seed);
+
+}  // namespace vmoe

@@ -1,0 +1,106 @@
+// Shared helpers of the CPU kernels: dtype dispatch, strided iteration, OpenMP thresholds.
+#pragma once
+#include <array>
+#include <stdexcept>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace vmoe::cpu {
+
+// Below this many elements a loop runs on one thread: OpenMP start-up costs more.
+inline constexpr int64_t kParallelGrain = 1 << 15;
+
+[[noreturn]] inline void unsupported(const char* kernel, DType t) {
+  throw std::invalid_argument(std::string(kernel) + ": dtype " + dtype_name(t) +
+                              " is not supported on cpu");
+}
+
+// Calls fn(T{}) with T the C++ type of a floating dtype (f32, f64).
+template <class Fn>
+void dispatch_float(DType t, const char* name, Fn&& fn) {
+  switch (t) {
+    case DType::f32:
+      fn(float{});
+      break;
+    case DType::f64:
+      fn(double{});
+      break;
+    default:
+      unsupported(name, t);
+  }
+}
+
+// Calls fn(I{}) with I the C++ type of an index dtype (i32, i64).
+template <class Fn>
+void dispatch_index(DType t, const char* name, Fn&& fn) {
+  switch (t) {
+    case DType::i32:
+      fn(int32_t{});
+      break;
+    case DType::i64:
+      fn(int64_t{});
+      break;
+    default:
+      unsupported(name, t);
+  }
+}
+
+// Iterates the elements of NT tensors of one shape with their own strides. Dimensions that
+// are contiguous in every tensor are merged; fn(offsets, n, inner_strides) is called per
+// innermost run, possibly from several threads.
+template <size_t NT, class Fn>
+void for_each_run(const Shape& shape, const std::array<const Shape*, NT>& strides, Fn fn) {
+  // Collapse dims.
+  std::vector<int64_t> sizes;
+  std::array<std::vector<int64_t>, NT> st;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    if (!sizes.empty()) {
+      bool mergeable = true;
+      for (size_t t = 0; t < NT; ++t) {
+        if (st[t].back() != (*strides[t])[d] * shape[d]) mergeable = false;
+      }
+      if (mergeable) {
+        sizes.back() *= shape[d];
+        for (size_t t = 0; t < NT; ++t)
+          st[t].back() = (*strides[t])[d];
+        continue;
+      }
+    }
+    sizes.push_back(shape[d]);
+    for (size_t t = 0; t < NT; ++t)
+      st[t].push_back((*strides[t])[d]);
+  }
+  for (int64_t s : shape) {
+    if (s == 0) return;
+  }
+  if (sizes.empty()) {
+    std::array<int64_t, NT> off{};
+    std::array<int64_t, NT> inner{};
+    fn(off, int64_t(1), inner);
+    return;
+  }
+  const size_t nd = sizes.size();
+  const int64_t n_inner = sizes[nd - 1];
+  std::array<int64_t, NT> inner;
+  for (size_t t = 0; t < NT; ++t)
+    inner[t] = st[t][nd - 1];
+  int64_t rows = 1;
+  for (size_t d = 0; d + 1 < nd; ++d)
+    rows *= sizes[d];
+#pragma omp parallel for schedule(static) if (rows * n_inner > kParallelGrain && rows > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::array<int64_t, NT> off{};
+    int64_t rem = r;
+    for (size_t d = nd - 1; d-- > 0;) {
+      int64_t i = rem % sizes[d];
+      rem /= sizes[d];
+      for (size_t t = 0; t < NT; ++t)
+        off[t] += i * st[t][d];
+    }
+    fn(off, n_inner, inner);
+  }
+}
+
+}  // namespace vmoe::cpu

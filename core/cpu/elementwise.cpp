@@ -1,0 +1,323 @@
+// CPU elementwise kernels: copy/convert, fill, broadcasting binary ops, unary ops and their
+// derivatives, axpy-style updates.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numbers>
+
+#include "core/backend.h"
+#include "core/cpu/cpu_common.h"
+#include "core/cpu/fast_math.h"
+#include "core/cpu/kernels.h"
+
+namespace vmoe::cpu {
+
+namespace {
+
+template <class T>
+T load_as(const void* base, DType t, int64_t i) {
+  switch (t) {
+    case DType::f32:
+      return T(static_cast<const float*>(base)[i]);
+    case DType::f64:
+      return T(static_cast<const double*>(base)[i]);
+    case DType::i32:
+      return T(static_cast<const int32_t*>(base)[i]);
+    case DType::i64:
+      return T(static_cast<const int64_t*>(base)[i]);
+    case DType::u8:
+      return T(static_cast<const uint8_t*>(base)[i]);
+    case DType::bf16:
+      return T(from_bf16(static_cast<const BFloat16*>(base)[i]));
+  }
+  return T(0);
+}
+
+template <class T>
+void store_from(void* base, DType t, int64_t i, T v) {
+  switch (t) {
+    case DType::f32:
+      static_cast<float*>(base)[i] = float(v);
+      break;
+    case DType::f64:
+      static_cast<double*>(base)[i] = double(v);
+      break;
+    case DType::i32:
+      static_cast<int32_t*>(base)[i] = int32_t(v);
+      break;
+    case DType::i64:
+      static_cast<int64_t*>(base)[i] = int64_t(v);
+      break;
+    case DType::u8:
+      static_cast<uint8_t*>(base)[i] = uint8_t(v);
+      break;
+    case DType::bf16:
+      static_cast<BFloat16*>(base)[i] = to_bf16(float(v));
+      break;
+  }
+}
+
+constexpr double kSqrt2OverPi = 0.7978845608028654;
+constexpr double kGeluCubic = 0.044715;
+
+template <UnaryOp op, class T>
+inline T apply_unary(T x) {
+  switch (op) {
+    case UnaryOp::neg:
+      return -x;
+    case UnaryOp::exp:
+      return exp_t(x);
+    case UnaryOp::log:
+      return std::log(x);
+    case UnaryOp::tanh:
+      return tanh_t(x);
+    case UnaryOp::sigmoid:
+      return T(1) / (T(1) + exp_t(-x));
+    case UnaryOp::relu:
+      return x > T(0) ? x : T(0);
+    case UnaryOp::sqrt:
+      return std::sqrt(x);
+    case UnaryOp::square:
+      return x * x;
+    case UnaryOp::gelu: {
+      T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
+      return T(0.5) * x * (T(1) + tanh_t(u));
+    }
+    case UnaryOp::normal_cdf:
+      return T(0.5) * std::erfc(-x * T(std::numbers::sqrt2 / 2));
+  }
+  return x;
+}
+
+// d op(x)/dx given x and y = op(x).
+template <UnaryOp op, class T>
+inline T unary_derivative(T x, T y) {
+  switch (op) {
+    case UnaryOp::neg:
+      return T(-1);
+    case UnaryOp::exp:
+      return y;
+    case UnaryOp::log:
+      return T(1) / x;
+    case UnaryOp::tanh:
+      return T(1) - y * y;
+    case UnaryOp::sigmoid:
+      return y * (T(1) - y);
+    case UnaryOp::relu:
+      return x > T(0) ? T(1) : T(0);
+    case UnaryOp::sqrt:
+      return T(0.5) / y;
+    case UnaryOp::square:
+      return T(2) * x;
+    case UnaryOp::gelu: {
+      T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
+      T t = tanh_t(u);
+      T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * x * x);
+      return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
+    }
+    case UnaryOp::normal_cdf:
+      return std::exp(T(-0.5) * x * x) * T(1.0 / std::sqrt(2 * std::numbers::pi));
+  }
+  return T(0);
+}
+
+// Same-type element copy between strided runs.
+template <class W>
+void strided_copy(const W* s, int64_t si, W* d, int64_t di, int64_t n) {
+  if (si == 1 && di == 1) {
+    std::memcpy(d, s, size_t(n) * sizeof(W));
+  } else if (si == 0) {
+    for (int64_t i = 0; i < n; ++i)
+      d[i * di] = s[0];
+  } else {
+    for (int64_t i = 0; i < n; ++i)
+      d[i * di] = s[i * si];
+  }
+}
+
+template <UnaryOp op, class T>
+void unary_loop(const T* __restrict x, T* __restrict y, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = apply_unary<op, T>(x[i]);
+}
+
+template <UnaryOp op, class T>
+void unary_backward_loop(const T* __restrict x, const T* __restrict y, const T* __restrict gy,
+                         T* __restrict gx, int64_t n) {
+#pragma omp parallel for simd if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i)
+    gx[i] = gy[i] * unary_derivative<op, T>(x[i], y[i]);
+}
+
+// Calls fn(std::integral_constant<UnaryOp, op>) so that loops are compiled per op (the
+// switch outside the loop lets them vectorise).
+template <class Fn>
+void dispatch_unary(UnaryOp op, Fn&& fn) {
+  switch (op) {
+#define VMOE_UNARY_CASE(name)                             \
+  case UnaryOp::name:                                     \
+    fn(std::integral_constant<UnaryOp, UnaryOp::name>{}); \
+    break;
+    VMOE_UNARY_CASE(neg)
+    VMOE_UNARY_CASE(exp)
+    VMOE_UNARY_CASE(log)
+    VMOE_UNARY_CASE(tanh)
+    VMOE_UNARY_CASE(sigmoid)
+    VMOE_UNARY_CASE(relu)
+    VMOE_UNARY_CASE(sqrt)
+    VMOE_UNARY_CASE(square)
+    VMOE_UNARY_CASE(gelu)
+    VMOE_UNARY_CASE(normal_cdf)
+#undef VMOE_UNARY_CASE
+  }
+}
+
+}  // namespace
+
+void copy(const Tensor& src, const Tensor& dst) {
+  const DType ts = src.dtype(), td = dst.dtype();
+  char* sbase = static_cast<char*>(src.raw_data());
+  char* dbase = static_cast<char*>(dst.raw_data());
+  const size_t es = dtype_size(ts), ed = dtype_size(td);
+  if (ts == td && src.is_contiguous() && dst.is_contiguous()) {
+    std::memcpy(dbase, sbase, size_t(src.numel()) * es);
+    return;
+  }
+  for_each_run<2>(src.shape(), {&src.strides(), &dst.strides()},
+                  [&](std::array<int64_t, 2> off, int64_t n, std::array<int64_t, 2> inc) {
+                    const char* s = sbase + off[0] * int64_t(es);
+                    char* d = dbase + off[1] * int64_t(ed);
+                    if (ts == td && es == 4) {
+                      strided_copy(reinterpret_cast<const uint32_t*>(s), inc[0],
+                                   reinterpret_cast<uint32_t*>(d), inc[1], n);
+                    } else if (ts == td && es == 8) {
+                      strided_copy(reinterpret_cast<const uint64_t*>(s), inc[0],
+                                   reinterpret_cast<uint64_t*>(d), inc[1], n);
+                    } else if (ts == td && es == 2) {
+                      strided_copy(reinterpret_cast<const uint16_t*>(s), inc[0],
+                                   reinterpret_cast<uint16_t*>(d), inc[1], n);
+                    } else if (ts == td) {
+                      strided_copy(reinterpret_cast<const uint8_t*>(s), inc[0],
+                                   reinterpret_cast<uint8_t*>(d), inc[1], n);
+                    } else {
+                      for (int64_t i = 0; i < n; ++i)
+                        store_from<double>(d, td, i * inc[1], load_as<double>(s, ts, i * inc[0]));
+                    }
+                  });
+}
+
+void fill(const Tensor& dst, double value) {
+  char* base = static_cast<char*>(dst.raw_data());
+  const DType t = dst.dtype();
+  if (value == 0 && dst.is_contiguous()) {
+    std::memset(base, 0, size_t(dst.numel()) * dtype_size(t));
+    return;
+  }
+  if (t == DType::f32 && dst.is_contiguous()) {
+    std::fill_n(static_cast<float*>(dst.raw_data()), dst.numel(), float(value));
+    return;
+  }
+  for_each_run<1>(dst.shape(), {&dst.strides()},
+                  [&](std::array<int64_t, 1> off, int64_t n, std::array<int64_t, 1> inc) {
+                    char* d = base + off[0] * int64_t(dtype_size(t));
+                    for (int64_t i = 0; i < n; ++i)
+                      store_from<double>(d, t, i * inc[0], value);
+                  });
+}
+
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  dispatch_float(out.dtype(), "binary", [&]<class T>(T) {
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* po = out.data<T>();
+    for_each_run<3>(out.shape(), {&a.strides(), &b.strides(), &out.strides()},
+                    [&](std::array<int64_t, 3> off, int64_t n, std::array<int64_t, 3> inc) {
+                      const T* x = pa + off[0];
+                      const T* y = pb + off[1];
+                      T* z = po + off[2];
+                      const int64_t sa = inc[0], sb = inc[1], so = inc[2];
+                      switch (op) {
+                        case BinaryOp::add:
+                          for (int64_t i = 0; i < n; ++i)
+                            z[i * so] = x[i * sa] + y[i * sb];
+                          break;
+                        case BinaryOp::sub:
+                          for (int64_t i = 0; i < n; ++i)
+                            z[i * so] = x[i * sa] - y[i * sb];
+                          break;
+                        case BinaryOp::mul:
+                          for (int64_t i = 0; i < n; ++i)
+                            z[i * so] = x[i * sa] * y[i * sb];
+                          break;
+                        case BinaryOp::div:
+                          for (int64_t i = 0; i < n; ++i)
+                            z[i * so] = x[i * sa] / y[i * sb];
+                          break;
+                      }
+                    });
+  });
+}
+
+void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
+  dispatch_float(out.dtype(), "unary", [&]<class T>(T) {
+    const T* px = x.data<T>();
+    T* po = out.data<T>();
+    const int64_t n = x.numel();
+    dispatch_unary(op, [&](auto op_c) { unary_loop<decltype(op_c)::value, T>(px, po, n); });
+  });
+}
+
+void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy,
+                    const Tensor& gx) {
+  dispatch_float(gx.dtype(), "unary_backward", [&]<class T>(T) {
+    const T* px = x.data<T>();
+    const T* py = y.data<T>();
+    const T* pg = gy.data<T>();
+    T* po = gx.data<T>();
+    const int64_t n = x.numel();
+    dispatch_unary(
+        op, [&](auto op_c) { unary_backward_loop<decltype(op_c)::value, T>(px, py, pg, po, n); });
+  });
+}
+
+void add_scaled(const Tensor& dst, const Tensor& src, double alpha) {
+  dispatch_float(dst.dtype(), "add_scaled", [&]<class T>(T) {
+    T* pd = dst.data<T>();
+    const T* ps = src.data<T>();
+    for_each_run<2>(dst.shape(), {&dst.strides(), &src.strides()},
+                    [&](std::array<int64_t, 2> off, int64_t n, std::array<int64_t, 2> inc) {
+                      T* d = pd + off[0];
+                      const T* s = ps + off[1];
+                      const T a = T(alpha);
+                      for (int64_t i = 0; i < n; ++i)
+                        d[i * inc[0]] += a * s[i * inc[1]];
+                    });
+  });
+}
+
+void scale(const Tensor& dst, double s) {
+  dispatch_float(dst.dtype(), "scale", [&]<class T>(T) {
+    T* pd = dst.data<T>();
+    for_each_run<1>(dst.shape(), {&dst.strides()},
+                    [&](std::array<int64_t, 1> off, int64_t n, std::array<int64_t, 1> inc) {
+                      T* d = pd + off[0];
+                      for (int64_t i = 0; i < n; ++i)
+                        d[i * inc[0]] *= T(s);
+                    });
+  });
+}
+
+double sum_squares(const Tensor& x) {
+  double total = 0;
+  dispatch_float(x.dtype(), "sum_squares", [&]<class T>(T) {
+    const T* p = x.data<T>();
+    const int64_t n = x.numel();
+#pragma omp parallel for reduction(+ : total) if (n > kParallelGrain)
+    for (int64_t i = 0; i < n; ++i)
+      total += double(p[i]) * double(p[i]);
+  });
+  return total;
+}
+
+}  // namespace vmoe::cpu

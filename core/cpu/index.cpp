@@ -1,0 +1,153 @@
+// CPU indexing kernels: row select / row scatter-add, gather along the last axis, top-k,
+// stable argsort, one-hot.
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "core/cpu/cpu_common.h"
+#include "core/cpu/kernels.h"
+
+namespace vmoe::cpu {
+
+void index_select(const Tensor& x, const Tensor& idx, const Tensor& out) {
+  const int64_t m = idx.numel(), row = x.size(0) ? x.numel() / x.size(0) : 0;
+  const size_t bytes = size_t(row) * dtype_size(x.dtype());
+  const char* px = static_cast<const char*>(x.raw_data());
+  char* po = static_cast<char*>(out.raw_data());
+  dispatch_index(idx.dtype(), "index_select", [&]<class I>(I) {
+    const I* pi = idx.data<I>();
+#pragma omp parallel for if (m * row > kParallelGrain)
+    for (int64_t i = 0; i < m; ++i) {
+      if (pi[i] < 0)
+        std::memset(po + size_t(i) * bytes, 0, bytes);
+      else
+        std::memcpy(po + size_t(i) * bytes, px + size_t(pi[i]) * bytes, bytes);
+    }
+  });
+}
+
+void index_add(const Tensor& src, const Tensor& idx, const Tensor& out) {
+  const int64_t m = idx.numel(), row = src.size(0) ? src.numel() / src.size(0) : 0;
+  dispatch_float(src.dtype(), "index_add", [&]<class T>(T) {
+    const T* ps = src.data<T>();
+    T* po = out.data<T>();
+    dispatch_index(idx.dtype(), "index_add", [&]<class I>(I) {
+      const I* pi = idx.data<I>();
+      // Rows may repeat in idx: split the columns between threads, never the rows.
+      const int64_t chunk = std::max<int64_t>(16, row / 8);
+      const int64_t chunks = (row + chunk - 1) / chunk;
+#pragma omp parallel for if (m * row > kParallelGrain && chunks > 1)
+      for (int64_t cidx = 0; cidx < chunks; ++cidx) {
+        const int64_t c0 = cidx * chunk, c1 = std::min(row, c0 + chunk);
+        for (int64_t i = 0; i < m; ++i) {
+          if (pi[i] < 0) continue;
+          T* dst = po + pi[i] * row;
+          const T* s = ps + i * row;
+          for (int64_t c = c0; c < c1; ++c)
+            dst[c] += s[c];
+        }
+      }
+    });
+  });
+}
+
+void gather(const Tensor& x, const Tensor& idx, const Tensor& out) {
+  const int64_t n = x.size(-1), k = idx.size(-1), rows = k ? idx.numel() / k : 0;
+  dispatch_float(x.dtype(), "gather", [&]<class T>(T) {
+    const T* px = x.data<T>();
+    T* po = out.data<T>();
+    dispatch_index(idx.dtype(), "gather", [&]<class I>(I) {
+      const I* pi = idx.data<I>();
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < k; ++j)
+          po[r * k + j] = px[r * n + pi[r * k + j]];
+    });
+  });
+}
+
+void gather_backward(const Tensor& gy, const Tensor& idx, const Tensor& gx) {
+  const int64_t n = gx.size(-1), k = idx.size(-1), rows = k ? idx.numel() / k : 0;
+  dispatch_float(gx.dtype(), "gather_backward", [&]<class T>(T) {
+    const T* pg = gy.data<T>();
+    T* po = gx.data<T>();
+    std::fill(po, po + gx.numel(), T(0));
+    dispatch_index(idx.dtype(), "gather_backward", [&]<class I>(I) {
+      const I* pi = idx.data<I>();
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < k; ++j)
+          po[r * n + pi[r * k + j]] += pg[r * k + j];
+    });
+  });
+}
+
+void topk(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices) {
+  const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
+  dispatch_float(x.dtype(), "topk", [&]<class T>(T) {
+    const T* px = x.data<T>();
+    T* pv = values.data<T>();
+    int64_t* pi = indices.data<int64_t>();
+#pragma omp parallel for if (rows * n > kParallelGrain)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = px + r * n;
+      std::vector<int64_t> order(static_cast<size_t>(n));
+      std::iota(order.begin(), order.end(), 0);
+      // Larger value first; equal values keep the lower index first.
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+        return row[a] > row[b] || (row[a] == row[b] && a < b);
+      });
+      for (int64_t j = 0; j < k; ++j) {
+        pi[r * k + j] = order[size_t(j)];
+        pv[r * k + j] = row[order[size_t(j)]];
+      }
+    }
+  });
+}
+
+void argsort(const Tensor& x, bool descending, const Tensor& out) {
+  const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
+  auto run = [&](const auto* px) {
+    int64_t* po = out.data<int64_t>();
+#pragma omp parallel for if (rows * n > kParallelGrain)
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto* row = px + r * n;
+      int64_t* o = po + r * n;
+      std::iota(o, o + n, 0);
+      if (descending)
+        std::stable_sort(o, o + n, [&](int64_t a, int64_t b) { return row[a] > row[b]; });
+      else
+        std::stable_sort(o, o + n, [&](int64_t a, int64_t b) { return row[a] < row[b]; });
+    }
+  };
+  switch (x.dtype()) {
+    case DType::f32:
+      run(x.data<float>());
+      break;
+    case DType::f64:
+      run(x.data<double>());
+      break;
+    case DType::i32:
+      run(x.data<int32_t>());
+      break;
+    case DType::i64:
+      run(x.data<int64_t>());
+      break;
+    default:
+      unsupported("argsort", x.dtype());
+  }
+}
+
+void one_hot(const Tensor& idx, const Tensor& out) {
+  const int64_t classes = out.size(-1), n = idx.numel();
+  dispatch_float(out.dtype(), "one_hot", [&]<class T>(T) {
+    T* po = out.data<T>();
+    std::fill(po, po + out.numel(), T(0));
+    dispatch_index(idx.dtype(), "one_hot", [&]<class I>(I) {
+      const I* pi = idx.data<I>();
+      for (int64_t i = 0; i < n; ++i)
+        po[i * classes + pi[i]] = T(1);
+    });
+  });
+}
+
+}  // namespace vmoe::cpu

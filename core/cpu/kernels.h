@@ -1,0 +1,43 @@
+// Declarations of the CPU kernels that make up cpu_backend() (see core/backend.h for contracts).
+#pragma once
+#include "core/backend.h"
+
+namespace vmoe::cpu {
+
+void copy(const Tensor& src, const Tensor& dst);
+void fill(const Tensor& dst, double value);
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+void unary(UnaryOp op, const Tensor& x, const Tensor& out);
+void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy,
+                    const Tensor& gx);
+void add_scaled(const Tensor& dst, const Tensor& src, double alpha);
+void scale(const Tensor& dst, double s);
+double sum_squares(const Tensor& x);
+void reduce_sum(const Tensor& x, const Tensor& out);
+void max_last(const Tensor& x, const Tensor& values, const Tensor& arg);
+void gemm(const GemmArgs& args);
+void softmax(const Tensor& x, const Tensor& y, bool log);
+void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, bool log);
+void layer_norm(const Tensor& x, const Tensor& scale, const Tensor& bias, double eps,
+                const Tensor& y, const Tensor& mean, const Tensor& rstd);
+void layer_norm_backward(const Tensor& x, const Tensor& scale, const Tensor& mean,
+                         const Tensor& rstd, const Tensor& gy, const Tensor& gx,
+                         const Tensor& gscale, const Tensor& gbias);
+void softmax_xent(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                  const Tensor& dlogits);
+void sigmoid_xent(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                  const Tensor& dlogits);
+void dropout_mask(const Tensor& mask, double rate, RngKey key, uint64_t offset);
+void random_fill(const Tensor& out, RngKey key, uint64_t offset, bool normal, double lo, double hi);
+void patches(const Tensor& images, int64_t p, const Tensor& out, bool backward);
+void index_select(const Tensor& x, const Tensor& idx, const Tensor& out);
+void index_add(const Tensor& src, const Tensor& idx, const Tensor& out);
+void gather(const Tensor& x, const Tensor& idx, const Tensor& out);
+void gather_backward(const Tensor& gy, const Tensor& idx, const Tensor& gx);
+void topk(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices);
+void argsort(const Tensor& x, bool descending, const Tensor& out);
+void cumsum(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool reverse,
+            const Tensor& out);
+void one_hot(const Tensor& idx, const Tensor& out);
+
+}  // namespace vmoe::cpu

@@ -1,0 +1,261 @@
+// CPU kernels of the fused neural-network ops: softmax, layer norm, cross-entropies, dropout
+// masks, random fills and image patches.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include <omp.h>
+
+#include "core/cpu/cpu_common.h"
+#include "core/cpu/fast_math.h"
+#include "core/cpu/kernels.h"
+
+namespace vmoe::cpu {
+
+void softmax(const Tensor& x, const Tensor& y, bool log) {
+  const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
+  dispatch_float(x.dtype(), "softmax", [&]<class T>(T) {
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+#pragma omp parallel for if (rows * n > kParallelGrain)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* in = px + r * n;
+      T* out = py + r * n;
+      T m = in[0];
+      for (int64_t j = 1; j < n; ++j)
+        m = std::max(m, in[j]);
+      T s = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        out[j] = exp_t(in[j] - m);
+        s += out[j];
+      }
+      if (log) {
+        // (x - m) - log s, not x - (m + log s): the sum would round to the ulp of m.
+        const T log_s = std::log(s);
+        for (int64_t j = 0; j < n; ++j)
+          out[j] = (in[j] - m) - log_s;
+      } else {
+        const T inv = T(1) / s;
+        for (int64_t j = 0; j < n; ++j)
+          out[j] *= inv;
+      }
+    }
+  });
+}
+
+void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, bool log) {
+  const int64_t n = y.size(-1), rows = n ? y.numel() / n : 0;
+  dispatch_float(y.dtype(), "softmax_backward", [&]<class T>(T) {
+    const T* py = y.data<T>();
+    const T* pg = gy.data<T>();
+    T* po = gx.data<T>();
+#pragma omp parallel for if (rows * n > kParallelGrain)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* yr = py + r * n;
+      const T* gr = pg + r * n;
+      T* out = po + r * n;
+      if (log) {  // gx = gy - softmax * sum(gy)
+        T s = 0;
+        for (int64_t j = 0; j < n; ++j)
+          s += gr[j];
+        for (int64_t j = 0; j < n; ++j)
+          out[j] = gr[j] - std::exp(yr[j]) * s;
+      } else {  // gx = y * (gy - sum(gy * y))
+        T s = 0;
+        for (int64_t j = 0; j < n; ++j)
+          s += gr[j] * yr[j];
+        for (int64_t j = 0; j < n; ++j)
+          out[j] = yr[j] * (gr[j] - s);
+      }
+    }
+  });
+}
+
+void layer_norm(const Tensor& x, const Tensor& scale, const Tensor& bias, double eps,
+                const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
+  dispatch_float(x.dtype(), "layer_norm", [&]<class T>(T) {
+    const T* px = x.data<T>();
+    const T* ps = scale.data<T>();
+    const T* pb = bias.data<T>();
+    T* py = y.data<T>();
+    T* pm = mean.data<T>();
+    T* pr = rstd.data<T>();
+#pragma omp parallel for if (rows * d > kParallelGrain)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* in = px + r * d;
+      T* out = py + r * d;
+      T mu = 0;
+      for (int64_t j = 0; j < d; ++j)
+        mu += in[j];
+      mu /= T(d);
+      T var = 0;
+      for (int64_t j = 0; j < d; ++j)
+        var += (in[j] - mu) * (in[j] - mu);
+      var /= T(d);
+      const T rs = T(1) / std::sqrt(var + T(eps));
+      for (int64_t j = 0; j < d; ++j)
+        out[j] = (in[j] - mu) * rs * ps[j] + pb[j];
+      pm[r] = mu;
+      pr[r] = rs;
+    }
+  });
+}
+
+void layer_norm_backward(const Tensor& x, const Tensor& scale, const Tensor& mean,
+                         const Tensor& rstd, const Tensor& gy, const Tensor& gx,
+                         const Tensor& gscale, const Tensor& gbias) {
+  const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
+  dispatch_float(x.dtype(), "layer_norm_backward", [&]<class T>(T) {
+    const T* px = x.data<T>();
+    const T* ps = scale.data<T>();
+    const T* pm = mean.data<T>();
+    const T* pr = rstd.data<T>();
+    const T* pg = gy.data<T>();
+    T* po = gx.data<T>();
+    const int threads = rows * d > kParallelGrain ? omp_get_max_threads() : 1;
+    // Per-thread partial sums of the parameter gradients, added at the end.
+    std::vector<T> partial(size_t(threads) * size_t(2 * d), T(0));
+#pragma omp parallel num_threads(threads)
+    {
+      T* gs = partial.data() + size_t(omp_get_thread_num()) * size_t(2 * d);
+      T* gb = gs + d;
+#pragma omp for
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* in = px + r * d;
+        const T* g = pg + r * d;
+        T* out = po + r * d;
+        const T mu = pm[r], rs = pr[r];
+        T sum_g = 0, sum_gx = 0;
+        for (int64_t j = 0; j < d; ++j) {
+          const T xhat = (in[j] - mu) * rs;
+          const T gj = g[j] * ps[j];
+          sum_g += gj;
+          sum_gx += gj * xhat;
+          gs[j] += g[j] * xhat;
+          gb[j] += g[j];
+        }
+        sum_g /= T(d);
+        sum_gx /= T(d);
+        for (int64_t j = 0; j < d; ++j) {
+          const T xhat = (in[j] - mu) * rs;
+          out[j] = rs * (g[j] * ps[j] - sum_g - xhat * sum_gx);
+        }
+      }
+    }
+    T* os = gscale.data<T>();
+    T* ob = gbias.data<T>();
+    for (int64_t j = 0; j < d; ++j) {
+      T s = 0, b = 0;
+      for (int t = 0; t < threads; ++t) {
+        s += partial[size_t(t) * size_t(2 * d) + size_t(j)];
+        b += partial[size_t(t) * size_t(2 * d) + size_t(d + j)];
+      }
+      os[j] = s;
+      ob[j] = b;
+    }
+  });
+}
+
+void softmax_xent(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                  const Tensor& dlogits) {
+  const int64_t b = logits.size(0), c = logits.size(1);
+  const int32_t* pl = labels.data<int32_t>();
+  dispatch_float(logits.dtype(), "softmax_cross_entropy", [&]<class T>(T) {
+    const T* px = logits.data<T>();
+    T* ploss = loss.data<T>();
+    T* pd = dlogits.data<T>();
+#pragma omp parallel for if (b * c > kParallelGrain)
+    for (int64_t i = 0; i < b; ++i) {
+      const T* row = px + i * c;
+      T* drow = pd + i * c;
+      T m = row[0];
+      for (int64_t j = 1; j < c; ++j)
+        m = std::max(m, row[j]);
+      T s = 0;
+      for (int64_t j = 0; j < c; ++j) {
+        drow[j] = std::exp(row[j] - m);
+        s += drow[j];
+      }
+      ploss[i] = (m - row[pl[i]]) + std::log(s);  // m + log s would round to the ulp of m
+      const T inv = T(1) / (s * T(b));
+      for (int64_t j = 0; j < c; ++j)
+        drow[j] *= inv;
+      drow[pl[i]] -= T(1) / T(b);
+    }
+  });
+}
+
+void sigmoid_xent(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                  const Tensor& dlogits) {
+  const int64_t b = logits.size(0), c = logits.size(1);
+  const int32_t* pl = labels.data<int32_t>();
+  dispatch_float(logits.dtype(), "sigmoid_cross_entropy", [&]<class T>(T) {
+    const T* px = logits.data<T>();
+    T* ploss = loss.data<T>();
+    T* pd = dlogits.data<T>();
+#pragma omp parallel for if (b * c > kParallelGrain)
+    for (int64_t i = 0; i < b; ++i) {
+      T total = 0;
+      for (int64_t j = 0; j < c; ++j) {
+        const T x = px[i * c + j];
+        const T y = j == pl[i] ? T(1) : T(0);
+        // Stable form of -y log s(x) - (1 - y) log(1 - s(x)).
+        total += std::max(x, T(0)) - x * y + std::log1p(std::exp(-std::abs(x)));
+        pd[i * c + j] = (T(1) / (T(1) + std::exp(-x)) - y) / T(b);
+      }
+      ploss[i] = total;
+    }
+  });
+}
+
+void dropout_mask(const Tensor& mask, double rate, RngKey key, uint64_t offset) {
+  const int64_t n = mask.numel();
+  dispatch_float(mask.dtype(), "dropout", [&]<class T>(T) {
+    T* pm = mask.data<T>();
+    const T keep_scale = T(1.0 / (1.0 - rate));
+#pragma omp parallel for if (n > kParallelGrain / 8)
+    for (int64_t i = 0; i < n; ++i)
+      pm[i] = uniform01(key, offset + uint64_t(i)) >= rate ? keep_scale : T(0);
+  });
+}
+
+void random_fill(const Tensor& out, RngKey key, uint64_t offset, bool normal, double lo,
+                 double hi) {
+  const int64_t n = out.numel();
+  dispatch_float(out.dtype(), "random", [&]<class T>(T) {
+    T* p = out.data<T>();
+#pragma omp parallel for if (n > kParallelGrain / 8)
+    for (int64_t i = 0; i < n; ++i) {
+      const uint64_t at = offset + uint64_t(i);
+      p[i] = normal ? T(normal01(key, at)) : T(lo + (hi - lo) * uniform01(key, at));
+    }
+  });
+}
+
+void patches(const Tensor& images, int64_t p, const Tensor& out, bool backward) {
+  // images [B, H, W, C] <-> out [B, (H/p)*(W/p), p*p*C]
+  const int64_t b = images.size(0), h = images.size(1), w = images.size(2), c = images.size(3);
+  const int64_t gh = h / p, gw = w / p, row = p * c;
+  dispatch_float(images.dtype(), "image_to_patches", [&]<class T>(T) {
+    T* pi = images.data<T>();
+    T* po = out.data<T>();
+#pragma omp parallel for collapse(2) if (b * h * w * c > kParallelGrain)
+    for (int64_t n = 0; n < b; ++n) {
+      for (int64_t gy = 0; gy < gh; ++gy) {
+        for (int64_t gx = 0; gx < gw; ++gx) {
+          for (int64_t py = 0; py < p; ++py) {
+            T* img = pi + ((n * h + gy * p + py) * w + gx * p) * c;
+            T* pat = po + ((n * gh + gy) * gw + gx) * p * row + py * row;
+            if (backward)
+              std::copy(pat, pat + row, img);
+            else
+              std::copy(img, img + row, pat);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace vmoe::cpu

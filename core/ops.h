@@ -1,0 +1,152 @@
+// The op set: free functions that check their arguments (shape, dtype, device), dispatch to
+// the backend of the inputs' device and record autograd nodes. Every differentiable op here
+// has a finite-difference gradient test in f64 (test/core/test_gradcheck.cpp).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace vmoe {
+
+// ---- creation ----
+Tensor arange(int64_t n, DType dtype = DType::i64);
+// N(0, 1) / U[lo, hi) values that are a pure function of (key, offset + flat index).
+Tensor randn(const Shape& shape, RngKey key, uint64_t offset = 0, DType dtype = DType::f32);
+Tensor rand_uniform(const Shape& shape, RngKey key, double lo, double hi, uint64_t offset = 0,
+                    DType dtype = DType::f32);
+
+// ---- views and copies (differentiable) ----
+Tensor reshape(const Tensor& x, const Shape& shape);  // one -1 allowed; a view when possible
+Tensor permute(const Tensor& x, const std::vector<int64_t>& order);
+Tensor transpose(const Tensor& x, int64_t a, int64_t b);
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end);  // [start, end)
+Tensor expand(const Tensor& x, const Shape& shape);  // broadcast size-1 axes (a view)
+Tensor contiguous(const Tensor& x);
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
+Tensor to_dtype(const Tensor& x, DType dtype);  // differentiable between float types
+// Copies src into dst (same shape; dst may be a view). Not recorded.
+void copy_(Tensor& dst, const Tensor& src);
+void fill_(Tensor& dst, double value);
+
+// ---- elementwise (broadcasting, differentiable) ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add_scalar(const Tensor& a, double s);
+Tensor mul_scalar(const Tensor& a, double s);
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor square(const Tensor& x);
+// GELU, tanh approximation (as the reference implementation).
+Tensor gelu(const Tensor& x);
+// Standard normal CDF.
+Tensor normal_cdf(const Tensor& x);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) {
+  return add(a, b);
+}
+inline Tensor operator-(const Tensor& a, const Tensor& b) {
+  return sub(a, b);
+}
+inline Tensor operator*(const Tensor& a, const Tensor& b) {
+  return mul(a, b);
+}
+inline Tensor operator/(const Tensor& a, const Tensor& b) {
+  return div(a, b);
+}
+inline Tensor operator-(const Tensor& a) {
+  return neg(a);
+}
+inline Tensor operator+(const Tensor& a, double s) {
+  return add_scalar(a, s);
+}
+inline Tensor operator-(const Tensor& a, double s) {
+  return add_scalar(a, -s);
+}
+inline Tensor operator*(const Tensor& a, double s) {
+  return mul_scalar(a, s);
+}
+inline Tensor operator*(double s, const Tensor& a) {
+  return mul_scalar(a, s);
+}
+inline Tensor operator/(const Tensor& a, double s) {
+  return mul_scalar(a, 1.0 / s);
+}
+
+// ---- reductions (differentiable) ----
+enum class KeepDim : bool { no = false, yes = true };
+Tensor sum(const Tensor& x, const std::vector<int64_t>& axes, KeepDim keep = KeepDim::no);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& axes, KeepDim keep = KeepDim::no);
+Tensor max(const Tensor& x, int64_t axis, KeepDim keep = KeepDim::no);
+Tensor sum_all(const Tensor& x);
+Tensor mean_all(const Tensor& x);
+// Sums a broadcast gradient back down to `shape`.
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- matrix products (OpenBLAS on CPU; differentiable) ----
+enum class Trans : bool { no = false, yes = true };
+// a [..., M, K] x b [K, N] -> [..., M, N]; or batched a [B, M, K] x b [B, K, N] -> [B, M, N].
+// Trans::yes uses the transpose of the last two axes of that operand.
+Tensor matmul(const Tensor& a, const Tensor& b, Trans ta = Trans::no, Trans tb = Trans::no);
+// x [..., K] @ w [K, N] + bias [N] — the dense layer, fused.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
+
+// ---- neural-network ops (fused; differentiable) ----
+Tensor softmax(const Tensor& x);      // over the last axis
+Tensor log_softmax(const Tensor& x);  // over the last axis
+// (x - mean) / sqrt(var + eps) * scale + bias over the last axis; scale, bias [D].
+Tensor layer_norm(const Tensor& x, const Tensor& scale, const Tensor& bias, double eps);
+// logits [B, C], labels i32 [B] -> scalar mean over the batch of -log softmax(logits)[label].
+Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels);
+// Sum over classes of binary cross-entropy with one-hot targets, mean over the batch.
+Tensor sigmoid_cross_entropy(const Tensor& logits, const Tensor& labels);
+// Inverted dropout; the mask is a pure function of (key, offset + flat index).
+Tensor dropout(const Tensor& x, double rate, RngKey key, uint64_t offset = 0);
+// images [B, H, W, C] -> [B, (H/p)*(W/p), p*p*C], each patch flattened in (py, px, c) order.
+Tensor image_to_patches(const Tensor& images, int64_t patch);
+
+// ---- indexing ----
+// Rows of x [N, ...] at idx i32/i64 [M] -> [M, ...]; idx -1 gives a zero row. Differentiable.
+Tensor index_select(const Tensor& x, const Tensor& idx);
+// out [rows, ...] = sum of src rows [M, ...] into out[idx[m]]; idx -1 is skipped. Differentiable.
+Tensor index_add(int64_t rows, const Tensor& idx, const Tensor& src);
+// out[..., j] = x[..., idx[..., j]] along the last axis. Differentiable in x.
+Tensor gather(const Tensor& x, const Tensor& idx);
+// Along the last axis: the k largest values (descending; ties by lower index) and their i64
+// indices. values are differentiable.
+struct TopK {
+  Tensor values;
+  Tensor indices;
+};
+TopK topk(const Tensor& x, int64_t k);
+// Stable argsort along the last axis (i64). Not differentiable.
+enum class Order : bool { ascending = false, descending = true };
+Tensor argsort(const Tensor& x, Order order = Order::ascending);
+// Inclusive cumulative sum along `axis`. Differentiable for floats.
+Tensor cumsum(const Tensor& x, int64_t axis);
+// Index of the largest value along the last axis (i64). Not differentiable.
+Tensor argmax(const Tensor& x);
+// One-hot i32/i64 [...] -> dtype [..., classes].
+Tensor one_hot(const Tensor& idx, int64_t classes, DType dtype = DType::f32);
+
+// ---- in-place helpers for optimizers and gradients (not recorded) ----
+void add_(Tensor& dst, const Tensor& src, double alpha = 1.0);  // dst += alpha * src
+void scale_(Tensor& dst, double s);
+// Sum of squares of every element (double accumulation).
+double sum_squares(const Tensor& x);
+
+// Axis normalisation shared by ops: negative axes count from the end.
+int64_t normalize_axis(int64_t axis, int64_t rank, const char* op);
+// Broadcast result shape of a and b, or an error naming both shapes.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+
+}  // namespace vmoe

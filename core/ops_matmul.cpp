@@ -1,0 +1,136 @@
+// Matrix products (2-D, batched 3-D) and the fused dense layer.
+#include "core/autograd.h"
+#include "core/backend.h"
+#include "core/op_checks.h"
+#include "core/ops.h"
+
+namespace vmoe {
+
+namespace {
+
+// op(A) op(B) for contiguous 2-D or same-batch 3-D operands.
+Tensor matmul_core(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
+  Tensor a = contiguous(a_in), b = contiguous(b_in);
+  const bool batched = a.dim() == 3;
+  const int64_t batch = batched ? a.size(0) : 1;
+  const int64_t ar = a.size(-2), ac = a.size(-1), br = b.size(-2), bc = b.size(-1);
+  const int64_t m = ta ? ac : ar, k = ta ? ar : ac;
+  const int64_t kb = tb ? bc : br, n = tb ? br : bc;
+  if (k != kb)
+    op_error("matmul", "inner sizes differ: " + a.desc() + (ta ? "^T" : "") + " x " + b.desc() +
+                           (tb ? "^T" : ""));
+  Shape shape = batched ? Shape{batch, m, n} : Shape{m, n};
+  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
+  GemmArgs g;
+  g.trans_a = ta;
+  g.trans_b = tb;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.batch = batch;
+  g.a = a.raw_data();
+  g.b = b.raw_data();
+  g.c = out.raw_data();
+  g.lda = ac;
+  g.ldb = bc;
+  g.ldc = n;
+  g.stride_a = ar * ac;
+  g.stride_b = br * bc;
+  g.stride_c = m * n;
+  g.dtype = a.dtype();
+  backend_for(a.device()).gemm(g);
+  if (needs_grad({&a, &b})) {
+    record("matmul", out, {a, b}, [a, b, ta, tb](const Tensor& gc) {
+      Tensor ga, gb;
+      if (a.requires_grad()) {
+        ga = ta ? matmul_core(b, gc, tb, true) : matmul_core(gc, b, false, !tb);
+      }
+      if (b.requires_grad()) {
+        gb = tb ? matmul_core(gc, a, true, ta) : matmul_core(a, gc, !ta, false);
+      }
+      return std::vector<Tensor>{ga, gb};
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b, Trans ta, Trans tb) {
+  check_defined("matmul", a, "a");
+  check_defined("matmul", b, "b");
+  check_same_device("matmul", a, b);
+  check_same_dtype("matmul", a, b);
+  check_float("matmul", a, "a");
+  const bool ta_ = ta == Trans::yes, tb_ = tb == Trans::yes;
+  if (b.dim() == 2 && a.dim() >= 2) {
+    if (a.dim() == 2) return matmul_core(a, b, ta_, tb_);
+    if (ta_)
+      op_error("matmul", "Trans::yes on a rank-" + std::to_string(a.dim()) +
+                             " a needs a batched b, got " + b.desc());
+    Shape out_shape(a.shape().begin(), a.shape().end() - 1);
+    Tensor c = matmul_core(reshape(a, {-1, a.size(-1)}), b, false, tb_);
+    out_shape.push_back(c.size(-1));
+    return reshape(c, out_shape);
+  }
+  if (a.dim() == 3 && b.dim() == 3) {
+    if (a.size(0) != b.size(0))
+      op_error("matmul", "batch sizes differ: " + a.desc() + " and " + b.desc());
+    return matmul_core(a, b, ta_, tb_);
+  }
+  op_error("matmul", "unsupported ranks " + a.desc() + " x " + b.desc() +
+                         " (expected [..., M, K] x [K, N] or [B, M, K] x [B, K, N])");
+}
+
+Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
+  check_defined("linear", x_in, "x");
+  check_defined("linear", w, "w");
+  check_rank("linear", w, 2, "w");
+  check_same_dtype("linear", x_in, w);
+  check_same_device("linear", x_in, w);
+  check_float("linear", x_in, "x");
+  const int64_t k = w.size(0), n = w.size(1);
+  if (x_in.dim() < 1 || x_in.size(-1) != k)
+    op_error("linear", "x " + x_in.desc() + " does not match kernel " + w.desc());
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != n || bias.dtype() != w.dtype()))
+    op_error("linear", "bias " + bias.desc() + " does not match kernel " + w.desc());
+  Tensor x = contiguous(x_in);
+  Tensor wc = contiguous(w);
+  const int64_t rows = x.numel() / k;
+  Shape out_shape = x.shape();
+  out_shape.back() = n;
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+  const Backend& be = backend_for(x.device());
+  Tensor out2 = Tensor::view_of(out.storage(), {rows, n}, {n, 1}, 0, out.dtype());
+  if (bias.defined()) {
+    be.copy(Tensor::view_of(bias.storage(), {rows, n}, {0, bias.strides()[0]}, bias.offset(),
+                            bias.dtype()),
+            out2);
+  }
+  GemmArgs g;
+  g.m = rows;
+  g.n = n;
+  g.k = k;
+  g.a = x.raw_data();
+  g.b = wc.raw_data();
+  g.c = out.raw_data();
+  g.lda = k;
+  g.ldb = n;
+  g.ldc = n;
+  g.beta = bias.defined() ? 1.0 : 0.0;
+  g.dtype = x.dtype();
+  be.gemm(g);
+  if (needs_grad({&x, &wc, &bias})) {
+    record("linear", out, {x, wc, bias}, [x, wc, bias, rows, k, n](const Tensor& g_in) {
+      Tensor gy = reshape(contiguous(g_in), {rows, n});
+      Tensor gx, gw, gb;
+      if (x.requires_grad()) gx = reshape(matmul_core(gy, wc, false, true), x.shape());
+      if (wc.requires_grad()) gw = matmul_core(reshape(x, {rows, k}), gy, true, false);
+      if (bias.defined() && bias.requires_grad()) gb = sum(gy, {0});
+      return std::vector<Tensor>{gx, gw, gb};
+    });
+  }
+  return out;
+}
+
+}  // namespace vmoe

@@ -1,0 +1,120 @@
+// ParameterStore: declaration, flat allocation, initialisation.
+#include "core/parameters.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "core/ops.h"
+
+namespace vmoe {
+
+ParamId ParameterStore::declare(const std::string& name, const Shape& shape, InitSpec init,
+                                WeightDecay decay, Sharding sharding) {
+  if (allocated_) throw std::logic_error("parameter '" + name + "' declared after allocate()");
+  if (by_name_.count(name)) throw std::invalid_argument("duplicate parameter name '" + name + "'");
+  ParamId id = infos_.size();
+  infos_.push_back({name, shape, init, sharding, decay, 0});
+  by_name_[name] = id;
+  return id;
+}
+
+void initialize(Tensor& t, const InitSpec& spec, RngKey key) {
+  const Shape& shape = t.shape();
+  Tensor v;
+  switch (spec.kind) {
+    case InitSpec::Kind::zeros:
+      fill_(t, 0.0);
+      return;
+    case InitSpec::Kind::constant:
+      fill_(t, spec.value);
+      return;
+    case InitSpec::Kind::normal:
+      v = randn(shape, key, 0, DType::f64) * spec.value;
+      break;
+    case InitSpec::Kind::uniform:
+      v = rand_uniform(shape, key, -spec.value, spec.value, 0, DType::f64);
+      break;
+    case InitSpec::Kind::xavier_uniform: {
+      const double limit = std::sqrt(6.0 / (spec.fan_in + spec.fan_out));
+      v = rand_uniform(shape, key, -limit, limit, 0, DType::f64);
+      break;
+    }
+    case InitSpec::Kind::lecun_normal: {
+      // Truncated normal (|z| < 2) with the variance of N(0, 1 / fan_in), as in JAX/Flax;
+      // 0.87962566 is the std of a standard normal truncated to (-2, 2).
+      const double std = std::sqrt(1.0 / spec.fan_in) / 0.87962566103423978;
+      std::vector<double> values(size_t(t.numel()));
+      uint64_t counter = 0;
+      for (double& x : values) {
+        double z;
+        do
+          z = normal01(key, counter++);
+        while (std::abs(z) >= 2.0);
+        x = z * std;
+      }
+      v = Tensor::from_vector(values, shape);
+      break;
+    }
+  }
+  copy_(t, v);
+}
+
+void ParameterStore::allocate(uint64_t seed, DType dtype) {
+  if (allocated_) throw std::logic_error("ParameterStore::allocate() called twice");
+  dtype_ = dtype;
+  int64_t sizes[kNumShardings] = {0, 0};
+  for (ParamInfo& p : infos_) {
+    p.offset = sizes[size_t(p.sharding)];
+    sizes[size_t(p.sharding)] += shape_numel(p.shape);
+  }
+  for (int s = 0; s < kNumShardings; ++s) {
+    flat_values_[s] = Tensor::zeros({sizes[s]}, dtype);
+    flat_grads_[s] = Tensor::zeros({sizes[s]}, dtype);
+    flat_decay_[s] = Tensor::zeros({sizes[s]}, dtype);
+  }
+  const RngKey root{seed, 0};
+  for (const ParamInfo& p : infos_) {
+    const size_t s = size_t(p.sharding);
+    Tensor value = Tensor::view_of(flat_values_[s].storage(), p.shape, contiguous_strides(p.shape),
+                                   p.offset, dtype);
+    Tensor grad = Tensor::view_of(flat_grads_[s].storage(), p.shape, contiguous_strides(p.shape),
+                                  p.offset, dtype);
+    initialize(value, p.init, derive(root, "init/" + p.name));
+    if (p.decay == WeightDecay::yes) {
+      Tensor mask = flat_decay_[s].slice(0, p.offset, p.offset + shape_numel(p.shape));
+      fill_(mask, 1.0);
+    }
+    value.set_requires_grad(true);
+    value.set_grad(grad);
+    values_.push_back(value);
+    grads_.push_back(grad);
+  }
+  allocated_ = true;
+}
+
+ParamId ParameterStore::id(const std::string& name) const {
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) throw std::out_of_range("no parameter named '" + name + "'");
+  return it->second;
+}
+
+const Tensor& ParameterStore::value(const std::string& name) const {
+  return values_.at(id(name));
+}
+const Tensor& ParameterStore::grad(const std::string& name) const {
+  return grads_.at(id(name));
+}
+
+int64_t ParameterStore::num_elements() const {
+  int64_t n = 0;
+  for (const ParamInfo& p : infos_)
+    n += shape_numel(p.shape);
+  return n;
+}
+
+void ParameterStore::zero_grads() {
+  for (Tensor& g : flat_grads_)
+    if (g.defined()) fill_(g, 0.0);
+}
+
+}  // namespace vmoe

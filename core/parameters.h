@@ -1,0 +1,89 @@
+// ParameterStore: every trainable tensor of a model, named hierarchically
+// ("encoder/block_03/mlp/fc1/kernel") and stored in one flat value buffer and one flat
+// gradient buffer per sharding class, so that optimizers and gradient reduction work on a
+// few large contiguous arrays while layers see ordinary tensors (views into them).
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace vmoe {
+
+// Replicated parameters are identical on every rank; expert parameters are split by their
+// leading [E] axis across expert-parallel ranks.
+enum class Sharding : uint8_t { replicated, expert };
+inline constexpr int kNumShardings = 2;
+
+enum class WeightDecay : bool { no = false, yes = true };
+
+struct InitSpec {
+  enum class Kind : uint8_t { zeros, constant, normal, uniform, xavier_uniform, lecun_normal };
+  Kind kind = Kind::zeros;
+  double value = 0;   // constant value; normal std; uniform half-width
+  double fan_in = 0;  // xavier / lecun (explicit, since kernels may be reshaped views)
+  double fan_out = 0;
+
+  static InitSpec zeros() { return {}; }
+  static InitSpec constant(double v) { return {Kind::constant, v}; }
+  static InitSpec normal(double std) { return {Kind::normal, std}; }
+  static InitSpec xavier_uniform(double in, double out) {
+    return {Kind::xavier_uniform, 0, in, out};
+  }
+  static InitSpec lecun_normal(double in) { return {Kind::lecun_normal, 0, in, 0}; }
+};
+
+struct ParamInfo {
+  std::string name;
+  Shape shape;
+  InitSpec init;
+  Sharding sharding = Sharding::replicated;
+  WeightDecay decay = WeightDecay::no;
+  int64_t offset = 0;  // in elements, within the flat buffer of its sharding class
+};
+
+using ParamId = size_t;
+
+class ParameterStore {
+ public:
+  // Declares a parameter; names must be unique. Returns its id for fast access.
+  ParamId declare(const std::string& name, const Shape& shape, InitSpec init,
+                  WeightDecay decay = WeightDecay::no, Sharding sharding = Sharding::replicated);
+  // Allocates the flat buffers and initialises every parameter from `seed`; the values of a
+  // parameter depend only on (seed, its name), not on declaration order.
+  void allocate(uint64_t seed, DType dtype = DType::f32);
+  bool allocated() const { return allocated_; }
+
+  const Tensor& operator[](ParamId id) const { return values_.at(id); }
+  const Tensor& value(const std::string& name) const;
+  const Tensor& grad(const std::string& name) const;
+  ParamId id(const std::string& name) const;
+  bool contains(const std::string& name) const { return by_name_.count(name) > 0; }
+  const std::vector<ParamInfo>& infos() const { return infos_; }
+  size_t size() const { return infos_.size(); }
+  int64_t num_elements() const;
+  DType dtype() const { return dtype_; }
+
+  // [n] flat value / gradient buffer of one sharding class (may be empty).
+  const Tensor& flat_values(Sharding s) const { return flat_values_[size_t(s)]; }
+  const Tensor& flat_grads(Sharding s) const { return flat_grads_[size_t(s)]; }
+  // [n] 1 where weight decay applies, else 0.
+  const Tensor& flat_decay_mask(Sharding s) const { return flat_decay_[size_t(s)]; }
+
+  void zero_grads();
+
+ private:
+  std::vector<ParamInfo> infos_;
+  std::map<std::string, ParamId> by_name_;
+  std::vector<Tensor> values_, grads_;
+  Tensor flat_values_[kNumShardings], flat_grads_[kNumShardings], flat_decay_[kNumShardings];
+  DType dtype_ = DType::f32;
+  bool allocated_ = false;
+};
+
+// Fills t (any float dtype) according to spec with numbers keyed by `key`.
+void initialize(Tensor& t, const InitSpec& spec, RngKey key);
+
+}  // namespace vmoe

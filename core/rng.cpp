@@ -1,0 +1,70 @@
+// Philox-4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3").
+#include "core/rng.h"
+
+#include <cmath>
+#include <numbers>
+
+namespace vmoe {
+
+namespace {
+constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+std::array<uint32_t, 4> philox(RngKey key, uint64_t counter) {
+  // The key mixes seed and stream so that nearby seeds/streams give unrelated sequences.
+  uint64_t k = splitmix64(key.seed ^ splitmix64(key.stream));
+  uint32_t k0 = uint32_t(k), k1 = uint32_t(k >> 32);
+  uint32_t c0 = uint32_t(counter), c1 = uint32_t(counter >> 32), c2 = uint32_t(key.stream),
+           c3 = uint32_t(key.stream >> 32);
+  for (int round = 0; round < 10; ++round) {
+    uint64_t p0 = uint64_t(kMul0) * c0;
+    uint64_t p1 = uint64_t(kMul1) * c2;
+    uint32_t n0 = uint32_t(p1 >> 32) ^ c1 ^ k0;
+    uint32_t n1 = uint32_t(p1);
+    uint32_t n2 = uint32_t(p0 >> 32) ^ c3 ^ k1;
+    uint32_t n3 = uint32_t(p0);
+    c0 = n0;
+    c1 = n1;
+    c2 = n2;
+    c3 = n3;
+    k0 += kWeyl0;
+    k1 += kWeyl1;
+  }
+  return {c0, c1, c2, c3};
+}
+
+static double to_unit(uint32_t hi, uint32_t lo) {
+  // 53 random bits mapped to the open interval (0, 1).
+  uint64_t bits = (uint64_t(hi) << 21) ^ (uint64_t(lo) >> 11);
+  bits &= (1ull << 53) - 1;
+  return (double(bits) + 0.5) / double(1ull << 53);
+}
+
+double uniform01(RngKey key, uint64_t index) {
+  auto r = philox(key, index);
+  return to_unit(r[0], r[1]);
+}
+
+double normal01(RngKey key, uint64_t index) {
+  auto r = philox(key, index);
+  double u1 = to_unit(r[0], r[1]);
+  double u2 = to_unit(r[2], r[3]);
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+}
+
+RngKey derive(RngKey key, std::string_view tag, uint64_t value) {
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the tag
+  for (char c : tag)
+    h = (h ^ uint8_t(c)) * 0x100000001b3ull;
+  return {key.seed, splitmix64(key.stream ^ splitmix64(h ^ splitmix64(value)))};
+}
+
+}  // namespace vmoe

@@ -1,0 +1,25 @@
+// Counter-based RNG (Philox-4x32-10): a random value is a pure function of
+// (seed, stream, counter), so results do not depend on thread count, batch split or rank
+// count, and resuming at a step reproduces the same values.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+namespace vmoe {
+
+struct RngKey {
+  uint64_t seed = 0;
+  uint64_t stream = 0;  // what the numbers are for (layer, purpose, step), see derive()
+};
+
+// Philox-4x32-10 block for (key, counter).
+std::array<uint32_t, 4> philox(RngKey key, uint64_t counter);
+// Uniform in (0, 1) (never 0 or 1) for element `index`.
+double uniform01(RngKey key, uint64_t index);
+// Standard normal for element `index` (Box-Muller on one Philox block).
+double normal01(RngKey key, uint64_t index);
+// A new key for a sub-purpose: stable hash of (key, tag, value).
+RngKey derive(RngKey key, std::string_view tag, uint64_t value = 0);
+
+}  // namespace vmoe

@@ -1,0 +1,25 @@
+// Evaluation of a classifier over a whole dataset split (no augmentation, no noise).
+#pragma once
+#include "data/augment.h"
+#include "data/batch.h"
+#include "data/image_dataset.h"
+#include "launch/train_step.h"
+
+namespace vmoe {
+
+struct EvalResult {
+  double loss = 0;      // mean classification loss
+  double accuracy = 0;  // top-1, in [0, 1]
+  int64_t examples = 0;
+};
+
+// Evaluates the first `max_examples` examples (0 = all) in batches of `batch_size`.
+EvalResult evaluate(const VisionTransformer& model, const data::ImageDataset& dataset,
+                    int64_t batch_size, const data::Normalization& norm, LossKind loss,
+                    int64_t max_examples = 0);
+
+// Wraps a data batch's buffers into tensors: images [B, H, W, C] f32, labels [B] i32.
+Tensor batch_images(const data::Batch& batch);
+Tensor batch_labels(const data::Batch& batch);
+
+}  // namespace vmoe

@@ -1,0 +1,146 @@
+// Config -> run objects.
+#include "launch/experiment.h"
+
+#include <cmath>
+#include <filesystem>
+#include <stdexcept>
+
+#include "core/optim/adamw.h"
+#include "core/optim/sgd.h"
+
+namespace vmoe {
+
+VitConfig vit_config_from(const config::ModelConfig& m) {
+  VitConfig v;
+  v.image_size = m.image_size();
+  v.channels = m.channels();
+  v.patch_size = m.patch_size();
+  v.hidden_size = m.hidden_size();
+  v.mlp_dim = m.mlp_dim();
+  v.num_heads = m.num_heads();
+  v.num_layers = m.num_layers();
+  v.num_classes = m.num_classes();
+  v.classifier = m.classifier() == config::ModelConfig::GAP ? VitConfig::Classifier::gap
+                                                            : VitConfig::Classifier::token;
+  v.representation_size = m.representation_size();
+  v.dropout_rate = m.dropout_rate();
+  v.attention_dropout_rate = m.attention_dropout_rate();
+  v.layer_norm_eps = m.layer_norm_eps();
+  if (m.has_head_bias_init()) v.head_bias_init = m.head_bias_init();
+  return v;
+}
+
+DType param_dtype_from(const config::ModelConfig& m) {
+  DType t = parse_dtype(m.dtype());
+  if (t != DType::f32 && t != DType::f64) {
+    throw config::ConfigError("model.dtype must be f32 or f64 on the CPU backend, got '" +
+                              m.dtype() + "'");
+  }
+  return t;
+}
+
+LossKind loss_from(const config::TrainConfig& train) {
+  return train.loss() == config::TrainConfig::SIGMOID_XENT ? LossKind::sigmoid_xent
+                                                           : LossKind::softmax_xent;
+}
+
+int64_t total_steps_from(const config::TrainConfig& train, int64_t steps_per_epoch) {
+  if (train.num_steps() > 0) return train.num_steps();
+  return std::max<int64_t>(1, int64_t(std::ceil(train.num_epochs() * double(steps_per_epoch))));
+}
+
+LrSchedule schedule_from(const config::Config& c, int64_t total_steps) {
+  LrSchedule s;
+  switch (c.schedule().kind()) {
+    case config::ScheduleConfig::CONSTANT:
+      s.kind = LrSchedule::Kind::constant;
+      break;
+    case config::ScheduleConfig::WARMUP_LINEAR_DECAY:
+      s.kind = LrSchedule::Kind::warmup_linear_decay;
+      break;
+    case config::ScheduleConfig::WARMUP_COSINE_DECAY:
+      s.kind = LrSchedule::Kind::warmup_cosine_decay;
+      break;
+  }
+  s.peak = c.optimizer().learning_rate();
+  s.end = c.schedule().end_learning_rate();
+  s.warmup_steps = c.schedule().warmup_steps();
+  s.total_steps = total_steps;
+  return s;
+}
+
+std::unique_ptr<Optimizer> optimizer_from(const config::OptimizerConfig& o,
+                                          const ParameterStore& params) {
+  if (o.kind() == config::OptimizerConfig::SGD) {
+    SgdOptions s;
+    s.momentum = o.momentum();
+    s.nesterov = o.nesterov();
+    s.weight_decay = o.weight_decay();
+    s.decay_masked_only = o.decay_kernels_only();
+    return std::make_unique<Sgd>(params, s);
+  }
+  AdamWOptions a;
+  a.b1 = o.b1();
+  a.b2 = o.b2();
+  a.eps = o.eps();
+  a.weight_decay = o.weight_decay();
+  a.decay_masked_only = o.decay_kernels_only();
+  return std::make_unique<AdamW>(params, a);
+}
+
+data::Normalization normalization_from(const config::DataConfig& d) {
+  return {float(d.mean()), float(d.std())};
+}
+
+data::BatchLoaderOptions loader_options_from(const config::Config& c) {
+  data::BatchLoaderOptions o;
+  o.batch_size = c.data().batch_size();
+  o.shuffle = c.data().shuffle();
+  o.seed = c.train().seed();
+  o.drop_last = true;
+  o.random_flip = c.data().random_flip();
+  o.crop_padding = c.data().crop_padding();
+  o.normalization = normalization_from(c.data());
+  return o;
+}
+
+Progress::Style progress_style_from(const config::OutputConfig& o) {
+  switch (o.progress()) {
+    case config::OutputConfig::BAR:
+      return Progress::Style::bar;
+    case config::OutputConfig::LINES:
+      return Progress::Style::lines;
+    case config::OutputConfig::NONE:
+      return Progress::Style::none;
+    default:
+      return Progress::Style::automatic;
+  }
+}
+
+data::ImageDataset load_split(const config::Config& c, data::Split split) {
+  const config::DataConfig& d = c.data();
+  const std::filesystem::path dir = d.dir();
+  const bool train = split == data::Split::train;
+  data::ImageDataset ds;
+  const int64_t limit = train ? d.num_train_examples() : c.eval().num_examples();
+  if (d.dataset() == config::DataConfig::IDX) {
+    ds = data::load_idx_dataset(dir / (train ? d.train_images() : d.test_images()),
+                                dir / (train ? d.train_labels() : d.test_labels()), limit,
+                                int32_t(c.model().num_classes()));
+  } else {
+    data::IdxSplitFiles files = data::idx_split_files(dir, split);
+    ds =
+        data::load_idx_dataset(files.images, files.labels, limit, int32_t(c.model().num_classes()));
+  }
+  const config::ModelConfig& m = c.model();
+  if (ds.height != m.image_size() || ds.width != m.image_size() || ds.channels != m.channels()) {
+    throw std::runtime_error("dataset images are " + std::to_string(ds.height) + "x" +
+                             std::to_string(ds.width) + "x" + std::to_string(ds.channels) +
+                             " but the model expects " + std::to_string(m.image_size()) + "x" +
+                             std::to_string(m.image_size()) + "x" + std::to_string(m.channels()) +
+                             " (model.image_size, model.channels)");
+  }
+  return ds;
+}
+
+}  // namespace vmoe

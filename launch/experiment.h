@@ -1,0 +1,36 @@
+// Turns a validated config into the objects a run needs: model hyper-parameters, optimizer,
+// schedule, loss, datasets and loader options. The one place that reads config messages for
+// training and evaluation.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "configs/config.h"
+#include "core/optim/optimizer.h"
+#include "core/optim/schedule.h"
+#include "data/batch_loader.h"
+#include "data/image_dataset.h"
+#include "launch/progress.h"
+#include "launch/train_step.h"
+#include "models/vit_config.h"
+
+namespace vmoe {
+
+VitConfig vit_config_from(const config::ModelConfig& model);
+DType param_dtype_from(const config::ModelConfig& model);
+LossKind loss_from(const config::TrainConfig& train);
+LrSchedule schedule_from(const config::Config& config, int64_t total_steps);
+std::unique_ptr<Optimizer> optimizer_from(const config::OptimizerConfig& opt,
+                                          const ParameterStore& params);
+data::Normalization normalization_from(const config::DataConfig& data);
+data::BatchLoaderOptions loader_options_from(const config::Config& config);
+Progress::Style progress_style_from(const config::OutputConfig& output);
+
+// Loads the train or test split named by the data config; the image shape must match the
+// model (error names both).
+data::ImageDataset load_split(const config::Config& config, data::Split split);
+
+// Total number of updates of the run (train.num_steps, or num_epochs * steps per epoch).
+int64_t total_steps_from(const config::TrainConfig& train, int64_t steps_per_epoch);
+
+}  // namespace vmoe

@@ -1,0 +1,37 @@
+// One optimisation step of a classifier: forward, loss, backward, clipping, update.
+// Shared by `vmoe train` and the step benchmark, so both measure the same work.
+#pragma once
+#include <cstdint>
+
+#include "core/optim/optimizer.h"
+#include "core/optim/schedule.h"
+#include "models/vision_transformer.h"
+
+namespace vmoe {
+
+enum class LossKind : uint8_t { softmax_xent, sigmoid_xent };
+
+struct StepResult {
+  double loss = 0;       // classification loss (mean over the batch)
+  double grad_norm = 0;  // global gradient norm before clipping
+  double lr = 0;
+  int64_t correct = 0;  // top-1 hits in this batch
+};
+
+struct StepOptions {
+  LossKind loss = LossKind::softmax_xent;
+  double grad_clip_norm = 0;  // 0 = off
+  uint64_t seed = 0;
+};
+
+// images [B, H, W, C] f32, labels [B] i32; `step` is the 0-based update number.
+StepResult train_step(const VisionTransformer& model, ParameterStore& params, Optimizer& optimizer,
+                      const LrSchedule& schedule, const Tensor& images, const Tensor& labels,
+                      int64_t step, int64_t first_example, const StepOptions& options);
+
+// Loss for a batch of logits [B, C] and labels [B].
+Tensor classification_loss(const Tensor& logits, const Tensor& labels, LossKind kind);
+// Number of rows whose argmax equals the label.
+int64_t count_correct(const Tensor& logits, const Tensor& labels);
+
+}  // namespace vmoe

@@ -1,0 +1,28 @@
+// Dense layer y = x W + b with a kernel [in, out] (JAX/Flax layout) and bias [out].
+#pragma once
+#include <string>
+
+#include "core/ops.h"
+#include "core/parameters.h"
+
+namespace vmoe {
+
+class Dense {
+ public:
+  Dense(ParameterStore& store, const std::string& prefix, int64_t in, int64_t out,
+        InitSpec kernel_init, InitSpec bias_init)
+      : store_(&store),
+        kernel_(store.declare(prefix + "/kernel", {in, out}, kernel_init, WeightDecay::yes)),
+        bias_(store.declare(prefix + "/bias", {out}, bias_init)) {}
+
+  // x [..., in] -> [..., out]
+  Tensor operator()(const Tensor& x) const { return linear(x, kernel(), bias()); }
+  const Tensor& kernel() const { return (*store_)[kernel_]; }
+  const Tensor& bias() const { return (*store_)[bias_]; }
+
+ private:
+  const ParameterStore* store_;
+  ParamId kernel_, bias_;
+};
+
+}  // namespace vmoe

@@ -1,0 +1,23 @@
+// Encoder block forward.
+#include "models/encoder_block.h"
+
+#include "models/example_dropout.h"
+
+namespace vmoe {
+
+EncoderBlock::EncoderBlock(ParameterStore& store, const std::string& prefix, int64_t dim,
+                           int64_t heads, double eps, double dropout_rate,
+                           double attention_dropout_rate, std::unique_ptr<FeedForward> feed_forward)
+    : dropout_rate_(dropout_rate),
+      ln1_(store, prefix + "/ln1", dim, eps),
+      attn_(store, prefix + "/attn", dim, heads, attention_dropout_rate),
+      ln2_(store, prefix + "/ln2", dim, eps),
+      feed_forward_(std::move(feed_forward)) {}
+
+Tensor EncoderBlock::operator()(const Tensor& x, const ForwardContext& ctx, uint64_t index) const {
+  Tensor a = example_dropout(attn_(ln1_(x), ctx, index), dropout_rate_, ctx, "attn_out", index);
+  Tensor h = x + a;
+  return h + (*feed_forward_)(ln2_(h), ctx, index);
+}
+
+}  // namespace vmoe

@@ -1,0 +1,109 @@
+// Vision Transformer construction (reference initialisation) and forward pass.
+#include "models/vision_transformer.h"
+
+#include <cstdio>
+#include <stdexcept>
+
+#include "models/example_dropout.h"
+#include "models/mlp_block.h"
+
+namespace vmoe {
+
+namespace {
+
+[[noreturn]] void bad(const std::string& field, const std::string& what) {
+  throw std::invalid_argument("model." + field + " " + what);
+}
+
+}  // namespace
+
+void validate(const VitConfig& c) {
+  auto positive = [](const char* name, int64_t v) {
+    if (v <= 0) bad(name, "must be > 0, got " + std::to_string(v));
+  };
+  positive("image_size", c.image_size);
+  positive("channels", c.channels);
+  positive("patch_size", c.patch_size);
+  positive("hidden_size", c.hidden_size);
+  positive("mlp_dim", c.mlp_dim);
+  positive("num_heads", c.num_heads);
+  positive("num_layers", c.num_layers);
+  positive("num_classes", c.num_classes);
+  if (c.image_size % c.patch_size != 0)
+    bad("image_size", "must be divisible by model.patch_size (got " + std::to_string(c.image_size) +
+                          " and " + std::to_string(c.patch_size) + ")");
+  if (c.hidden_size % c.num_heads != 0)
+    bad("hidden_size", "must be divisible by model.num_heads (got " +
+                           std::to_string(c.hidden_size) + " and " + std::to_string(c.num_heads) +
+                           ")");
+  if (c.representation_size < 0)
+    bad("representation_size", "must be >= 0, got " + std::to_string(c.representation_size));
+  for (auto [name, rate] : {std::pair{"dropout_rate", c.dropout_rate},
+                            std::pair{"attention_dropout_rate", c.attention_dropout_rate}}) {
+    if (!(rate >= 0 && rate < 1)) bad(name, "must be in [0, 1), got " + std::to_string(rate));
+  }
+}
+
+std::string VisionTransformer::block_prefix(int64_t i) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "encoder/block_%02lld", static_cast<long long>(i));
+  return buf;
+}
+
+VisionTransformer::VisionTransformer(ParameterStore& store, VitConfig config,
+                                     const FeedForwardFactory& feed_forward)
+    : store_(&store),
+      config_((validate(config), config)),
+      embedding_(
+          store, "embedding", config.patch_size * config.patch_size * config.channels,
+          config.hidden_size,
+          InitSpec::lecun_normal(double(config.patch_size * config.patch_size * config.channels)),
+          InitSpec::zeros()),
+      pos_embedding_(store.declare("encoder/posembed_input/pos_embedding",
+                                   {1, config.num_tokens(), config.hidden_size},
+                                   InitSpec::normal(0.02))),
+      encoder_norm_(store, "encoder/encoder_norm", config.hidden_size, config.layer_norm_eps),
+      head_(store, "head",
+            config.representation_size ? config.representation_size : config.hidden_size,
+            config.num_classes, InitSpec::zeros(), InitSpec::constant(config.head_bias())) {
+  const VitConfig& c = config_;
+  if (c.classifier == VitConfig::Classifier::token)
+    cls_ = store.declare("cls", {1, 1, c.hidden_size}, InitSpec::zeros());
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string prefix = block_prefix(i);
+    std::unique_ptr<FeedForward> ff = feed_forward ? feed_forward(store, prefix, i) : nullptr;
+    if (!ff)
+      ff = std::make_unique<MlpBlock>(store, prefix + "/mlp", c.hidden_size, c.mlp_dim,
+                                      c.dropout_rate);
+    blocks_.push_back(std::make_unique<EncoderBlock>(store, prefix, c.hidden_size, c.num_heads,
+                                                     c.layer_norm_eps, c.dropout_rate,
+                                                     c.attention_dropout_rate, std::move(ff)));
+  }
+  if (c.representation_size > 0) {
+    pre_logits_.emplace(store, "pre_logits", c.hidden_size, c.representation_size,
+                        InitSpec::lecun_normal(double(c.hidden_size)), InitSpec::zeros());
+  }
+}
+
+VitOutput VisionTransformer::operator()(const Tensor& images, const ForwardContext& ctx) const {
+  const VitConfig& c = config_;
+  if (images.dim() != 4 || images.size(1) != c.image_size || images.size(2) != c.image_size ||
+      images.size(3) != c.channels) {
+    throw std::invalid_argument("images " + images.desc() +
+                                " do not match the model: expected [B, " +
+                                std::to_string(c.image_size) + ", " + std::to_string(c.image_size) +
+                                ", " + std::to_string(c.channels) + "]");
+  }
+  const int64_t b = images.size(0);
+  Tensor x = embedding_(image_to_patches(images, c.patch_size));                  // [B, N, D]
+  if (cls_) x = concat({expand((*store_)[*cls_], {b, 1, c.hidden_size}), x}, 1);  // [B, T, D]
+  x = example_dropout(x + (*store_)[pos_embedding_], c.dropout_rate, ctx, "embed_dropout", 0);
+  for (size_t i = 0; i < blocks_.size(); ++i)
+    x = (*blocks_[i])(x, ctx, i);
+  x = encoder_norm_(x);
+  Tensor rep = cls_ ? x.slice(1, 0, 1).reshape({b, c.hidden_size}) : mean(x, {1});
+  if (pre_logits_) rep = tanh((*pre_logits_)(rep));
+  return {head_(rep), rep};
+}
+
+}  // namespace vmoe

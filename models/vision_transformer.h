@@ -1,0 +1,56 @@
+// Vision Transformer (PAPER.md "Model"): patch embedding, class token, learned position
+// embedding, pre-LN encoder blocks, final LayerNorm, token/GAP readout, optional pre-logits,
+// head. The token-wise sub-layer of each block comes from a factory, so V-MoE reuses this
+// class with MoE layers in some blocks.
+#pragma once
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "models/dense.h"
+#include "models/encoder_block.h"
+#include "models/vit_config.h"
+
+namespace vmoe {
+
+struct VitOutput {
+  Tensor logits;      // [B, num_classes]
+  Tensor pre_logits;  // [B, R or D] the representation fed to the head
+};
+
+// Builds the FeedForward of block `index` with parameter prefix `prefix`.
+using FeedForwardFactory = std::function<std::unique_ptr<FeedForward>(
+    ParameterStore& store, const std::string& prefix, int64_t index)>;
+
+class VisionTransformer {
+ public:
+  // Declares every parameter in `store` (allocate the store afterwards).
+  VisionTransformer(ParameterStore& store, VitConfig config,
+                    const FeedForwardFactory& feed_forward = {});
+
+  // images [B, H, W, C] (normalised floats) -> logits and pre-logits.
+  VitOutput operator()(const Tensor& images, const ForwardContext& ctx) const;
+
+  const VitConfig& config() const { return config_; }
+  const std::vector<std::unique_ptr<EncoderBlock>>& blocks() const { return blocks_; }
+  // Name of block i's parameter prefix: "encoder/block_03".
+  static std::string block_prefix(int64_t i);
+
+ private:
+  const ParameterStore* store_;
+  VitConfig config_;
+  Dense embedding_;
+  std::optional<ParamId> cls_;
+  ParamId pos_embedding_;
+  std::vector<std::unique_ptr<EncoderBlock>> blocks_;
+  LayerNorm encoder_norm_;
+  std::optional<Dense> pre_logits_;
+  Dense head_;
+};
+
+// Checks a VitConfig; throws std::invalid_argument naming the field and what was expected.
+void validate(const VitConfig& config);
+
+}  // namespace vmoe

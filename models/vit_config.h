@@ -1,0 +1,33 @@
+// Hyper-parameters of a Vision Transformer (protobuf-free; launch/ converts the config file).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace vmoe {
+
+struct VitConfig {
+  int64_t image_size = 28;
+  int64_t channels = 1;
+  int64_t patch_size = 4;
+  int64_t hidden_size = 64;  // D
+  int64_t mlp_dim = 128;     // M
+  int64_t num_heads = 4;
+  int64_t num_layers = 4;
+  int64_t num_classes = 10;
+  enum class Classifier : uint8_t { token, gap } classifier = Classifier::token;
+  int64_t representation_size = 0;  // pre-logits size; 0 = no pre-logits layer
+  double dropout_rate = 0;
+  double attention_dropout_rate = 0;
+  double layer_norm_eps = 1e-6;
+  std::optional<double> head_bias_init;  // default -log(num_classes)
+
+  int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
+  int64_t num_tokens() const { return num_patches() + (classifier == Classifier::token ? 1 : 0); }
+  double head_bias() const {
+    return head_bias_init ? *head_bias_init : -std::log(double(num_classes));
+  }
+};
+
+}  // namespace vmoe

@@ -1,0 +1,662 @@
+// Hdf5File: plain HDF5 files of raw typed arrays and attributes on the serial sec2 driver.
+#include "parallel/hdf5_file.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <utility>
+
+#include "parallel/hdf5_handle.h"
+
+namespace vmoe {
+
+namespace {
+
+// Chunks are at most this big: the size of HDF5's default per-dataset chunk cache.
+constexpr size_t kTargetChunkBytes = size_t(1) << 20;
+// Dataset attribute that marks uint16 data as bfloat16 bits.
+constexpr const char* kDtypeAttr = "dtype";
+constexpr const char* kBf16 = "bf16";
+
+std::string in_quotes(const std::string& s) {
+  return "'" + s + "'";
+}
+
+// Portable little-endian type an element type is stored as.
+hid_t file_type(H5Type t) {
+  switch (t) {
+    case H5Type::f32:
+      return H5T_IEEE_F32LE;
+    case H5Type::f64:
+      return H5T_IEEE_F64LE;
+    case H5Type::i32:
+      return H5T_STD_I32LE;
+    case H5Type::i64:
+      return H5T_STD_I64LE;
+    case H5Type::u8:
+      return H5T_STD_U8LE;
+    case H5Type::bf16:
+      return H5T_STD_U16LE;
+  }
+  throw std::invalid_argument("unknown H5Type " + std::to_string(int(t)));
+}
+
+// Native in-memory type of an element type.
+hid_t memory_type(H5Type t) {
+  switch (t) {
+    case H5Type::f32:
+      return H5T_NATIVE_FLOAT;
+    case H5Type::f64:
+      return H5T_NATIVE_DOUBLE;
+    case H5Type::i32:
+      return H5T_NATIVE_INT32;
+    case H5Type::i64:
+      return H5T_NATIVE_INT64;
+    case H5Type::u8:
+      return H5T_NATIVE_UINT8;
+    case H5Type::bf16:
+      return H5T_NATIVE_UINT16;
+  }
+  throw std::invalid_argument("unknown H5Type " + std::to_string(int(t)));
+}
+
+// `name` without leading '/'; rejects empty names and empty components ("a//b", "a/").
+std::string normalize_name(const std::string& name, const char* what) {
+  const size_t start = name.find_first_not_of('/');
+  const std::string n = start == std::string::npos ? std::string() : name.substr(start);
+  if (n.empty()) {
+    throw std::invalid_argument(std::string(what) + " name must not be empty, got " +
+                                in_quotes(name));
+  }
+  if (n.back() == '/' || n.find("//") != std::string::npos) {
+    throw std::invalid_argument(std::string(what) + " name " + in_quotes(name) +
+                                " has an empty path component");
+  }
+  return n;
+}
+
+// An attribute key split into the object it belongs to ("." for the root group) and the
+// attribute name: "case_token/image_size" -> {"case_token", "image_size"}.
+std::pair<std::string, std::string> split_attr_key(const std::string& key) {
+  const std::string k = normalize_name(key, "attribute");
+  const size_t slash = k.rfind('/');
+  if (slash == std::string::npos) return {".", k};
+  return {k.substr(0, slash), k.substr(slash + 1)};
+}
+
+// What is at `path` (H5I_GROUP, H5I_DATASET, ...), or H5I_BADID if nothing is: a missing
+// component, or a non-group where a group is needed on the way.
+H5I_type_t object_type(hid_t file, const std::string& path) {
+  if (path == ".") return H5I_GROUP;
+  size_t pos = 0;
+  while (true) {
+    const size_t next = path.find('/', pos);
+    const std::string prefix = path.substr(0, next);
+    if (VMOE_H5_CHECK(H5Lexists(file, prefix.c_str(), H5P_DEFAULT)) == 0) return H5I_BADID;
+    H5ObjectId obj{VMOE_H5_CHECK(H5Oopen(file, prefix.c_str(), H5P_DEFAULT))};
+    const H5I_type_t type = H5Iget_type(obj.get());
+    if (next == std::string::npos) return type;
+    if (type != H5I_GROUP) return H5I_BADID;
+    pos = next + 1;
+  }
+}
+
+// Throws if an existing object on the way to `path` is not a group (e.g. writing "a/b" where
+// "a" is a dataset), which HDF5 would report less clearly.
+void check_parents_are_groups(hid_t file, const std::string& path) {
+  for (size_t slash = path.find('/'); slash != std::string::npos;
+       slash = path.find('/', slash + 1)) {
+    const std::string parent = path.substr(0, slash);
+    const H5I_type_t type = object_type(file, parent);
+    if (type == H5I_BADID) return;  // created below
+    if (type != H5I_GROUP) throw Hdf5Error(in_quotes(parent) + " exists and is not a group");
+  }
+}
+
+// Link creation properties that create missing intermediate groups.
+H5PlistId intermediate_groups_lcpl() {
+  H5PlistId lcpl{VMOE_H5_CHECK(H5Pcreate(H5P_LINK_CREATE))};
+  VMOE_H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1));
+  return lcpl;
+}
+
+// Chunk shape of a non-empty dataset: whole trailing rows, leading dimensions cut until a
+// chunk holds at most kTargetChunkBytes.
+std::vector<hsize_t> chunk_dims(const std::vector<hsize_t>& dims, size_t elem_size) {
+  std::vector<hsize_t> chunk = dims;
+  auto bytes = [&] {
+    size_t b = elem_size;
+    for (hsize_t c : chunk)
+      b *= size_t(c);
+    return b;
+  };
+  for (size_t d = 0; d < chunk.size() && bytes() > kTargetChunkBytes; ++d) {
+    const size_t per_index = bytes() / size_t(chunk[d]);  // bytes of one step along d
+    chunk[d] = std::max<hsize_t>(1, hsize_t(kTargetChunkBytes / per_index));
+  }
+  return chunk;
+}
+
+// A scalar variable-length UTF-8 string type, the way h5py stores str attributes.
+H5TypeId vlen_string_type() {
+  H5TypeId type{VMOE_H5_CHECK(H5Tcopy(H5T_C_S1))};
+  VMOE_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
+  VMOE_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
+  return type;
+}
+
+// Creates (or replaces) attribute `name` of `obj` with a scalar dataspace and writes `value`,
+// given in memory type `mem_type`.
+void write_attr(hid_t obj, const std::string& name, hid_t stored_type, hid_t mem_type,
+                const void* value) {
+  if (VMOE_H5_CHECK(H5Aexists(obj, name.c_str())) > 0) {
+    VMOE_H5_CHECK(H5Adelete(obj, name.c_str()));
+  }
+  H5SpaceId space{VMOE_H5_CHECK(H5Screate(H5S_SCALAR))};
+  H5AttrId attr{VMOE_H5_CHECK(
+      H5Acreate2(obj, name.c_str(), stored_type, space.get(), H5P_DEFAULT, H5P_DEFAULT))};
+  VMOE_H5_CHECK(H5Awrite(attr.get(), mem_type, value));
+}
+
+void write_string_attr(hid_t obj, const std::string& name, const std::string& value) {
+  if (value.find('\0') != std::string::npos) {
+    throw std::invalid_argument("attribute " + in_quotes(name) +
+                                ": string values must not contain NUL characters");
+  }
+  H5TypeId type = vlen_string_type();
+  const char* chars = value.c_str();
+  write_attr(obj, name, type.get(), type.get(), &chars);
+}
+
+// Kind of value an attribute holds, for the getters' checks and messages.
+const char* class_name(H5T_class_t cls) {
+  switch (cls) {
+    case H5T_INTEGER:
+      return "an integer";
+    case H5T_FLOAT:
+      return "a real number";
+    case H5T_STRING:
+      return "a string";
+    default:
+      return "of an unsupported kind";
+  }
+}
+
+// Reads a one-element attribute. `read_value` is called with the open attribute and its
+// stored type once the checks pass.
+template <typename Fn>
+auto read_one_element_attr(hid_t attr, Fn read_value) {
+  H5SpaceId space{VMOE_H5_CHECK(H5Aget_space(attr))};
+  const hssize_t count = VMOE_H5_CHECK(H5Sget_simple_extent_npoints(space.get()));
+  if (count != 1) {
+    throw Hdf5Error("it holds " + std::to_string(count) + " values, expected a single value");
+  }
+  H5TypeId type{VMOE_H5_CHECK(H5Aget_type(attr))};
+  return read_value(type.get());
+}
+
+std::string read_string_value(hid_t attr, hid_t type) {
+  const H5T_class_t cls = H5Tget_class(type);
+  if (cls != H5T_STRING) {
+    throw Hdf5Error(std::string("it is ") + class_name(cls) + ", expected a string");
+  }
+  if (VMOE_H5_CHECK(H5Tis_variable_str(type)) > 0) {
+    H5TypeId mem{VMOE_H5_CHECK(H5Tcopy(H5T_C_S1))};
+    VMOE_H5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE));
+    VMOE_H5_CHECK(H5Tset_cset(mem.get(), H5Tget_cset(type)));
+    char* chars = nullptr;
+    VMOE_H5_CHECK(H5Aread(attr, mem.get(), &chars));
+    std::string value = chars ? std::string(chars) : std::string();
+    H5free_memory(chars);
+    return value;
+  }
+  // Fixed-length: null-terminated, null-padded or space-padded.
+  const size_t size = H5Tget_size(type);
+  std::string value(size, '\0');
+  VMOE_H5_CHECK(H5Aread(attr, type, value.data()));
+  const size_t nul = value.find('\0');
+  if (nul != std::string::npos) value.resize(nul);
+  if (H5Tget_strpad(type) == H5T_STR_SPACEPAD) {
+    value.erase(value.find_last_not_of(' ') + 1);
+  }
+  return value;
+}
+
+// True if dataset `ds` carries the attribute dtype = "bf16".
+bool marked_bf16(hid_t ds) {
+  if (VMOE_H5_CHECK(H5Aexists(ds, kDtypeAttr)) <= 0) return false;
+  H5AttrId attr{VMOE_H5_CHECK(H5Aopen(ds, kDtypeAttr, H5P_DEFAULT))};
+  H5TypeId type{VMOE_H5_CHECK(H5Aget_type(attr.get()))};
+  if (H5Tget_class(type.get()) != H5T_STRING) return false;
+  return read_string_value(attr.get(), type.get()) == kBf16;
+}
+
+// The element type a dataset holds, or nullopt if it is none of H5Type.
+std::optional<H5Type> stored_type(hid_t ds, hid_t type) {
+  const H5T_class_t cls = H5Tget_class(type);
+  const size_t size = H5Tget_size(type);
+  if (cls == H5T_FLOAT) {
+    if (size == 4) return H5Type::f32;
+    if (size == 8) return H5Type::f64;
+  } else if (cls == H5T_INTEGER) {
+    const bool is_signed = H5Tget_sign(type) == H5T_SGN_2;
+    if (is_signed && size == 4) return H5Type::i32;
+    if (is_signed && size == 8) return H5Type::i64;
+    if (!is_signed && size == 1) return H5Type::u8;
+    if (!is_signed && size == 2 && marked_bf16(ds)) return H5Type::bf16;
+  }
+  return std::nullopt;
+}
+
+std::string describe_type(hid_t type) {
+  const H5T_class_t cls = H5Tget_class(type);
+  const std::string bits = std::to_string(8 * H5Tget_size(type)) + "-bit ";
+  switch (cls) {
+    case H5T_FLOAT:
+      return bits + "float";
+    case H5T_INTEGER:
+      return bits + (H5Tget_sign(type) == H5T_SGN_2 ? "signed" : "unsigned") + " integer";
+    case H5T_STRING:
+      return "string";
+    case H5T_COMPOUND:
+      return "compound";
+    case H5T_ENUM:
+      return "enum";
+    default:
+      return "class " + std::to_string(int(cls));
+  }
+}
+
+// Shape of a dataspace; throws for a null dataspace.
+std::vector<int64_t> space_shape(hid_t space) {
+  const H5S_class_t cls = H5Sget_simple_extent_type(space);
+  if (cls == H5S_SCALAR) return {};
+  if (cls != H5S_SIMPLE) throw Hdf5Error("it has a null dataspace (no shape)");
+  const int rank = VMOE_H5_CHECK(H5Sget_simple_extent_ndims(space));
+  std::vector<hsize_t> dims(size_t(rank), 0);
+  VMOE_H5_CHECK(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
+  return std::vector<int64_t>(dims.begin(), dims.end());
+}
+
+int64_t checked_numel(const std::vector<int64_t>& shape, const std::string& name) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) {
+      throw std::invalid_argument("dataset " + in_quotes(name) + ": negative dimension " +
+                                  std::to_string(d) + " in its shape");
+    }
+    if (d > 0 && n > std::numeric_limits<int64_t>::max() / d) {
+      throw std::invalid_argument("dataset " + in_quotes(name) + ": shape has too many elements");
+    }
+    n *= d;
+  }
+  return n;
+}
+
+// H5Lvisit callback: collects the paths of datasets reached through hard links.
+herr_t collect_dataset(hid_t group, const char* name, const H5L_info_t* info, void* data) {
+  if (info->type != H5L_TYPE_HARD) return 0;
+  const hid_t obj = H5Oopen(group, name, H5P_DEFAULT);
+  if (obj < 0) return -1;
+  const bool is_dataset = H5Iget_type(obj) == H5I_DATASET;
+  H5Oclose(obj);
+  if (is_dataset) static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+  return 0;
+}
+
+}  // namespace
+
+size_t h5_type_size(H5Type t) {
+  switch (t) {
+    case H5Type::f32:
+      return 4;
+    case H5Type::f64:
+      return 8;
+    case H5Type::i32:
+      return 4;
+    case H5Type::i64:
+      return 8;
+    case H5Type::u8:
+      return 1;
+    case H5Type::bf16:
+      return 2;
+  }
+  throw std::invalid_argument("unknown H5Type " + std::to_string(int(t)));
+}
+
+const char* h5_type_name(H5Type t) {
+  switch (t) {
+    case H5Type::f32:
+      return "f32";
+    case H5Type::f64:
+      return "f64";
+    case H5Type::i32:
+      return "i32";
+    case H5Type::i64:
+      return "i64";
+    case H5Type::u8:
+      return "u8";
+    case H5Type::bf16:
+      return "bf16";
+  }
+  throw std::invalid_argument("unknown H5Type " + std::to_string(int(t)));
+}
+
+int64_t H5Array::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+struct Hdf5File::Impl {
+  H5FileId file;
+};
+
+Hdf5File::Hdf5File(const std::string& path, Mode mode) : path_(path), mode_(mode) {
+  hdf5_init();
+  Hdf5Lock lock;
+  const char* purpose = mode == Mode::Read     ? "reading"
+                        : mode == Mode::Create ? "writing"
+                                               : "appending";
+  auto fail = [&](const std::string& why) {
+    throw Hdf5Error("cannot open HDF5 file " + in_quotes(path) + " for " + purpose + ": " + why);
+  };
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const bool exists = fs::exists(path, ec);
+  if (mode == Mode::Read && !exists) fail("no such file");
+  if (exists && fs::is_directory(path, ec)) fail("it is a directory");
+
+  H5PlistId fapl{H5Pcreate(H5P_FILE_ACCESS)};
+  // The serial driver, explicitly: no MPI needed. Objects in the 1.8 format or newer allow
+  // large attributes (dense storage) and are readable by every current HDF5 and h5py.
+  if (!fapl || H5Pset_fapl_sec2(fapl.get()) < 0 ||
+      H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST) < 0) {
+    fail(hdf5_error_stack());
+  }
+  hid_t id = H5I_INVALID_HID;
+  if (mode == Mode::Read) {
+    id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+  } else if (mode == Mode::Append && exists) {
+    id = H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.get());
+  } else {
+    id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  }
+  if (id < 0) fail(hdf5_error_stack());
+  impl_ = std::make_unique<Impl>();
+  impl_->file = H5FileId(id);
+}
+
+Hdf5File::~Hdf5File() = default;
+Hdf5File::Hdf5File(Hdf5File&& other) noexcept = default;
+Hdf5File& Hdf5File::operator=(Hdf5File&& other) noexcept = default;
+
+Hdf5File::Impl& Hdf5File::impl() const {
+  if (!impl_) throw Hdf5Error("HDF5 file " + in_quotes(path_) + " is closed");
+  return *impl_;
+}
+
+void Hdf5File::require_writable(const std::string& what) const {
+  if (mode_ == Mode::Read) {
+    throw Hdf5Error("cannot " + what + ": HDF5 file " + in_quotes(path_) + " is open read-only");
+  }
+}
+
+void Hdf5File::write(const std::string& name, H5Type t, const std::vector<int64_t>& shape,
+                     const void* data) {
+  Hdf5Lock lock;
+  const std::string n = normalize_name(name, "dataset");
+  require_writable("write dataset " + in_quotes(n));
+  const int64_t numel = checked_numel(shape, n);
+  if (numel > 0 && data == nullptr) {
+    throw std::invalid_argument("dataset " + in_quotes(n) + ": data is null for " +
+                                std::to_string(numel) + " elements");
+  }
+  const hid_t file = impl().file.get();
+  const hid_t mem_type = memory_type(t);
+  try {
+    const H5I_type_t existing = object_type(file, n);
+    if (existing == H5I_DATASET) {
+      H5DatasetId ds{VMOE_H5_CHECK(H5Dopen2(file, n.c_str(), H5P_DEFAULT))};
+      H5TypeId type{VMOE_H5_CHECK(H5Dget_type(ds.get()))};
+      H5SpaceId space{VMOE_H5_CHECK(H5Dget_space(ds.get()))};
+      if (stored_type(ds.get(), type.get()) == t && space_shape(space.get()) == shape) {
+        if (numel > 0) {
+          VMOE_H5_CHECK(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+        }
+        return;
+      }
+      ds.close();
+      VMOE_H5_CHECK(H5Ldelete(file, n.c_str(), H5P_DEFAULT));
+    } else if (existing != H5I_BADID) {
+      throw Hdf5Error("it exists and is not a dataset");
+    } else {
+      check_parents_are_groups(file, n);
+    }
+
+    const std::vector<hsize_t> dims(shape.begin(), shape.end());
+    H5SpaceId space{VMOE_H5_CHECK(dims.empty()
+                                      ? H5Screate(H5S_SCALAR)
+                                      : H5Screate_simple(int(dims.size()), dims.data(), nullptr))};
+    H5PlistId dcpl{VMOE_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE))};
+    if (!dims.empty() && numel > 0) {
+      const std::vector<hsize_t> chunk = chunk_dims(dims, h5_type_size(t));
+      VMOE_H5_CHECK(H5Pset_chunk(dcpl.get(), int(chunk.size()), chunk.data()));
+      VMOE_H5_CHECK(H5Pset_fletcher32(dcpl.get()));
+    }
+    H5PlistId lcpl = intermediate_groups_lcpl();
+    H5DatasetId ds{VMOE_H5_CHECK(H5Dcreate2(file, n.c_str(), file_type(t), space.get(), lcpl.get(),
+                                            dcpl.get(), H5P_DEFAULT))};
+    if (t == H5Type::bf16) write_string_attr(ds.get(), kDtypeAttr, kBf16);
+    if (numel > 0) {
+      VMOE_H5_CHECK(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+    }
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot write dataset " + in_quotes(n) + " to HDF5 file " + in_quotes(path_) +
+                    ": " + e.what());
+  }
+}
+
+H5Array Hdf5File::read(const std::string& name) const {
+  Hdf5Lock lock;
+  const std::string n = normalize_name(name, "dataset");
+  const hid_t file = impl().file.get();
+  try {
+    const H5I_type_t kind = object_type(file, n);
+    if (kind == H5I_BADID) throw Hdf5Error("no such dataset");
+    if (kind != H5I_DATASET) throw Hdf5Error("it is a group, not a dataset");
+    H5DatasetId ds{VMOE_H5_CHECK(H5Dopen2(file, n.c_str(), H5P_DEFAULT))};
+    H5TypeId type{VMOE_H5_CHECK(H5Dget_type(ds.get()))};
+    H5SpaceId space{VMOE_H5_CHECK(H5Dget_space(ds.get()))};
+    const std::optional<H5Type> t = stored_type(ds.get(), type.get());
+    if (!t) {
+      throw Hdf5Error("its element type (" + describe_type(type.get()) +
+                      ") is not one of f32, f64, i32, i64, u8, bf16");
+    }
+    H5Array out;
+    out.type = *t;
+    out.shape = space_shape(space.get());
+    out.bytes.resize(size_t(out.numel()) * h5_type_size(*t));
+    if (!out.bytes.empty()) {
+      VMOE_H5_CHECK(
+          H5Dread(ds.get(), memory_type(*t), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.bytes.data()));
+    }
+    return out;
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot read dataset " + in_quotes(n) + " from HDF5 file " + in_quotes(path_) +
+                    ": " + e.what());
+  }
+}
+
+bool Hdf5File::has(const std::string& name) const {
+  Hdf5Lock lock;
+  const std::string n = normalize_name(name, "dataset");
+  const hid_t file = impl().file.get();
+  try {
+    return object_type(file, n) == H5I_DATASET;
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot look up " + in_quotes(n) + " in HDF5 file " + in_quotes(path_) + ": " +
+                    e.what());
+  }
+}
+
+std::vector<std::string> Hdf5File::list() const {
+  Hdf5Lock lock;
+  const hid_t file = impl().file.get();
+  std::vector<std::string> names;
+  try {
+    VMOE_H5_CHECK(H5Lvisit(file, H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &names));
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot list the datasets of HDF5 file " + in_quotes(path_) + ": " + e.what());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+namespace {
+
+// Opens the group or dataset an attribute key refers to; with `create`, a missing object is
+// created as a group. Returns an empty id if it is missing (and not created).
+H5ObjectId attr_owner(hid_t file, const std::string& object, bool create) {
+  if (object_type(file, object) == H5I_BADID) {
+    if (!create) return H5ObjectId();
+    check_parents_are_groups(file, object);
+    H5PlistId lcpl = intermediate_groups_lcpl();
+    H5GroupId group{
+        VMOE_H5_CHECK(H5Gcreate2(file, object.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT))};
+  }
+  return H5ObjectId{VMOE_H5_CHECK(H5Oopen(file, object.c_str(), H5P_DEFAULT))};
+}
+
+}  // namespace
+
+void Hdf5File::set_attr(const std::string& key, const std::string& value) {
+  Hdf5Lock lock;
+  const auto [object, attr] = split_attr_key(key);
+  require_writable("set attribute " + in_quotes(key));
+  try {
+    H5ObjectId owner = attr_owner(impl().file.get(), object, /*create=*/true);
+    write_string_attr(owner.get(), attr, value);
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot set attribute " + in_quotes(key) + " of HDF5 file " + in_quotes(path_) +
+                    ": " + e.what());
+  }
+}
+
+void Hdf5File::set_attr(const std::string& key, double value) {
+  Hdf5Lock lock;
+  const auto [object, attr] = split_attr_key(key);
+  require_writable("set attribute " + in_quotes(key));
+  try {
+    H5ObjectId owner = attr_owner(impl().file.get(), object, /*create=*/true);
+    write_attr(owner.get(), attr, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot set attribute " + in_quotes(key) + " of HDF5 file " + in_quotes(path_) +
+                    ": " + e.what());
+  }
+}
+
+void Hdf5File::set_attr_int(const std::string& key, int64_t value) {
+  Hdf5Lock lock;
+  const auto [object, attr] = split_attr_key(key);
+  require_writable("set attribute " + in_quotes(key));
+  try {
+    H5ObjectId owner = attr_owner(impl().file.get(), object, /*create=*/true);
+    write_attr(owner.get(), attr, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot set attribute " + in_quotes(key) + " of HDF5 file " + in_quotes(path_) +
+                    ": " + e.what());
+  }
+}
+
+bool Hdf5File::has_attr(const std::string& key) const {
+  Hdf5Lock lock;
+  const auto [object, attr] = split_attr_key(key);
+  try {
+    H5ObjectId owner = attr_owner(impl().file.get(), object, /*create=*/false);
+    return owner && VMOE_H5_CHECK(H5Aexists(owner.get(), attr.c_str())) > 0;
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot look up attribute " + in_quotes(key) + " in HDF5 file " +
+                    in_quotes(path_) + ": " + e.what());
+  }
+}
+
+namespace {
+
+// Opens attribute `key` for a getter and hands it to `read_value`, wrapping every failure in
+// one message that names the file and the key.
+template <typename Fn>
+auto get_attr(hid_t file, const std::string& path, const std::string& key, Fn read_value) {
+  const auto [object, attr] = split_attr_key(key);
+  try {
+    H5ObjectId owner = attr_owner(file, object, /*create=*/false);
+    if (!owner || VMOE_H5_CHECK(H5Aexists(owner.get(), attr.c_str())) == 0) {
+      throw Hdf5Error("no such attribute");
+    }
+    H5AttrId a{VMOE_H5_CHECK(H5Aopen(owner.get(), attr.c_str(), H5P_DEFAULT))};
+    return read_one_element_attr(a.get(), [&](hid_t type) { return read_value(a.get(), type); });
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot read attribute " + in_quotes(key) + " of HDF5 file " + in_quotes(path) +
+                    ": " + e.what());
+  }
+}
+
+}  // namespace
+
+std::string Hdf5File::get_attr_string(const std::string& key) const {
+  Hdf5Lock lock;
+  return get_attr(impl().file.get(), path_, key, read_string_value);
+}
+
+int64_t Hdf5File::get_attr_int(const std::string& key) const {
+  Hdf5Lock lock;
+  return get_attr(impl().file.get(), path_, key, [](hid_t attr, hid_t type) {
+    const H5T_class_t cls = H5Tget_class(type);
+    if (cls != H5T_INTEGER) {
+      throw Hdf5Error(std::string("it is ") + class_name(cls) + ", expected an integer");
+    }
+    int64_t value = 0;
+    VMOE_H5_CHECK(H5Aread(attr, H5T_NATIVE_INT64, &value));
+    return value;
+  });
+}
+
+double Hdf5File::get_attr_double(const std::string& key) const {
+  Hdf5Lock lock;
+  return get_attr(impl().file.get(), path_, key, [](hid_t attr, hid_t type) {
+    const H5T_class_t cls = H5Tget_class(type);
+    if (cls != H5T_FLOAT && cls != H5T_INTEGER) {
+      throw Hdf5Error(std::string("it is ") + class_name(cls) + ", expected a number");
+    }
+    double value = 0;
+    VMOE_H5_CHECK(H5Aread(attr, H5T_NATIVE_DOUBLE, &value));
+    return value;
+  });
+}
+
+void Hdf5File::flush() {
+  Hdf5Lock lock;
+  const hid_t file = impl().file.get();
+  if (mode_ == Mode::Read) return;
+  try {
+    VMOE_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot flush HDF5 file " + in_quotes(path_) + ": " + e.what());
+  }
+}
+
+void Hdf5File::close() {
+  Hdf5Lock lock;
+  if (!impl_) return;
+  std::unique_ptr<Impl> impl = std::move(impl_);
+  try {
+    impl->file.close();
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot close HDF5 file " + in_quotes(path_) + ": " + e.what());
+  }
+}
+
+}  // namespace vmoe

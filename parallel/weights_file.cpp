@@ -1,0 +1,88 @@
+// Weights file save/load on top of the Hdf5File wrapper.
+#include "parallel/weights_file.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+
+#include "core/ops.h"
+#include "parallel/hdf5_file.h"
+
+namespace vmoe {
+
+namespace {
+
+const char* kPrefix = "params/";
+
+H5Type h5_type(DType t) {
+  switch (t) {
+    case DType::f32:
+      return H5Type::f32;
+    case DType::f64:
+      return H5Type::f64;
+    default:
+      throw std::invalid_argument(std::string("weights of dtype ") + dtype_name(t) +
+                                  " cannot be saved");
+  }
+}
+
+}  // namespace
+
+void save_weights(const std::string& path, const ParameterStore& params,
+                  const std::string& config_text, int64_t step) {
+  const std::string tmp = path + ".tmp";
+  {
+    Hdf5File file(tmp, Hdf5File::Mode::Create);
+    for (const ParamInfo& info : params.infos()) {
+      Tensor v = params.value(info.name).contiguous();
+      file.write(kPrefix + info.name, h5_type(v.dtype()), v.shape(), v.raw_data());
+    }
+    file.set_attr("config", config_text);
+    file.set_attr("step", step);
+    file.set_attr("format", std::string("vmoe-weights-1"));
+    file.flush();
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec)
+    throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "': " + ec.message());
+}
+
+void load_weights(const std::string& path, ParameterStore& params) {
+  Hdf5File file(path, Hdf5File::Mode::Read);
+  for (const ParamInfo& info : params.infos()) {
+    const std::string name = kPrefix + info.name;
+    if (!file.has(name)) {
+      throw std::runtime_error("weights file '" + path + "' has no parameter '" + info.name +
+                               "' (does it belong to this model config?)");
+    }
+    H5Array a = file.read(name);
+    if (a.shape != info.shape) {
+      throw std::runtime_error("weights file '" + path + "': parameter '" + info.name +
+                               "' has shape " + shape_str(a.shape) + ", the model expects " +
+                               shape_str(info.shape));
+    }
+    Tensor src;
+    if (a.type == H5Type::f32) {
+      src = Tensor::empty(a.shape, DType::f32);
+    } else if (a.type == H5Type::f64) {
+      src = Tensor::empty(a.shape, DType::f64);
+    } else {
+      throw std::runtime_error("weights file '" + path + "': parameter '" + info.name +
+                               "' is not a float dataset");
+    }
+    std::copy(a.bytes.begin(), a.bytes.end(), static_cast<uint8_t*>(src.raw_data()));
+    Tensor dst = params.value(info.name).detach();
+    copy_(dst, to_dtype(src, dst.dtype()));
+  }
+}
+
+std::string read_weights_config(const std::string& path) {
+  Hdf5File file(path, Hdf5File::Mode::Read);
+  if (!file.has_attr("config")) {
+    throw std::runtime_error("weights file '" + path + "' has no 'config' attribute");
+  }
+  return file.get_attr_string("config");
+}
+
+}  // namespace vmoe
