@@ -4,6 +4,8 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -19,7 +21,13 @@ class Node {
   const char* name() const { return name_; }
   const std::vector<Tensor>& inputs() const { return inputs_; }
   // Returns one gradient per input (undefined where the input needs none).
-  std::vector<Tensor> apply(const Tensor& grad_output) const { return fn_(grad_output); }
+  std::vector<Tensor> apply(const Tensor& grad_output) const {
+    if (!fn_) {
+      throw std::invalid_argument(std::string("backward through '") + name_ +
+                                  "' a second time: the graph is freed after backward()");
+    }
+    return fn_(grad_output);
+  }
   // Frees captured tensors once backward has run.
   void release() {
     fn_ = nullptr;

@@ -1,8 +1,7 @@
-// Vectorisable float exp and tanh (plain arithmetic, so loops over them compile to AVX2/AVX-512
-// code, unlike calls into libm; core is built with -fno-trapping-math for this). Relative error of
-// exp is ~2 ulp over
-// [-87, 88]; results saturate to 0 / +inf-free large values outside. Double precision keeps
-// libm (the reference used by the f64 gradient tests).
+// Vectorisable float exp and tanh: plain arithmetic, so loops over them compile to AVX2 /
+// AVX-512 code, unlike calls into libm (core is built with -fno-trapping-math for this).
+// exp has ~2 ulp relative error over [-87, 88] and saturates to 0 and inf like expf.
+// Double precision keeps libm (the reference of the f64 gradient tests).
 #pragma once
 #include <algorithm>
 #include <bit>
@@ -12,8 +11,8 @@
 
 namespace vmoe::cpu {
 
-inline float exp_fast(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
+inline float exp_fast(float x_in) {
+  const float x = std::min(std::max(x_in, -87.0f), 88.0f);
   // x = n ln2 + r, |r| <= ln2 / 2, with ln2 split in two parts for an exact reduction, and
   // n rounded to nearest by the 1.5 * 2^23 trick (vectorises, unlike nearbyint).
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -27,7 +26,9 @@ inline float exp_fast(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  return p * std::bit_cast<float>((int32_t(n) + 127) << 23);
+  const float y = p * std::bit_cast<float>((int32_t(n) + 127) << 23);
+  // Saturate like expf: 0 below the smallest normal result, inf above FLT_MAX.
+  return x_in < -87.33654f ? 0.0f : (x_in > 88.72284f ? HUGE_VALF : y);
 }
 
 inline float tanh_fast(float x) {

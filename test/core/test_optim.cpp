@@ -1,0 +1,178 @@
+// Optimizer, schedule, clipping and ParameterStore tests against closed forms.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <numbers>
+
+#include "core/ops.h"
+#include "core/optim/adamw.h"
+#include "core/optim/grad_clip.h"
+#include "core/optim/schedule.h"
+#include "core/optim/sgd.h"
+#include "core/parameters.h"
+
+using namespace vmoe;
+
+namespace {
+
+// A store with one decayed kernel [2] and one bias [1] (no decay), f64.
+ParameterStore small_store() {
+  ParameterStore s;
+  s.declare("layer/kernel", {2}, InitSpec::constant(1.0), WeightDecay::yes);
+  s.declare("layer/bias", {1}, InitSpec::constant(-2.0));
+  s.allocate(0, DType::f64);
+  return s;
+}
+
+void set_grads(ParameterStore& s, std::vector<double> kernel, std::vector<double> bias) {
+  Tensor k = s.grad("layer/kernel"), b = s.grad("layer/bias");
+  copy_(k, Tensor::from_vector(kernel, {2}));
+  copy_(b, Tensor::from_vector(bias, {1}));
+}
+
+}  // namespace
+
+TEST_CASE("optim: AdamW matches the closed form with decoupled, lr-scaled weight decay") {
+  ParameterStore s = small_store();
+  AdamWOptions o;
+  o.weight_decay = 0.1;
+  AdamW opt(s, o);
+  const double lr = 0.01;
+  double w = 1.0, bias = -2.0, m = 0, v = 0, mb = 0, vb = 0;
+  const std::vector<double> gk = {0.5, 0.5}, gb = {-0.25};
+  for (int t = 1; t <= 3; ++t) {
+    set_grads(s, gk, gb);
+    opt.step(s, lr);
+    // Reference: update = -lr * (m_hat / (sqrt(v_hat) + eps) + wd * w), decay on kernels only.
+    m = 0.9 * m + 0.1 * gk[0];
+    v = 0.999 * v + 0.001 * gk[0] * gk[0];
+    const double mh = m / (1 - std::pow(0.9, t)), vh = v / (1 - std::pow(0.999, t));
+    w -= lr * (mh / (std::sqrt(vh) + 1e-8) + 0.1 * w);
+    mb = 0.9 * mb + 0.1 * gb[0];
+    vb = 0.999 * vb + 0.001 * gb[0] * gb[0];
+    const double mbh = mb / (1 - std::pow(0.9, t)), vbh = vb / (1 - std::pow(0.999, t));
+    bias -= lr * (mbh / (std::sqrt(vbh) + 1e-8));
+  }
+  auto k = s.value("layer/kernel").to_vector<double>();
+  CHECK(k[0] == Approx(w).epsilon(1e-12));
+  CHECK(k[1] == Approx(w).epsilon(1e-12));
+  CHECK(s.value("layer/bias").to_vector<double>()[0] == Approx(bias).epsilon(1e-12));
+  CHECK(opt.steps() == 3);
+}
+
+TEST_CASE("optim: AdamW decays every parameter when decay_masked_only is off") {
+  ParameterStore s = small_store();
+  AdamWOptions o;
+  o.weight_decay = 0.5;
+  o.decay_masked_only = false;
+  AdamW opt(s, o);
+  set_grads(s, {0, 0}, {0});
+  opt.step(s, 0.1);
+  // Zero gradient: only the decay acts, w <- w - lr * wd * w.
+  CHECK(s.value("layer/bias").to_vector<double>()[0] == Approx(-2.0 * (1 - 0.05)));
+  CHECK(s.value("layer/kernel").to_vector<double>()[0] == Approx(1.0 * (1 - 0.05)));
+}
+
+TEST_CASE("optim: SGD momentum and Nesterov follow optax semantics") {
+  for (bool nesterov : {false, true}) {
+    ParameterStore s = small_store();
+    SgdOptions o;
+    o.momentum = 0.9;
+    o.nesterov = nesterov;
+    Sgd opt(s, o);
+    double w = -2.0, trace = 0;
+    for (int t = 0; t < 3; ++t) {
+      set_grads(s, {0, 0}, {1.0 + t});
+      opt.step(s, 0.1);
+      const double g = 1.0 + t;
+      trace = g + 0.9 * trace;
+      w -= 0.1 * (nesterov ? g + 0.9 * trace : trace);
+    }
+    CHECK(s.value("layer/bias").to_vector<double>()[0] == Approx(w).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("optim: schedules warm up linearly and decay to the end value") {
+  LrSchedule lin{LrSchedule::Kind::warmup_linear_decay, 1.0, 0.1, 10, 110};
+  CHECK(lin.at(0) == Approx(0.1));
+  CHECK(lin.at(9) == Approx(1.0));
+  CHECK(lin.at(10) == Approx(1.0));
+  CHECK(lin.at(60) == Approx(0.55));
+  CHECK(lin.at(110) == Approx(0.1));
+  CHECK(lin.at(500) == Approx(0.1));
+  LrSchedule cos{LrSchedule::Kind::warmup_cosine_decay, 1.0, 0.0, 0, 100};
+  CHECK(cos.at(0) == Approx(1.0));
+  CHECK(cos.at(50) == Approx(0.5));
+  CHECK(cos.at(25) == Approx(0.5 * (1 + std::cos(std::numbers::pi / 4))));
+  CHECK(cos.at(100) == Approx(0.0).margin(1e-12));
+  LrSchedule constant{LrSchedule::Kind::constant, 0.3};
+  CHECK(constant.at(12345) == 0.3);
+}
+
+TEST_CASE("optim: global-norm clipping scales all gradients together") {
+  ParameterStore s = small_store();
+  set_grads(s, {3, 0}, {4});
+  CHECK(global_grad_norm(s) == Approx(5.0));
+  CHECK(clip_grad_norm(s, 10.0) == Approx(5.0));  // below the limit: unchanged
+  CHECK(s.grad("layer/kernel").to_vector<double>()[0] == Approx(3.0));
+  CHECK(clip_grad_norm(s, 1.0) == Approx(5.0));
+  CHECK(s.grad("layer/kernel").to_vector<double>()[0] == Approx(0.6));
+  CHECK(s.grad("layer/bias").to_vector<double>()[0] == Approx(0.8));
+  CHECK(global_grad_norm(s) == Approx(1.0));
+}
+
+TEST_CASE("parameters: flat buffers, views, decay mask and backward into the flat gradient") {
+  ParameterStore s;
+  s.declare("a/kernel", {2, 3}, InitSpec::constant(2.0), WeightDecay::yes);
+  s.declare("a/bias", {3}, InitSpec::zeros());
+  s.allocate(0);
+  CHECK(s.num_elements() == 9);
+  CHECK(s.flat_values(Sharding::replicated).numel() == 9);
+  CHECK(s.flat_values(Sharding::expert).numel() == 0);
+  auto mask = s.flat_decay_mask(Sharding::replicated).to_vector<float>();
+  CHECK(std::count(mask.begin(), mask.end(), 1.0f) == 6);
+  // Writing the flat buffer shows through the named view.
+  Tensor flat = s.flat_values(Sharding::replicated);
+  fill_(flat, 1.5);
+  CHECK(s.value("a/bias").to_vector<float>()[2] == 1.5f);
+  // Backward accumulates into the flat gradient buffer in place.
+  Tensor x = Tensor::full({4, 2}, 1.0);
+  sum_all(linear(x, s.value("a/kernel"), s.value("a/bias"))).backward();
+  auto g = s.flat_grads(Sharding::replicated).to_vector<float>();
+  for (int i = 0; i < 6; ++i)
+    CHECK(g[size_t(i)] == 4.0f);  // d/dW = sum over 4 rows of x
+  for (int i = 6; i < 9; ++i)
+    CHECK(g[size_t(i)] == 4.0f);  // d/db = 4 rows
+  s.zero_grads();
+  CHECK(sum_squares(s.flat_grads(Sharding::replicated)) == 0.0);
+}
+
+TEST_CASE("parameters: duplicate names and late declarations are errors") {
+  ParameterStore s;
+  s.declare("x", {1}, InitSpec::zeros());
+  REQUIRE_THROWS_WITH(s.declare("x", {1}, InitSpec::zeros()),
+                      Catch::Contains("duplicate parameter name 'x'"));
+  s.allocate(0);
+  REQUIRE_THROWS_WITH(s.declare("y", {1}, InitSpec::zeros()), Catch::Contains("after allocate"));
+  REQUIRE_THROWS_WITH(s.value("nope"), Catch::Contains("no parameter named 'nope'"));
+}
+
+TEST_CASE("parameters: lecun_normal and xavier_uniform have the right spread") {
+  Tensor t = Tensor::empty({200, 100}, DType::f64);
+  initialize(t, InitSpec::lecun_normal(100), RngKey{1, 2});
+  auto v = t.to_vector<double>();
+  double ss = 0, maxabs = 0;
+  for (double x : v) {
+    ss += x * x;
+    maxabs = std::max(maxabs, std::abs(x));
+  }
+  CHECK(std::sqrt(ss / double(v.size())) == Approx(0.1).epsilon(0.03));  // std = 1/sqrt(fan_in)
+  CHECK(maxabs < 2 * 0.1 / 0.87962566103423978 + 1e-12);                 // truncated at 2 sigma
+  initialize(t, InitSpec::xavier_uniform(100, 200), RngKey{1, 3});
+  v = t.to_vector<double>();
+  const double limit = std::sqrt(6.0 / 300.0);
+  double m = 0;
+  for (double x : v)
+    m = std::max(m, std::abs(x));
+  CHECK(m <= limit);
+  CHECK(m > 0.99 * limit);
+}
