@@ -360,6 +360,33 @@ void require_divisible(int64_t a, int64_t b, const char* a_path, const char* b_p
   }
 }
 
+void validate_moe(const config::MoeConfig& e, int32_t num_layers) {
+  require_positive(e.num_experts(), "model.moe.num_experts");
+  require_positive(e.k(), "model.moe.k");
+  if (e.k() > e.num_experts()) {
+    invalid("model.moe.k must be <= model.moe.num_experts (got " + num(e.k()) + " and " +
+            num(e.num_experts()) + ")");
+  }
+  require_positive(e.capacity_factor(), "model.moe.capacity_factor");
+  if (e.has_eval_capacity_factor())
+    require_positive(e.eval_capacity_factor(), "model.moe.eval_capacity_factor");
+  require_positive(e.images_per_group(), "model.moe.images_per_group");
+  require_non_negative(e.noise_std(), "model.moe.noise_std");
+  require_non_negative(e.importance_loss_weight(), "model.moe.importance_loss_weight");
+  require_non_negative(e.load_loss_weight(), "model.moe.load_loss_weight");
+  require_non_negative(e.gshard_loss_weight(), "model.moe.gshard_loss_weight");
+  const int placements = int(e.has_every_n()) + int(e.has_last_n()) + int(e.blocks_size() > 0);
+  if (placements > 1) invalid("model.moe: set only one of every_n, last_n, blocks");
+  if (e.has_last_n()) require_positive(e.last_n(), "model.moe.last_n");
+  if (e.blocks_size() == 0 && !e.has_last_n()) require_positive(e.every_n(), "model.moe.every_n");
+  for (int32_t b : e.blocks()) {
+    if (b < 0 || b >= num_layers) {
+      invalid("model.moe.blocks names block " + num(b) + ", outside the " + num(num_layers) +
+              " blocks of the model (0-based)");
+    }
+  }
+}
+
 void validate_model(const config::ModelConfig& m) {
   require_positive(m.image_size(), "model.image_size");
   require_positive(m.channels(), "model.channels");
@@ -379,6 +406,7 @@ void validate_model(const config::ModelConfig& m) {
   if (m.dtype() != "f32" && m.dtype() != "bf16" && m.dtype() != "f64") {
     invalid("model.dtype must be one of f32, bf16, f64 (got '" + m.dtype() + "')");
   }
+  if (m.has_moe()) validate_moe(m.moe(), m.num_layers());
 }
 
 void validate_data(const config::DataConfig& d) {

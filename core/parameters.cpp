@@ -19,6 +19,17 @@ ParamId ParameterStore::declare(const std::string& name, const Shape& shape, Ini
 }
 
 void initialize(Tensor& t, const InitSpec& spec, RngKey key) {
+  if (spec.same_for_leading && t.dim() >= 1) {
+    InitSpec one = spec;
+    one.same_for_leading = false;
+    Tensor first = Tensor::empty(Shape(t.shape().begin() + 1, t.shape().end()), t.dtype());
+    initialize(first, one, key);
+    for (int64_t i = 0; i < t.size(0); ++i) {
+      Tensor row = t.slice(0, i, i + 1).reshape(first.shape());
+      copy_(row, first);
+    }
+    return;
+  }
   const Shape& shape = t.shape();
   Tensor v;
   switch (spec.kind) {

@@ -25,6 +25,8 @@ struct InitSpec {
   double value = 0;   // constant value; normal std; uniform half-width
   double fan_in = 0;  // xavier / lecun (explicit, since kernels may be reshaped views)
   double fan_out = 0;
+  // Draw once for shape[1:] and copy along the leading axis (identical experts).
+  bool same_for_leading = false;
 
   static InitSpec zeros() { return {}; }
   static InitSpec constant(double v) { return {Kind::constant, v}; }

@@ -17,7 +17,21 @@ struct EvalArgs {
   std::string workdir;  // uses workdir/config.textproto and workdir/weights.h5
   std::string weights;  // or a weights file (its stored config)
   std::vector<std::string> overrides;
+  double capacity_factor = 0;          // test-time capacity; 0 = the config's
+  std::string bpr;                     // "on", "off" or "" (the config's)
+  std::vector<double> capacity_sweep;  // evaluate vanilla and BPR at each capacity
 };
 int run_eval(const EvalArgs& args);
+
+struct PredictArgs {
+  std::string workdir, weights;
+  std::vector<std::string> overrides;
+  std::string input;       // HDF5 file with `images` u8 [N, H, W, C], or "test" (the test split)
+  int64_t start = 0;       // first example of the input
+  int64_t count = 0;       // number of examples (0 = to the end)
+  std::string output;      // HDF5 file to write
+  int64_t batch_size = 0;  // 0 = data.eval_batch_size
+};
+int run_predict(const PredictArgs& args);
 
 }  // namespace vmoe

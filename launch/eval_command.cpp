@@ -1,39 +1,78 @@
-// `vmoe eval`: evaluates saved weights on the test split of their config's dataset.
+// `vmoe eval`: evaluates saved weights on the test split of their config's dataset, at the
+// config's routing or at a given test-time capacity / BPR setting, or over a capacity sweep
+// (vanilla and BPR at each capacity, printed and written as CSV).
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
-#include "google/protobuf/text_format.h"
 #include "launch/commands.h"
 #include "launch/evaluate.h"
 #include "launch/experiment.h"
-#include "launch/workdir.h"
-#include "parallel/weights_file.h"
+#include "launch/saved_model.h"
 
 namespace vmoe {
 
-int run_eval(const EvalArgs& args) {
-  if (args.workdir.empty() == args.weights.empty()) {
-    throw std::runtime_error("vmoe eval needs exactly one of --workdir or --weights");
-  }
-  std::string weights_path = args.weights;
-  config::Config cfg;
-  if (!args.workdir.empty()) {
-    const std::filesystem::path dir = args.workdir;
-    cfg = config::load_config((dir / "config.textproto").string(), args.overrides);
-    weights_path = (dir / cfg.output().weights_file()).string();
-  } else {
-    cfg = config::parse_config_text(read_weights_config(weights_path), weights_path + ":config",
-                                    args.overrides);
-  }
-  const data::ImageDataset test_set = load_split(cfg, data::Split::test);
-  ParameterStore params;
-  VisionTransformer model(params, vit_config_from(cfg.model()));
-  params.allocate(0, param_dtype_from(cfg.model()));
-  load_weights(weights_path, params);
-  EvalResult r = evaluate(model, test_set, cfg.data().eval_batch_size(),
-                          normalization_from(cfg.data()), loss_from(cfg.train()));
-  std::printf("test accuracy: %.2f%% (%lld images), loss %.4f\n", 100 * r.accuracy,
+namespace {
+
+int parse_bpr(const std::string& bpr) {
+  if (bpr.empty()) return -1;
+  if (bpr == "on") return 1;
+  if (bpr == "off") return 0;
+  throw std::runtime_error("--bpr must be 'on' or 'off', got '" + bpr + "'");
+}
+
+void print_result(const EvalResult& r) {
+  std::printf("test accuracy: %.2f%% (%lld images), loss %.4f", 100 * r.accuracy,
               static_cast<long long>(r.examples), r.loss);
+  if (r.moe_gflops_per_image > 0)
+    std::printf(", MoE %.4f GFLOPs/image, %.2f%% of assignments dropped", r.moe_gflops_per_image,
+                100 * r.dropped_fraction);
+  std::printf("\n");
+}
+
+}  // namespace
+
+int run_eval(const EvalArgs& args) {
+  SavedModel saved = load_saved_model(args.workdir, args.weights, args.overrides);
+  const config::Config& cfg = saved.config;
+  const bool moe = cfg.model().has_moe();
+  if (!moe && (args.capacity_factor > 0 || !args.bpr.empty() || !args.capacity_sweep.empty())) {
+    throw std::runtime_error("--capacity-factor, --bpr and --capacity-sweep need a V-MoE model (" +
+                             saved.weights_path + " is dense)");
+  }
+  if (args.capacity_factor < 0)
+    throw std::runtime_error("--capacity-factor must be > 0, got " +
+                             std::to_string(args.capacity_factor));
+  const data::ImageDataset test_set = load_split(cfg, data::Split::test);
+  auto run = [&](EvalRouting routing) {
+    return evaluate(*saved.model, test_set, cfg.data().eval_batch_size(),
+                    normalization_from(cfg.data()), loss_from(cfg.train()), 0, routing);
+  };
+  if (args.capacity_sweep.empty()) {
+    print_result(run({args.capacity_factor, parse_bpr(args.bpr)}));
+    return 0;
+  }
+  const std::string csv_path =
+      (std::filesystem::path(saved.output_dir) / "capacity_sweep.csv").string();
+  std::ofstream csv(csv_path);
+  if (!csv) throw std::runtime_error("cannot write '" + csv_path + "'");
+  csv << "capacity_factor,routing,accuracy,loss,moe_gflops_per_image,dropped_fraction\n";
+  std::printf("%-9s %-8s %9s %8s %14s %8s\n", "capacity", "routing", "accuracy", "loss",
+              "MoE GFLOPs/img", "dropped");
+  for (double c : args.capacity_sweep) {
+    if (!(c > 0))
+      throw std::runtime_error("--capacity-sweep values must be > 0, got " + std::to_string(c));
+    for (int bpr : {0, 1}) {
+      EvalResult r = run({c, bpr});
+      const char* name = bpr ? "bpr" : "vanilla";
+      std::printf("%-9.3g %-8s %8.2f%% %8.4f %14.4f %7.2f%%\n", c, name, 100 * r.accuracy, r.loss,
+                  r.moe_gflops_per_image, 100 * r.dropped_fraction);
+      std::fflush(stdout);
+      csv << c << "," << name << "," << r.accuracy << "," << r.loss << "," << r.moe_gflops_per_image
+          << "," << r.dropped_fraction << "\n";
+    }
+  }
+  std::printf("written: %s\n", csv_path.c_str());
   return 0;
 }
 

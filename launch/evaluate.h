@@ -11,12 +11,21 @@ struct EvalResult {
   double loss = 0;      // mean classification loss
   double accuracy = 0;  // top-1, in [0, 1]
   int64_t examples = 0;
+  double moe_gflops_per_image = 0;  // router + experts of all MoE layers, forward
+  double dropped_fraction = 0;      // MoE assignments dropped, averaged over layers
+};
+
+// Test-time routing: capacity factor (<= 0: the config's eval capacity) and BPR
+// (-1: the config's, 0: vanilla, 1: BPR).
+struct EvalRouting {
+  double capacity_factor = 0;
+  int batch_priority = -1;
 };
 
 // Evaluates the first `max_examples` examples (0 = all) in batches of `batch_size`.
 EvalResult evaluate(const VisionTransformer& model, const data::ImageDataset& dataset,
                     int64_t batch_size, const data::Normalization& norm, LossKind loss,
-                    int64_t max_examples = 0);
+                    int64_t max_examples = 0, EvalRouting routing = {});
 
 // Wraps a data batch's buffers into tensors: images [B, H, W, C] f32, labels [B] i32.
 Tensor batch_images(const data::Batch& batch);

@@ -27,7 +27,34 @@ VitConfig vit_config_from(const config::ModelConfig& m) {
   v.attention_dropout_rate = m.attention_dropout_rate();
   v.layer_norm_eps = m.layer_norm_eps();
   if (m.has_head_bias_init()) v.head_bias_init = m.head_bias_init();
+  if (m.has_moe()) v.moe = moe_config_from(m.moe(), m.num_layers());
   return v;
+}
+
+MoeConfig moe_config_from(const config::MoeConfig& e, int64_t num_layers) {
+  MoeConfig m;
+  m.num_experts = e.num_experts();
+  m.k = e.k();
+  m.capacity_factor = e.capacity_factor();
+  m.eval_capacity_factor =
+      e.has_eval_capacity_factor() ? e.eval_capacity_factor() : e.capacity_factor();
+  m.batch_priority = e.batch_priority();
+  m.eval_batch_priority =
+      e.has_eval_batch_priority() ? e.eval_batch_priority() : e.batch_priority();
+  m.images_per_group = e.images_per_group();
+  m.noise_std = e.noise_std();
+  m.importance_loss_weight = e.importance_loss_weight();
+  m.load_loss_weight = e.load_loss_weight();
+  m.gshard_loss_weight = e.gshard_loss_weight();
+  m.identical_expert_init = e.identical_expert_init();
+  if (e.blocks_size() > 0) {
+    m.moe_blocks.assign(e.blocks().begin(), e.blocks().end());
+  } else if (e.has_last_n()) {
+    m.moe_blocks = last_n_blocks(num_layers, e.last_n());
+  } else {
+    m.moe_blocks = every_n_blocks(num_layers, e.every_n());
+  }
+  return m;
 }
 
 DType param_dtype_from(const config::ModelConfig& m) {

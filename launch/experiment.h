@@ -17,6 +17,7 @@
 namespace vmoe {
 
 VitConfig vit_config_from(const config::ModelConfig& model);
+MoeConfig moe_config_from(const config::MoeConfig& moe, int64_t num_layers);
 DType param_dtype_from(const config::ModelConfig& model);
 LossKind loss_from(const config::TrainConfig& train);
 LrSchedule schedule_from(const config::Config& config, int64_t total_steps);

@@ -1,4 +1,4 @@
-// The vmoe binary: subcommands train and eval. Every error ends as one line on stderr and
+// The vmoe binary: subcommands train, eval and predict. Every error ends as one line on stderr and
 // exit code 1.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -23,11 +23,33 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--weights", eval.weights, "Weights file (uses its stored config)");
   eval_cmd->add_option("--set", eval.overrides, "Override a config field: path.to.field=value")
       ->take_all();
+  eval_cmd->add_option("--capacity-factor", eval.capacity_factor,
+                       "Test-time expert capacity factor (V-MoE)");
+  eval_cmd->add_option("--bpr", eval.bpr, "Batch Prioritized Routing at test time: on|off")
+      ->check(CLI::IsMember({"on", "off"}));
+  eval_cmd
+      ->add_option("--capacity-sweep", eval.capacity_sweep,
+                   "Comma-separated capacities; vanilla and BPR at each, CSV in the workdir")
+      ->delimiter(',');
+
+  vmoe::PredictArgs predict;
+  CLI::App* predict_cmd =
+      app.add_subcommand("predict", "Write logits, pre-logits and MoE routing of images to HDF5");
+  predict_cmd->add_option("--workdir", predict.workdir, "Run directory of `vmoe train`");
+  predict_cmd->add_option("--weights", predict.weights, "Weights file (uses its stored config)");
+  predict_cmd->add_option("--input", predict.input,
+                          "HDF5 file with `images` uint8 [N, H, W, C], or 'test' (default)");
+  predict_cmd->add_option("--start", predict.start, "First input image");
+  predict_cmd->add_option("--count", predict.count, "Number of images (0 = all)");
+  predict_cmd->add_option("--batch-size", predict.batch_size, "Images per forward pass");
+  predict_cmd->add_option("--output", predict.output, "HDF5 file to write")->required();
+  predict_cmd->add_option("--set", predict.overrides, "Override a config field")->take_all();
 
   CLI11_PARSE(app, argc, argv);
   try {
     if (train_cmd->parsed()) return vmoe::run_train(train);
     if (eval_cmd->parsed()) return vmoe::run_eval(eval);
+    if (predict_cmd->parsed()) return vmoe::run_predict(predict);
   } catch (const std::exception& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "vmoe: error: %s\n", e.what());

@@ -1,6 +1,7 @@
 // `vmoe train`: the single-process training loop with logging, evaluation and saving.
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +17,38 @@
 namespace vmoe {
 
 namespace {
+
+// Averages of the MoE layers' figures over a logging window: "moe/block_01/dropped_fraction"...
+class MoeWindow {
+ public:
+  void add(const std::vector<MoeReport>& reports) {
+    for (const MoeReport& r : reports) {
+      const std::string p = "moe/" + VisionTransformer::block_prefix(r.block).substr(8) + "/";
+      double max_load = 0, total = 0;
+      for (int64_t l : r.expert_load) {
+        max_load = std::max(max_load, double(l));
+        total += double(l);
+      }
+      const double mean_load = r.expert_load.empty() ? 0 : total / double(r.expert_load.size());
+      sums_[p + "importance_loss"] += r.importance_loss;
+      sums_[p + "load_loss"] += r.load_loss;
+      sums_[p + "dropped_fraction"] += r.dropped_fraction;
+      sums_[p + "load_max_over_mean"] += mean_load > 0 ? max_load / mean_load : 0;
+    }
+    ++count_;
+  }
+  // Adds the window's averages to `out` and starts a new window.
+  void flush(std::map<std::string, double>& out) {
+    for (const auto& [key, sum] : sums_)
+      out[key] = sum / double(count_);
+    sums_.clear();
+    count_ = 0;
+  }
+
+ private:
+  std::map<std::string, double> sums_;
+  int64_t count_ = 0;
+};
 
 std::map<std::string, double> eval_metrics(const EvalResult& r) {
   return {
@@ -59,7 +92,8 @@ int run_train(const TrainArgs& args) {
   using clock = std::chrono::steady_clock;
   const auto run_start = clock::now();
   auto window_start = clock::now();
-  double window_loss = 0, window_norm = 0;
+  double window_loss = 0, window_norm = 0, window_aux = 0;
+  MoeWindow moe_window;
   int64_t window_steps = 0, window_correct = 0, window_images = 0;
   for (int64_t step = 0; step < total_steps; ++step) {
     const int64_t first_example = step * cfg.data().batch_size();
@@ -73,7 +107,9 @@ int run_train(const TrainArgs& args) {
           " (try a lower optimizer.learning_rate or optimizer.grad_clip_norm)");
     }
     window_loss += r.loss;
+    window_aux += r.aux_loss;
     window_norm += r.grad_norm;
+    moe_window.add(r.moe);
     window_correct += r.correct;
     window_images += batch.batch_size;
     ++window_steps;
@@ -81,14 +117,17 @@ int run_train(const TrainArgs& args) {
     const double images_per_s = seconds > 0 ? double(window_images) / seconds : 0;
     progress.update(step, window_loss / double(window_steps), images_per_s);
     if ((step + 1) % log_every == 0 || step + 1 == total_steps) {
-      metrics.write(step + 1,
-                    {{"train/loss", window_loss / double(window_steps)},
-                     {"train/accuracy", double(window_correct) / double(window_images)},
-                     {"train/lr", r.lr},
-                     {"train/grad_norm", window_norm / double(window_steps)},
-                     {"train/images_per_s", images_per_s},
-                     {"train/epoch", double(step + 1) / double(loader.steps_per_epoch())}});
-      window_loss = window_norm = 0;
+      std::map<std::string, double> line{
+          {"train/loss", window_loss / double(window_steps)},
+          {"train/accuracy", double(window_correct) / double(window_images)},
+          {"train/lr", r.lr},
+          {"train/grad_norm", window_norm / double(window_steps)},
+          {"train/images_per_s", images_per_s},
+          {"train/epoch", double(step + 1) / double(loader.steps_per_epoch())}};
+      if (!r.moe.empty()) line["train/aux_loss"] = window_aux / double(window_steps);
+      moe_window.flush(line);
+      metrics.write(step + 1, line);
+      window_loss = window_norm = window_aux = 0;
       window_steps = window_correct = window_images = 0;
       window_start = clock::now();
     }

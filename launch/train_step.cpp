@@ -30,9 +30,17 @@ StepResult train_step(const VisionTransformer& model, ParameterStore& params, Op
   params.zero_grads();
   VitOutput out = model(images, ctx);
   Tensor loss = classification_loss(out.logits, labels, options.loss);
-  loss.backward();
   StepResult r;
   r.loss = loss.item();
+  if (out.aux_loss.defined()) {
+    r.aux_loss = out.aux_loss.item();
+    loss = loss + out.aux_loss;
+  }
+  loss.backward();
+  for (MoeReport& m : out.moe) {
+    m.aux_loss = Tensor();
+    r.moe.push_back(std::move(m));
+  }
   r.correct = count_correct(out.logits, labels);
   r.grad_norm = clip_grad_norm(params, options.grad_clip_norm);
   r.lr = schedule.at(step);

@@ -13,9 +13,11 @@ enum class LossKind : uint8_t { softmax_xent, sigmoid_xent };
 
 struct StepResult {
   double loss = 0;       // classification loss (mean over the batch)
+  double aux_loss = 0;   // weighted MoE auxiliary losses (0 for a dense model)
   double grad_norm = 0;  // global gradient norm before clipping
   double lr = 0;
-  int64_t correct = 0;  // top-1 hits in this batch
+  int64_t correct = 0;         // top-1 hits in this batch
+  std::vector<MoeReport> moe;  // per MoE layer (tensors dropped)
 };
 
 struct StepOptions {

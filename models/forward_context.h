@@ -2,8 +2,10 @@
 // make dropout and routing noise a pure function of (seed, step, layer, global example).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/rng.h"
+#include "models/moe_report.h"
 
 namespace vmoe {
 
@@ -13,6 +15,13 @@ struct ForwardContext {
   Mode mode = Mode::eval;
   RngKey key{};               // already specific to this step
   int64_t first_example = 0;  // global index of the batch's first example
+  // MoE layers append their reports here when set (VisionTransformer always sets it).
+  std::vector<MoeReport>* moe_reports = nullptr;
+  bool record_routing = false;  // MoE layers fill MoeReport::routing
+  // Test-time routing overrides: capacity factor (<= 0 keeps the config's eval capacity) and
+  // BPR (-1 the config's, 0 vanilla, 1 BPR).
+  double eval_capacity_factor = 0;
+  int eval_batch_priority = -1;
   bool training() const { return mode == Mode::train; }
 };
 

@@ -1,11 +1,13 @@
 // Vision Transformer construction (reference initialisation) and forward pass.
 #include "models/vision_transformer.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 
 #include "models/example_dropout.h"
 #include "models/mlp_block.h"
+#include "models/moe_layer.h"
 
 namespace vmoe {
 
@@ -42,6 +44,13 @@ void validate(const VitConfig& c) {
                             std::pair{"attention_dropout_rate", c.attention_dropout_rate}}) {
     if (!(rate >= 0 && rate < 1)) bad(name, "must be in [0, 1), got " + std::to_string(rate));
   }
+  if (c.moe) {
+    validate(*c.moe, c.num_layers);
+    // Capacity below one slot per expert is an error at start, not at the first step.
+    const int64_t group_tokens = c.moe->images_per_group * c.num_tokens();
+    expert_capacity(group_tokens, c.moe->k, c.moe->capacity_factor, c.moe->num_experts);
+    expert_capacity(group_tokens, c.moe->k, c.moe->eval_capacity_factor, c.moe->num_experts);
+  }
 }
 
 std::string VisionTransformer::block_prefix(int64_t i) {
@@ -51,7 +60,7 @@ std::string VisionTransformer::block_prefix(int64_t i) {
 }
 
 VisionTransformer::VisionTransformer(ParameterStore& store, VitConfig config,
-                                     const FeedForwardFactory& feed_forward)
+                                     std::shared_ptr<const ExpertExchange> exchange)
     : store_(&store),
       config_((validate(config), config)),
       embedding_(
@@ -69,12 +78,17 @@ VisionTransformer::VisionTransformer(ParameterStore& store, VitConfig config,
   const VitConfig& c = config_;
   if (c.classifier == VitConfig::Classifier::token)
     cls_ = store.declare("cls", {1, 1, c.hidden_size}, InitSpec::zeros());
+  if (!exchange) exchange = std::make_shared<LocalExchange>();
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string prefix = block_prefix(i);
-    std::unique_ptr<FeedForward> ff = feed_forward ? feed_forward(store, prefix, i) : nullptr;
-    if (!ff)
+    std::unique_ptr<FeedForward> ff;
+    if (c.moe && std::count(c.moe->moe_blocks.begin(), c.moe->moe_blocks.end(), i)) {
+      ff = std::make_unique<MoeLayer>(store, prefix + "/moe", c.hidden_size, c.mlp_dim,
+                                      c.num_tokens(), *c.moe, exchange);
+    } else {
       ff = std::make_unique<MlpBlock>(store, prefix + "/mlp", c.hidden_size, c.mlp_dim,
                                       c.dropout_rate);
+    }
     blocks_.push_back(std::make_unique<EncoderBlock>(store, prefix, c.hidden_size, c.num_heads,
                                                      c.layer_norm_eps, c.dropout_rate,
                                                      c.attention_dropout_rate, std::move(ff)));
@@ -95,15 +109,22 @@ VitOutput VisionTransformer::operator()(const Tensor& images, const ForwardConte
                                 ", " + std::to_string(c.channels) + "]");
   }
   const int64_t b = images.size(0);
+  VitOutput result;
+  ForwardContext block_ctx = ctx;
+  block_ctx.moe_reports = &result.moe;
   Tensor x = embedding_(image_to_patches(images, c.patch_size));                  // [B, N, D]
   if (cls_) x = concat({expand((*store_)[*cls_], {b, 1, c.hidden_size}), x}, 1);  // [B, T, D]
   x = example_dropout(x + (*store_)[pos_embedding_], c.dropout_rate, ctx, "embed_dropout", 0);
   for (size_t i = 0; i < blocks_.size(); ++i)
-    x = (*blocks_[i])(x, ctx, i);
+    x = (*blocks_[i])(x, block_ctx, i);
   x = encoder_norm_(x);
   Tensor rep = cls_ ? x.slice(1, 0, 1).reshape({b, c.hidden_size}) : mean(x, {1});
   if (pre_logits_) rep = tanh((*pre_logits_)(rep));
-  return {head_(rep), rep};
+  result.logits = head_(rep);
+  result.pre_logits = rep;
+  for (const MoeReport& r : result.moe)
+    result.aux_loss = result.aux_loss.defined() ? result.aux_loss + r.aux_loss : r.aux_loss;
+  return result;
 }
 
 }  // namespace vmoe

@@ -1,7 +1,7 @@
 // Vision Transformer (PAPER.md "Model"): patch embedding, class token, learned position
 // embedding, pre-LN encoder blocks, final LayerNorm, token/GAP readout, optional pre-logits,
-// head. The token-wise sub-layer of each block comes from a factory, so V-MoE reuses this
-// class with MoE layers in some blocks.
+// head. With config.moe set, the blocks named by the MoE placement use an MoE layer instead of
+// the MLP (V-MoE).
 #pragma once
 #include <functional>
 #include <memory>
@@ -11,24 +11,24 @@
 
 #include "models/dense.h"
 #include "models/encoder_block.h"
+#include "models/expert_exchange.h"
 #include "models/vit_config.h"
 
 namespace vmoe {
 
 struct VitOutput {
-  Tensor logits;      // [B, num_classes]
-  Tensor pre_logits;  // [B, R or D] the representation fed to the head
+  Tensor logits;               // [B, num_classes]
+  Tensor pre_logits;           // [B, R or D] the representation fed to the head
+  std::vector<MoeReport> moe;  // one per MoE layer, in block order
+  Tensor aux_loss;             // scalar sum of the MoE layers' weighted aux losses, or undefined
 };
-
-// Builds the FeedForward of block `index` with parameter prefix `prefix`.
-using FeedForwardFactory = std::function<std::unique_ptr<FeedForward>(
-    ParameterStore& store, const std::string& prefix, int64_t index)>;
 
 class VisionTransformer {
  public:
   // Declares every parameter in `store` (allocate the store afterwards).
+  // `exchange` carries MoE tokens to their experts (default: all experts local).
   VisionTransformer(ParameterStore& store, VitConfig config,
-                    const FeedForwardFactory& feed_forward = {});
+                    std::shared_ptr<const ExpertExchange> exchange = nullptr);
 
   // images [B, H, W, C] (normalised floats) -> logits and pre-logits.
   VitOutput operator()(const Tensor& images, const ForwardContext& ctx) const;

@@ -5,6 +5,8 @@
 #include <optional>
 #include <string>
 
+#include "models/moe_config.h"
+
 namespace vmoe {
 
 struct VitConfig {
@@ -22,6 +24,7 @@ struct VitConfig {
   double attention_dropout_rate = 0;
   double layer_norm_eps = 1e-6;
   std::optional<double> head_bias_init;  // default -log(num_classes)
+  std::optional<MoeConfig> moe;          // V-MoE: MoE layers in moe->moe_blocks
 
   int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
   int64_t num_tokens() const { return num_patches() + (classifier == Classifier::token ? 1 : 0); }

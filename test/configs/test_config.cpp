@@ -110,13 +110,27 @@ TEST_CASE("config: presets hold the values they promise") {
   CHECK(f.model().num_classes() == 10);
   CHECK(f.model().classifier() == config::ModelConfig::TOKEN);
   CHECK(f.optimizer().kind() == config::OptimizerConfig::ADAMW);
-  CHECK(f.optimizer().learning_rate() == 1e-3f);
+  CHECK(f.optimizer().learning_rate() == 2e-3f);
   CHECK(f.optimizer().weight_decay() == 1e-4f);
   CHECK(f.schedule().kind() == config::ScheduleConfig::WARMUP_COSINE_DECAY);
-  CHECK(f.schedule().warmup_steps() == 200);
+  CHECK(f.schedule().warmup_steps() == 500);
   CHECK(f.data().batch_size() == 128);
-  CHECK(f.train().num_epochs() == 5.0f);
+  CHECK(f.train().num_epochs() == 10.0f);
   CHECK(f.train().loss() == config::TrainConfig::SOFTMAX_XENT);
+  CHECK_FALSE(f.model().has_moe());
+
+  // fashion_vmoe_ti is fashion_vit_ti with MoE layers (E 8, k 2, Every-2, capacity 1.05,
+  // vanilla routing) and nothing else changed, so the two compare at equal steps.
+  config::Config v =
+      load_config((configs_dir() / "experiments" / "fashion_vmoe_ti.textproto").string());
+  CHECK(v.model().moe().num_experts() == 8);
+  CHECK(v.model().moe().k() == 2);
+  CHECK(v.model().moe().capacity_factor() == 1.05f);
+  CHECK(v.model().moe().every_n() == 2);
+  CHECK_FALSE(v.model().moe().batch_priority());
+  v.mutable_model()->clear_moe();
+  v.set_name(f.name());
+  CHECK(config_to_text(v) == config_to_text(f));
 
   // The paper's table: L, D, M, heads, patch.
   struct Size {

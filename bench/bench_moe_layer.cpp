@@ -1,0 +1,102 @@
+// Benchmark: forward + backward of one MoE layer (router, dispatch, experts, combine, aux
+// losses), the experts' batched MLP alone, and a dense MLP with the same FLOPs as the
+// experts. Prints a table with medians and the share of routing + dispatch + combine.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "core/autograd.h"
+#include "models/mlp_block.h"
+#include "models/moe_layer.h"
+
+namespace {
+
+double median_ms(int warmup, int reps, const std::function<void()>& fn) {
+  std::vector<double> ms;
+  for (int i = 0; i < warmup + reps; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    const double dt =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (i >= warmup) ms.push_back(dt);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace vmoe;
+  int64_t batch = 128, tokens = 50, dim = 64, mlp = 128;
+  MoeConfig c;
+  c.moe_blocks = {0};
+  int threads = 1, reps = 20;
+  CLI::App app{"vmoe MoE layer benchmark"};
+  app.add_option("--batch", batch, "images");
+  app.add_option("--tokens", tokens, "tokens per image");
+  app.add_option("--dim", dim);
+  app.add_option("--mlp", mlp);
+  app.add_option("--experts", c.num_experts);
+  app.add_option("--k", c.k);
+  app.add_option("--capacity", c.capacity_factor);
+  app.add_option("--images-per-group", c.images_per_group);
+  app.add_option("--threads", threads);
+  app.add_option("--reps", reps);
+  CLI11_PARSE(app, argc, argv);
+  omp_set_num_threads(threads);
+
+  ParameterStore store;
+  MoeLayer layer(store, "moe", dim, mlp, tokens, c);
+  store.allocate(0);
+  Tensor x = randn({batch, tokens, dim}, RngKey{1, 1}).set_requires_grad(true);
+  Tensor r = randn({batch, tokens, dim}, RngKey{1, 2});
+  ForwardContext ctx{Mode::train, RngKey{2, 0}, 0};
+
+  std::vector<MoeReport> reports;
+  const double moe_ms = median_ms(3, reps, [&] {
+    reports.clear();
+    ForwardContext f = ctx;
+    f.moe_reports = &reports;
+    Tensor loss = sum_all(layer(x, f, 0) * r) + reports[0].aux_loss;
+    loss.backward();
+  });
+  // The experts alone on a buffer of the same size as the layer's dispatch buffer.
+  const int64_t rows =
+      expert_capacity(c.images_per_group * tokens, c.k, c.capacity_factor, c.num_experts) *
+      ((batch + c.images_per_group - 1) / c.images_per_group);
+  ParameterStore es;
+  StackedExperts experts(es, "experts", c.num_experts, dim, mlp, ExpertInit::independent);
+  es.allocate(0);
+  Tensor buf = randn({c.num_experts, rows, dim}, RngKey{3, 3}).set_requires_grad(true);
+  Tensor rb = randn({c.num_experts, rows, dim}, RngKey{3, 4});
+  const double experts_ms = median_ms(3, reps, [&] { sum_all(experts(buf) * rb).backward(); });
+  // A dense MLP over all tokens with the experts' FLOPs: hidden size M * E * R / N.
+  const int64_t n = batch * tokens;
+  const int64_t dense_mlp = std::max<int64_t>(1, mlp * c.num_experts * rows / n);
+  ParameterStore ds;
+  MlpBlock dense(ds, "mlp", dim, dense_mlp, 0.0);
+  ds.allocate(0);
+  const double dense_ms = median_ms(3, reps, [&] { sum_all(dense(x, ctx, 0) * r).backward(); });
+
+  std::printf(
+      "MoE layer fwd+bwd: %lld images x %lld tokens, D %lld, M %lld, E %lld, k %lld, "
+      "capacity %.2f, %d threads (medians of %d)\n",
+      static_cast<long long>(batch), static_cast<long long>(tokens), static_cast<long long>(dim),
+      static_cast<long long>(mlp), static_cast<long long>(c.num_experts),
+      static_cast<long long>(c.k), c.capacity_factor, threads, reps);
+  std::printf("  %-44s %9.2f ms\n", "MoE layer (router+dispatch+experts+combine)", moe_ms);
+  std::printf("  %-44s %9.2f ms\n", "experts alone (batched MLP on [E, R, D])", experts_ms);
+  std::printf("  %-44s %9.2f ms  (hidden %lld)\n", "dense MLP with the experts' FLOPs", dense_ms,
+              static_cast<long long>(dense_mlp));
+  std::printf("  share of router + dispatch + combine + aux: %.1f%%\n",
+              100.0 * (moe_ms - experts_ms) / moe_ms);
+  std::printf("  MoE layer / dense MLP of equal FLOPs: %.2fx\n", moe_ms / dense_ms);
+  return 0;
+}

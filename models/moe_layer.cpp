@@ -1,0 +1,122 @@
+// MoE layer forward: routing, dispatch, experts, combine, auxiliary losses and report.
+#include "models/moe_layer.h"
+
+#include "core/autograd.h"
+#include "models/moe_losses.h"
+#include "models/routing.h"
+
+namespace vmoe {
+
+MoeLayer::MoeLayer(ParameterStore& store, const std::string& prefix, int64_t dim, int64_t mlp_dim,
+                   int64_t tokens_per_image, MoeConfig config,
+                   std::shared_ptr<const ExpertExchange> exchange)
+    : store_(&store),
+      dim_(dim),
+      mlp_dim_(mlp_dim),
+      tokens_per_image_(tokens_per_image),
+      config_(config),
+      router_kernel_(store.declare(prefix + "/router/kernel", {dim, config.num_experts},
+                                   InitSpec::lecun_normal(double(dim)), WeightDecay::yes)),
+      experts_(store, prefix + "/experts", config.num_experts, dim, mlp_dim,
+               config.identical_expert_init ? ExpertInit::identical : ExpertInit::independent),
+      exchange_(std::move(exchange)) {}
+
+Tensor MoeLayer::operator()(const Tensor& x, const ForwardContext& ctx, uint64_t block) const {
+  const int64_t b = x.size(0), t = x.size(1), d = x.size(2), n = b * t;
+  const int64_t e = config_.num_experts, k = config_.k;
+  const bool train = ctx.training();
+  const double capacity_factor =
+      train ? config_.capacity_factor
+            : (ctx.eval_capacity_factor > 0 ? ctx.eval_capacity_factor
+                                            : config_.eval_capacity_factor);
+  const bool bpr = train ? config_.batch_priority
+                         : (ctx.eval_batch_priority >= 0 ? ctx.eval_batch_priority == 1
+                                                         : config_.eval_batch_priority);
+
+  Tensor xf = x.reshape({n, d});
+  Tensor logits = matmul(xf, (*store_)[router_kernel_]);  // [N, E]
+  Tensor p_clean = softmax(logits);                       // [N, E]
+  const double sigma = config_.noise_std / double(e);
+  const bool noisy = train && sigma > 0;
+  Tensor noisy_logits = logits, p = p_clean;
+  if (noisy) {
+    // Keyed by the global token index, so the noise does not depend on the batch split.
+    Tensor noise = randn({n, e}, derive(ctx.key, "router_noise", block),
+                         uint64_t(ctx.first_example * t * e), logits.dtype());
+    noisy_logits = logits + noise * sigma;
+    p = softmax(noisy_logits);
+  }
+  TopK top = topk(p, k);  // values [N, k] (combine weights), indices [N, k]
+  const std::vector<int64_t> chosen = top.indices.to_vector<int64_t>();
+  std::vector<double> priority(static_cast<size_t>(n));
+  {
+    const std::vector<double> w = to_dtype(top.values.detach(), DType::f64).to_vector<double>();
+    for (int64_t i = 0; i < n; ++i)
+      priority[size_t(i)] = w[size_t(i * k)];
+  }
+  const RoutingPlan plan =
+      plan_routing(chosen, priority, n, k, e, config_.images_per_group * t, capacity_factor,
+                   bpr ? TokenOrder::batch_priority : TokenOrder::vanilla);
+  const int64_t rows = plan.rows_per_expert;
+
+  Tensor dispatched =
+      index_select(xf, Tensor::from_vector(plan.dispatch_rows, {e * rows})).reshape({e, rows, d});
+  Tensor expert_out = (*exchange_)(
+      dispatched, [this](const Tensor& tokens) { return experts_(tokens); });  // [E, R, D]
+  Tensor picked = index_select(expert_out.reshape({e * rows, d}),
+                               Tensor::from_vector(plan.combine_rows, {n * k}));        // [N*k, D]
+  Tensor out = sum((picked * top.values.reshape({n * k, 1})).reshape({n, k, d}), {1});  // [N, D]
+
+  if (ctx.moe_reports) {
+    MoeReport report;
+    report.block = int64_t(block);
+    const int64_t groups = int64_t(plan.group_start.size());
+    Tensor importance, load, gshard;
+    std::vector<double> top1_fraction;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t s0 = plan.group_start[size_t(g)], s = plan.group_tokens[size_t(g)];
+      Tensor imp = importance_loss(p_clean.slice(0, s0, s0 + s));
+      importance = importance.defined() ? importance + imp : imp;
+      if (noisy) {
+        Tensor kth = top.indices.slice(0, s0, s0 + s).slice(1, k - 1, k);  // [S, 1]
+        Tensor l =
+            load_loss(logits.slice(0, s0, s0 + s), noisy_logits.slice(0, s0, s0 + s), kth, sigma);
+        load = load.defined() ? load + l : l;
+      }
+      if (config_.gshard_loss_weight > 0) {
+        std::vector<double> frac(size_t(e), 0.0);
+        for (int64_t i = s0; i < s0 + s; ++i)
+          frac[size_t(chosen[size_t(i * k)])] += 1.0 / double(s);
+        Tensor f = to_dtype(Tensor::from_vector(frac, {e}), p.dtype());
+        Tensor gl = gshard_loss(p.slice(0, s0, s0 + s), f);
+        gshard = gshard.defined() ? gshard + gl : gl;
+      }
+    }
+    const double inv_groups = 1.0 / double(groups);
+    Tensor aux = importance * (config_.importance_loss_weight * inv_groups);
+    report.importance_loss = importance.item() * inv_groups;
+    if (load.defined()) {
+      aux = aux + load * (config_.load_loss_weight * inv_groups);
+      report.load_loss = load.item() * inv_groups;
+    }
+    if (gshard.defined()) {
+      aux = aux + gshard * (config_.gshard_loss_weight * inv_groups);
+      report.gshard_loss = gshard.item() * inv_groups;
+    }
+    report.aux_loss = aux;
+    report.dropped_fraction = double(plan.dropped) / double(n * k);
+    report.expert_load = plan.expert_load;
+    report.flops = 2.0 * double(n * d * e) + 4.0 * double(e * rows * d * mlp_dim_);
+    if (ctx.record_routing) {
+      std::vector<uint8_t> kept(plan.combine_rows.size());
+      for (size_t i = 0; i < kept.size(); ++i)
+        kept[i] = plan.combine_rows[i] >= 0;
+      report.routing = {top.indices, to_dtype(top.values.detach(), DType::f32),
+                        Tensor::from_vector(kept, {n, k})};
+    }
+    ctx.moe_reports->push_back(std::move(report));
+  }
+  return out.reshape({b, t, d});
+}
+
+}  // namespace vmoe

@@ -1,0 +1,35 @@
+// The V-MoE layer (PAPER.md "Router" and "Auxiliary losses"): noisy top-k router over groups
+// of tokens, capacity, k-major slot assignment (vanilla or Batch Prioritized Routing),
+// index-based dispatch into an [E, R, D] buffer, stacked experts behind the ExpertExchange,
+// combine weighted by the raw softmax probabilities, importance / load / GShard losses.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "models/expert_exchange.h"
+#include "models/feed_forward.h"
+#include "models/moe_config.h"
+#include "models/stacked_experts.h"
+
+namespace vmoe {
+
+class MoeLayer final : public FeedForward {
+ public:
+  // `tokens_per_image` sets the group size (images_per_group * tokens_per_image).
+  MoeLayer(ParameterStore& store, const std::string& prefix, int64_t dim, int64_t mlp_dim,
+           int64_t tokens_per_image, MoeConfig config,
+           std::shared_ptr<const ExpertExchange> exchange = std::make_shared<LocalExchange>());
+  // x [B, T, D] -> [B, T, D]; appends a MoeReport to ctx.moe_reports when set.
+  Tensor operator()(const Tensor& x, const ForwardContext& ctx, uint64_t block) const override;
+  const MoeConfig& config() const { return config_; }
+
+ private:
+  const ParameterStore* store_;
+  int64_t dim_, mlp_dim_, tokens_per_image_;
+  MoeConfig config_;
+  ParamId router_kernel_;  // [D, E], no bias
+  StackedExperts experts_;
+  std::shared_ptr<const ExpertExchange> exchange_;
+};
+
+}  // namespace vmoe

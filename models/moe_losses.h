@@ -1,0 +1,22 @@
+// Auxiliary losses of one routing group (PAPER.md "Auxiliary losses").
+#pragma once
+#include "core/ops.h"
+
+namespace vmoe {
+
+// var(v) / mean(v)^2 of v [E] with the variance of centred values: finite with a finite
+// gradient when v is perfectly balanced (unlike (std / mean)^2, NaN-gradient upstream).
+Tensor cv_squared(const Tensor& v);
+
+// p_clean [S, E] -> cv^2 of the importance sum_s p_clean[s, e].
+Tensor importance_loss(const Tensor& p_clean);
+
+// logits, noisy_logits [S, E]; kth [S, 1] the index of each token's k-th choice; sigma the
+// noise std. P[s, e] = 1 - Phi((noisy_logits[s, kth] - logits[s, e]) / sigma) is the chance
+// that expert e stays in token s's top k under fresh noise -> cv^2 of the load mean_s P.
+Tensor load_loss(const Tensor& logits, const Tensor& noisy_logits, const Tensor& kth, double sigma);
+
+// GShard: E^2 * mean_e(top1_fraction_e * mean_s p[s, e]); top1_fraction [E] is a constant.
+Tensor gshard_loss(const Tensor& p, const Tensor& top1_fraction);
+
+}  // namespace vmoe

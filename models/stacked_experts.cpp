@@ -1,0 +1,37 @@
+// Stacked expert MLPs: initialisation as the dense MLP (xavier kernels, N(0, 1e-6) biases),
+// per expert or one draw copied to all.
+#include "models/stacked_experts.h"
+
+namespace vmoe {
+
+StackedExperts::StackedExperts(ParameterStore& store, const std::string& prefix,
+                               int64_t num_experts, int64_t dim, int64_t mlp_dim, ExpertInit init)
+    : store_(&store), num_experts_(num_experts) {
+  const bool same = init == ExpertInit::identical;
+  auto spec = [same](InitSpec s) {
+    s.same_for_leading = same;
+    return s;
+  };
+  const int64_t e = num_experts;
+  fc1_kernel_ = store.declare(prefix + "/fc1/kernel", {e, dim, mlp_dim},
+                              spec(InitSpec::xavier_uniform(double(dim), double(mlp_dim))),
+                              WeightDecay::yes, Sharding::expert);
+  fc1_bias_ = store.declare(prefix + "/fc1/bias", {e, mlp_dim}, spec(InitSpec::normal(1e-6)),
+                            WeightDecay::no, Sharding::expert);
+  fc2_kernel_ = store.declare(prefix + "/fc2/kernel", {e, mlp_dim, dim},
+                              spec(InitSpec::xavier_uniform(double(mlp_dim), double(dim))),
+                              WeightDecay::yes, Sharding::expert);
+  fc2_bias_ = store.declare(prefix + "/fc2/bias", {e, dim}, spec(InitSpec::normal(1e-6)),
+                            WeightDecay::no, Sharding::expert);
+}
+
+Tensor StackedExperts::operator()(const Tensor& tokens) const {
+  const ParameterStore& p = *store_;
+  const int64_t e = tokens.size(0);
+  const Tensor& b1 = p[fc1_bias_];
+  const Tensor& b2 = p[fc2_bias_];
+  Tensor h = gelu(matmul(tokens, p[fc1_kernel_]) + b1.reshape({e, 1, b1.size(1)}));  // [E, R, M]
+  return matmul(h, p[fc2_kernel_]) + b2.reshape({e, 1, b2.size(1)});                 // [E, R, D]
+}
+
+}  // namespace vmoe

@@ -1,0 +1,326 @@
+// V-MoE layer tests: capacity, slot assignment (k-major, vanilla vs BPR, drops), auxiliary
+// losses against hand-computed values, finite-difference gradients through the whole layer,
+// the E = 1 dense limit, determinism and batch-split independence of the routing noise.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <numeric>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "models/mlp_block.h"
+#include "models/moe_layer.h"
+#include "models/moe_losses.h"
+#include "models/routing.h"
+#include "models/vision_transformer.h"
+
+using namespace vmoe;
+
+TEST_CASE("moe: capacity is ceil(S k c / E) rounded up to a multiple of 4") {
+  CHECK(expert_capacity(400, 2, 1.05, 8) == 108);  // 105 -> 108
+  CHECK(expert_capacity(10, 1, 1.0, 4) == 4);      // 2.5 -> 3 -> 4
+  CHECK(expert_capacity(16, 1, 1.0, 2) == 8);      // exact multiple stays
+  CHECK(expert_capacity(64, 2, 0.5, 8) == 8);      // 8
+  CHECK(expert_capacity(8, 1, 0.5, 4) == 4);       // 1 -> 4
+  REQUIRE_THROWS_WITH(expert_capacity(3, 1, 1.0, 8), Catch::Contains("capacity 0.375"));
+}
+
+TEST_CASE("moe: placements every-n and last-n follow the paper") {
+  CHECK(every_n_blocks(8, 2) == std::vector<int64_t>{1, 3, 5, 7});
+  CHECK(every_n_blocks(12, 3) == std::vector<int64_t>{2, 5, 8, 11});
+  CHECK(last_n_blocks(32, 5) == std::vector<int64_t>{23, 25, 27, 29, 31});
+  CHECK(last_n_blocks(24, 2) == std::vector<int64_t>{21, 23});
+  MoeConfig m;
+  m.moe_blocks = {1, 9};
+  REQUIRE_THROWS_WITH(validate(m, 8), Catch::Contains("block 9 outside"));
+  m.moe_blocks = {1};
+  m.k = 9;
+  REQUIRE_THROWS_WITH(validate(m, 8), Catch::Contains("model.moe.k must be in [1, num_experts"));
+}
+
+TEST_CASE("moe: vanilla routing fills experts in token order and drops the overflow") {
+  // 8 tokens, E = 2, k = 1, capacity 4: all choose expert 0.
+  std::vector<int64_t> experts(8, 0);
+  std::vector<double> priority{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8};
+  RoutingPlan p = plan_routing(experts, priority, 8, 1, 2, 8, 1.0, TokenOrder::vanilla);
+  REQUIRE(p.rows_per_expert == 4);
+  CHECK(p.dispatch_rows == std::vector<int64_t>{0, 1, 2, 3, -1, -1, -1, -1});
+  CHECK(p.combine_rows == std::vector<int64_t>{0, 1, 2, 3, -1, -1, -1, -1});
+  CHECK(p.dropped == 4);
+  CHECK(p.expert_load == std::vector<int64_t>{4, 0});
+}
+
+TEST_CASE("moe: BPR takes tokens by descending priority, ties in token order") {
+  std::vector<int64_t> experts(8, 0);
+  std::vector<double> priority{0.1, 0.9, 0.3, 0.9, 0.5, 0.2, 0.7, 0.8};
+  RoutingPlan p = plan_routing(experts, priority, 8, 1, 2, 8, 1.0, TokenOrder::batch_priority);
+  // Order: 1 (0.9), 3 (0.9, later), 7 (0.8), 6 (0.7) fill the 4 slots.
+  CHECK(p.dispatch_rows == std::vector<int64_t>{1, 3, 7, 6, -1, -1, -1, -1});
+  CHECK(p.combine_rows == std::vector<int64_t>{-1, 0, -1, 1, -1, -1, 3, 2});
+}
+
+TEST_CASE("moe: assignment is k-major: all first choices before any second choice") {
+  // 6 tokens, E = 2, k = 2, capacity 4 (6 * 2 * 0.6 / 2 = 3.6 -> 4).
+  // first choices: e1 e1 e0 e0 e0 e0; second choices: e0 e0 e1 e1 e1 e1.
+  std::vector<int64_t> experts{1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 0, 1};
+  std::vector<double> priority(6, 0.5);
+  RoutingPlan p = plan_routing(experts, priority, 6, 2, 2, 6, 0.6, TokenOrder::vanilla);
+  REQUIRE(p.rows_per_expert == 4);
+  // Expert 0: first choices of tokens 2..5. Expert 1: first choices of 0, 1, then the second
+  // choices of 2 and 3. Token-major order would have given expert 0 tokens 0..3 instead.
+  CHECK(p.dispatch_rows == std::vector<int64_t>{2, 3, 4, 5, 0, 1, 2, 3});
+  CHECK(p.combine_rows == std::vector<int64_t>{4, -1, 5, -1, 0, 6, 1, 7, 2, -1, 3, -1});
+  CHECK(p.dropped == 4);
+}
+
+TEST_CASE("moe: groups are routed independently, each with its own capacity") {
+  // 2 groups of 4 tokens, E = 2, k = 1, capacity 4 each (4 * 1 * 2 / 2 = 4).
+  std::vector<int64_t> experts(8, 1);
+  std::vector<double> priority(8, 0.5);
+  RoutingPlan p = plan_routing(experts, priority, 8, 1, 2, 4, 2.0, TokenOrder::vanilla);
+  CHECK(p.capacity == std::vector<int64_t>{4, 4});
+  CHECK(p.rows_per_expert == 8);
+  CHECK(p.dropped == 0);
+  // Expert 1's rows: group 0 in rows 0..3 of its block, group 1 in rows 4..7.
+  std::vector<int64_t> e1(p.dispatch_rows.begin() + 8, p.dispatch_rows.end());
+  CHECK(e1 == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7});
+}
+
+TEST_CASE("moe: importance and load losses match hand-computed values") {
+  // p_clean of 2 tokens over 2 experts: importance = [1.2, 0.8], mean 1, var 0.04.
+  Tensor p = Tensor::from_vector<double>({0.7, 0.3, 0.5, 0.5}, {2, 2});
+  CHECK(importance_loss(p).item() == Approx(0.04));
+  // Load: k = 1, sigma = 1; kth = argmax of the noisy logits.
+  Tensor logits = Tensor::from_vector<double>({1.0, 0.0, 0.0, 0.5}, {2, 2});
+  Tensor noisy = Tensor::from_vector<double>({1.2, -0.1, 0.3, 0.4}, {2, 2});
+  Tensor kth = Tensor::from_vector<int64_t>({0, 1}, {2, 1});
+  auto phi = [](double z) { return 0.5 * std::erfc(-z / std::sqrt(2.0)); };
+  // P[s, e] = Phi(logits[s, e] - thr_s): thr = [1.2, 0.4].
+  const double l0 = (phi(1.0 - 1.2) + phi(0.0 - 0.4)) / 2,
+               l1 = (phi(0.0 - 1.2) + phi(0.5 - 0.4)) / 2;
+  const double m = (l0 + l1) / 2, var = ((l0 - m) * (l0 - m) + (l1 - m) * (l1 - m)) / 2;
+  CHECK(load_loss(logits, noisy, kth, 1.0).item() == Approx(var / (m * m)));
+  // GShard: E^2 * mean_e(frac_e * mean_s p) with frac = [1, 0] -> 4 * (1 * 0.6 + 0) / 2.
+  CHECK(gshard_loss(p, Tensor::from_vector<double>({1.0, 0.0}, {2})).item() == Approx(1.2));
+}
+
+TEST_CASE("moe: perfectly balanced gates give a finite zero loss and a finite gradient") {
+  Tensor logits = Tensor::zeros({6, 4}, DType::f64).set_requires_grad(true);
+  Tensor loss = importance_loss(softmax(logits));
+  loss.backward();
+  CHECK(loss.item() == Approx(0.0).margin(1e-15));
+  for (double g : logits.grad().to_vector<double>()) {
+    CHECK(std::isfinite(g));
+    CHECK(std::abs(g) < 1e-12);
+  }
+}
+
+namespace {
+
+struct SmallMoe {
+  ParameterStore store;
+  std::unique_ptr<MoeLayer> layer;
+  SmallMoe(MoeConfig c, int64_t tokens_per_image, DType dtype, int64_t dim = 6, int64_t mlp = 5,
+           uint64_t seed = 3) {
+    c.moe_blocks = {0};
+    layer = std::make_unique<MoeLayer>(store, "moe", dim, mlp, tokens_per_image, c);
+    store.allocate(seed, dtype);
+    // Non-identical experts and a non-trivial router, so every gradient path matters.
+    for (const ParamInfo& info : store.infos()) {
+      Tensor v = store.value(info.name).detach();
+      initialize(v, InitSpec::normal(0.5), derive(RngKey{seed, 9}, info.name));
+    }
+  }
+};
+
+// loss = sum(out * R) + aux, a scalar that depends on every output element.
+double moe_loss(const SmallMoe& m, const Tensor& x, const Tensor& r, const ForwardContext& base,
+                bool backward) {
+  std::vector<MoeReport> reports;
+  ForwardContext ctx = base;
+  ctx.moe_reports = &reports;
+  Tensor out = (*m.layer)(x, ctx, 0);
+  Tensor loss = sum_all(out * r) + reports.at(0).aux_loss;
+  if (backward) loss.backward();
+  return loss.item();
+}
+
+}  // namespace
+
+TEST_CASE("moe: finite-difference gradients through router and experts (f64)") {
+  for (Mode mode : {Mode::eval, Mode::train}) {
+    MoeConfig c;
+    c.num_experts = 4;
+    c.k = 2;
+    c.capacity_factor = c.eval_capacity_factor = 0.75;  // some assignments are dropped
+    c.batch_priority = c.eval_batch_priority = true;
+    c.images_per_group = 2;
+    c.noise_std = 1.0;
+    c.importance_loss_weight = 0.3;  // large weights so the aux gradients are visible
+    c.load_loss_weight = 0.3;
+    c.gshard_loss_weight = 0.2;
+    SmallMoe m(c, 5, DType::f64);
+    Tensor x = randn({4, 5, 6}, RngKey{5, 1}, 0, DType::f64).set_requires_grad(true);
+    Tensor r = randn({4, 5, 6}, RngKey{5, 2}, 0, DType::f64);
+    ForwardContext ctx{mode, RngKey{11, 0}, 0};
+    m.store.zero_grads();
+    moe_loss(m, x, r, ctx, true);
+    std::vector<MoeReport> reports;
+    ForwardContext probe = ctx;
+    probe.moe_reports = &reports;
+    (*m.layer)(x.detach(), probe, 0);
+    REQUIRE(reports[0].dropped_fraction > 0);
+    // Central differences on every parameter element and on x.
+    const double eps = 1e-6;
+    double worst = 0;
+    NoGrad no_grad;
+    for (int s = 0; s < kNumShardings; ++s) {
+      Tensor flat = m.store.flat_values(Sharding(s));
+      Tensor grad = m.store.flat_grads(Sharding(s));
+      double* w = flat.data<double>();
+      const double* g = grad.data<double>();
+      for (int64_t i = 0; i < flat.numel(); ++i) {
+        const double keep = w[i];
+        w[i] = keep + eps;
+        const double up = moe_loss(m, x.detach(), r, ctx, false);
+        w[i] = keep - eps;
+        const double down = moe_loss(m, x.detach(), r, ctx, false);
+        w[i] = keep;
+        const double numeric = (up - down) / (2 * eps);
+        worst = std::max(worst, std::abs(numeric - g[i]) / (1e-7 + 1e-5 * std::abs(numeric)));
+      }
+    }
+    Tensor xg = x.grad();
+    Tensor xv = x.detach().clone();
+    double* px = xv.data<double>();
+    const std::vector<double> gx = xg.to_vector<double>();
+    for (int64_t i = 0; i < xv.numel(); ++i) {
+      const double keep = px[i];
+      px[i] = keep + eps;
+      const double up = moe_loss(m, xv, r, ctx, false);
+      px[i] = keep - eps;
+      const double down = moe_loss(m, xv, r, ctx, false);
+      px[i] = keep;
+      const double numeric = (up - down) / (2 * eps);
+      worst =
+          std::max(worst, std::abs(numeric - gx[size_t(i)]) / (1e-7 + 1e-5 * std::abs(numeric)));
+    }
+    INFO("mode " << (mode == Mode::train ? "train" : "eval"));
+    CHECK(worst <= 1.0);
+  }
+}
+
+TEST_CASE("moe: E = 1, k = 1 with ample capacity equals the dense MLP") {
+  MoeConfig c;
+  c.num_experts = 1;
+  c.k = 1;
+  c.capacity_factor = c.eval_capacity_factor = 2.0;
+  c.images_per_group = 2;
+  SmallMoe m(c, 3, DType::f64, 4, 7);
+  ParameterStore dense_store;
+  MlpBlock dense(dense_store, "mlp", 4, 7, 0.0);
+  dense_store.allocate(0, DType::f64);
+  for (const char* n : {"fc1/kernel", "fc1/bias", "fc2/kernel", "fc2/bias"}) {
+    Tensor dst = dense_store.value(std::string("mlp/") + n).detach();
+    Tensor src = m.store.value(std::string("moe/experts/") + n);
+    copy_(dst, src.reshape(dst.shape()));
+  }
+  Tensor x = randn({4, 3, 4}, RngKey{2, 2}, 0, DType::f64);
+  for (Mode mode : {Mode::eval, Mode::train}) {
+    ForwardContext ctx{mode, RngKey{1, 1}, 0};
+    auto a = (*m.layer)(x, ctx, 0).to_vector<double>();
+    auto b = dense(x, ctx, 0).to_vector<double>();
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      CHECK(a[i] == Approx(b[i]).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("moe: evaluation is deterministic and training noise comes from the seed") {
+  MoeConfig c;
+  c.num_experts = 4;
+  c.images_per_group = 2;
+  SmallMoe m(c, 5, DType::f32);
+  Tensor x = randn({4, 5, 6}, RngKey{1, 2});
+  ForwardContext eval{Mode::eval, RngKey{1, 0}, 0};
+  CHECK((*m.layer)(x, eval, 0).to_vector<float>() == (*m.layer)(x, eval, 0).to_vector<float>());
+  ForwardContext t1{Mode::train, RngKey{1, 0}, 0}, t2{Mode::train, RngKey{2, 0}, 0};
+  CHECK((*m.layer)(x, t1, 0).to_vector<float>() == (*m.layer)(x, t1, 0).to_vector<float>());
+  std::vector<MoeReport> r1, r2;
+  t1.moe_reports = &r1;
+  t1.record_routing = true;
+  t2.moe_reports = &r2;
+  t2.record_routing = true;
+  (*m.layer)(x, t1, 0);
+  (*m.layer)(x, t2, 0);
+  CHECK(r1[0].routing.weights.to_vector<float>() != r2[0].routing.weights.to_vector<float>());
+}
+
+TEST_CASE("moe: routing noise does not depend on how the batch is split") {
+  MoeConfig c;
+  c.num_experts = 4;
+  c.images_per_group = 2;
+  c.noise_std = 2.0;
+  SmallMoe m(c, 5, DType::f64);
+  Tensor x = randn({8, 5, 6}, RngKey{3, 3}, 0, DType::f64);
+  ForwardContext whole{Mode::train, RngKey{7, 0}, 100};
+  auto full = (*m.layer)(x, whole, 0).to_vector<double>();
+  ForwardContext first{Mode::train, RngKey{7, 0}, 100}, second{Mode::train, RngKey{7, 0}, 104};
+  auto a = (*m.layer)(x.slice(0, 0, 4), first, 0).to_vector<double>();
+  auto b = (*m.layer)(x.slice(0, 4, 8), second, 0).to_vector<double>();
+  a.insert(a.end(), b.begin(), b.end());
+  REQUIRE(a.size() == full.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    CHECK(a[i] == full[i]);
+}
+
+TEST_CASE("moe: a token with every assignment dropped passes through the residual unchanged") {
+  MoeConfig c;
+  c.num_experts = 2;
+  c.k = 1;
+  c.capacity_factor = c.eval_capacity_factor = 0.1;  // 4 slots per expert for 40 tokens
+  c.images_per_group = 8;
+  SmallMoe m(c, 5, DType::f64);
+  Tensor x = randn({8, 5, 6}, RngKey{4, 4}, 0, DType::f64);
+  std::vector<MoeReport> reports;
+  ForwardContext ctx{Mode::eval, RngKey{}, 0};
+  ctx.moe_reports = &reports;
+  ctx.record_routing = true;
+  Tensor out = (*m.layer)(x, ctx, 0);
+  const auto kept = reports[0].routing.kept.to_vector<uint8_t>();
+  const auto values = out.reshape({40, 6}).to_vector<double>();
+  int dropped_tokens = 0;
+  for (size_t t = 0; t < 40; ++t) {
+    if (kept[t]) continue;
+    ++dropped_tokens;
+    for (size_t j = 0; j < 6; ++j)
+      CHECK(values[t * 6 + j] == 0.0);
+  }
+  CHECK(dropped_tokens == 32);
+  CHECK(reports[0].dropped_fraction == Approx(32.0 / 40.0));
+  // In an encoder block the MoE output is added to the residual: x + 0 = x for those tokens.
+}
+
+TEST_CASE("moe: a V-MoE ViT has MoE layers at the placement and an aux loss") {
+  VitConfig v;
+  v.num_layers = 4;
+  MoeConfig c;
+  c.num_experts = 4;
+  c.moe_blocks = every_n_blocks(4, 2);
+  v.moe = c;
+  ParameterStore store;
+  VisionTransformer model(store, v);
+  store.allocate(1);
+  CHECK(store.contains("encoder/block_01/moe/router/kernel"));
+  CHECK(store.contains("encoder/block_03/moe/experts/fc1/kernel"));
+  CHECK(store.contains("encoder/block_00/mlp/fc1/kernel"));
+  CHECK_FALSE(store.contains("encoder/block_01/mlp/fc1/kernel"));
+  CHECK(store.value("encoder/block_01/moe/experts/fc1/kernel").shape() == Shape{4, 64, 128});
+  // Identical expert initialisation: every expert starts as a copy of the first.
+  auto w = store.value("encoder/block_01/moe/experts/fc1/kernel").to_vector<float>();
+  CHECK(std::equal(w.begin(), w.begin() + 64 * 128, w.begin() + 3 * 64 * 128));
+  Tensor images = randn({8, 28, 28, 1}, RngKey{1, 1});
+  VitOutput out = model(images, ForwardContext{Mode::train, RngKey{1, 0}, 0});
+  CHECK(out.moe.size() == 2);
+  REQUIRE(out.aux_loss.defined());
+  CHECK(std::isfinite(out.aux_loss.item()));
+}
