@@ -1,5 +1,6 @@
 // Benchmark: one training step (forward, softmax cross-entropy, backward, AdamW) of a ViT on
 // random data, with the same arguments as bench/ref/vit_step_torch.py. Prints one JSON line.
+#include <malloc.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -32,6 +33,9 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps);
   app.add_option("--warmup", warmup);
   CLI11_PARSE(app, argc, argv);
+  // As in the vmoe binary: reuse freed activation memory instead of page-faulting it back.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   omp_set_num_threads(threads);
 
   ParameterStore params;

@@ -1,5 +1,7 @@
 // The vmoe binary: subcommands train, eval and predict. Every error ends as one line on stderr and
 // exit code 1.
+#include <malloc.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
@@ -7,6 +9,10 @@
 #include "launch/commands.h"
 
 int main(int argc, char** argv) {
+  // Activations of every step are large, short-lived buffers: keep freed memory in the heap
+  // instead of returning it to the OS, so that each step does not page-fault it back in.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   CLI::App app{"vmoe: Vision Mixture-of-Experts training"};
   app.require_subcommand(1);
 

@@ -1,7 +1,8 @@
-// CPU matrix products through OpenBLAS. Batches of small products run one per OpenMP thread
-// (OpenBLAS's OpenMP build then uses one thread inside each); large single products let
-// OpenBLAS thread internally.
+// CPU matrix products through OpenBLAS. Batches run one product per OpenMP thread (OpenBLAS's
+// OpenMP build then uses one thread inside each) unless there are fewer large products than
+// threads; single products let OpenBLAS thread internally.
 #include <cblas.h>
+#include <omp.h>
 
 #include "core/cpu/cpu_common.h"
 #include "core/cpu/kernels.h"
@@ -42,10 +43,13 @@ void gemm(const GemmArgs& g) {
       return;
     }
     const int64_t work = g.m * g.n * g.k;
+    // With at least as many products as threads, one product per thread beats threading
+    // inside each (small and skinny products, e.g. per-expert GEMMs, thread poorly).
+    const bool per_thread = g.batch >= omp_get_max_threads() || work < (1 << 22);
     if (g.batch == 1) {
       gemm_one<T>(g, a, b, c);
     } else {
-#pragma omp parallel for schedule(dynamic) if (work < (1 << 22) && g.batch * work > (1 << 15))
+#pragma omp parallel for schedule(dynamic) if (per_thread && g.batch * work > (1 << 15))
       for (int64_t i = 0; i < g.batch; ++i) {
         gemm_one<T>(g, a + i * g.stride_a, b + i * g.stride_b, c + i * g.stride_c);
       }

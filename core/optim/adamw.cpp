@@ -35,21 +35,10 @@ void adamw_kernel(T* w, const T* g, T* m, T* v, const T* mask, int64_t n, double
 
 void AdamW::step(ParameterStore& params, double lr) {
   ++steps_;
-  for (int s = 0; s < kNumShardings; ++s) {
-    const Sharding sh = Sharding(s);
-    const Tensor& w = params.flat_values(sh);
-    const int64_t n = w.numel();
-    if (n == 0) continue;
-    if (w.dtype() == DType::f32) {
-      adamw_kernel<float>(w.data<float>(), params.flat_grads(sh).data<float>(), m_[s].data<float>(),
-                          v_[s].data<float>(), params.flat_decay_mask(sh).data<float>(), n, lr,
-                          options_, steps_);
-    } else {
-      adamw_kernel<double>(w.data<double>(), params.flat_grads(sh).data<double>(),
-                           m_[s].data<double>(), v_[s].data<double>(),
-                           params.flat_decay_mask(sh).data<double>(), n, lr, options_, steps_);
-    }
-  }
+  for_each_flat_shard(params, [&]<class T>(FlatShard<T> f) {
+    adamw_kernel<T>(f.values, f.grads, m_[f.shard].template data<T>(),
+                    v_[f.shard].template data<T>(), f.decay, f.n, lr, options_, steps_);
+  });
 }
 
 std::vector<OptimizerSlot> AdamW::slots() const {

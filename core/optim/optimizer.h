@@ -15,6 +15,36 @@ struct OptimizerSlot {
   Tensor flat;
 };
 
+// The flat buffers of one sharding class, typed: what an update kernel works on.
+template <class T>
+struct FlatShard {
+  int shard;       // Sharding as an index
+  T* values;       // [n]
+  const T* grads;  // [n]
+  const T* decay;  // [n] 1 where weight decay applies
+  int64_t n;
+};
+
+// Calls fn(FlatShard<T>) for every non-empty sharding class, T = float or double (the store's
+// dtype).
+template <class Fn>
+void for_each_flat_shard(ParameterStore& params, Fn&& fn) {
+  for (int s = 0; s < kNumShardings; ++s) {
+    const Sharding sh = Sharding(s);
+    const Tensor& w = params.flat_values(sh);
+    if (w.numel() == 0) continue;
+    auto typed = [&](auto zero) {
+      using T = decltype(zero);
+      fn(FlatShard<T>{s, w.data<T>(), params.flat_grads(sh).data<T>(),
+                      params.flat_decay_mask(sh).data<T>(), w.numel()});
+    };
+    if (w.dtype() == DType::f64)
+      typed(0.0);
+    else
+      typed(0.0f);
+  }
+}
+
 class Optimizer {
  public:
   virtual ~Optimizer() = default;

@@ -28,21 +28,10 @@ void sgd_kernel(T* w, const T* g, T* trace, const T* mask, int64_t n, double lr,
 
 void Sgd::step(ParameterStore& params, double lr) {
   ++steps_;
-  for (int s = 0; s < kNumShardings; ++s) {
-    const Sharding sh = Sharding(s);
-    const Tensor& w = params.flat_values(sh);
-    const int64_t n = w.numel();
-    if (n == 0) continue;
-    if (w.dtype() == DType::f32) {
-      sgd_kernel<float>(w.data<float>(), params.flat_grads(sh).data<float>(),
-                        trace_[s].data<float>(), params.flat_decay_mask(sh).data<float>(), n, lr,
-                        options_);
-    } else {
-      sgd_kernel<double>(w.data<double>(), params.flat_grads(sh).data<double>(),
-                         trace_[s].data<double>(), params.flat_decay_mask(sh).data<double>(), n, lr,
-                         options_);
-    }
-  }
+  for_each_flat_shard(params, [&]<class T>(FlatShard<T> f) {
+    sgd_kernel<T>(f.values, f.grads, trace_[f.shard].template data<T>(), f.decay, f.n, lr,
+                  options_);
+  });
 }
 
 std::vector<OptimizerSlot> Sgd::slots() const {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -164,4 +165,125 @@ TEST_CASE("cli: eval of a missing weights file is a one-line error") {
   const fs::path dir = scratch("eval_missing");
   RunResult r = run_vmoe("eval --weights " + (dir / "none.h5").string(), dir);
   check_one_line_error(r, "none.h5");
+}
+
+namespace {
+
+const std::string kMoeConfig =
+    std::string(VMOE_SOURCE_DIR) + "/configs/experiments/fashion_vmoe_ti.textproto";
+// 2 images per routing group so that the 200 evaluation images form whole groups.
+const std::string kTinyMoe = kTiny + " --set model.moe.images_per_group=2";
+
+}  // namespace
+
+TEST_CASE("cli: V-MoE trains, logs per-layer routing metrics and sweeps test-time capacity") {
+  if (!fs::exists(kData)) {
+    WARN("Fashion-MNIST not installed; skipped");
+    return;
+  }
+  const fs::path dir = scratch("moe");
+  const fs::path work = dir / "work";
+  RunResult r =
+      run_vmoe("train --config " + kMoeConfig + " --workdir " + work.string() + kTinyMoe, dir);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  std::ifstream metrics(work / "metrics.jsonl");
+  nlohmann::json first = nlohmann::json::parse([&] {
+    std::string l;
+    std::getline(metrics, l);
+    return l;
+  }());
+  // kTiny keeps 2 blocks: Every-2 puts the one MoE layer in block 1.
+  CHECK_FALSE(first.contains("moe/block_03/dropped_fraction"));
+  for (const char* key :
+       {"train/aux_loss", "moe/block_01/importance_loss", "moe/block_01/load_loss",
+        "moe/block_01/dropped_fraction", "moe/block_01/load_max_over_mean"}) {
+    INFO(key);
+    CHECK(first.contains(key));
+  }
+  // A single test-time capacity with BPR.
+  RunResult e =
+      run_vmoe("eval --workdir " + work.string() + " --capacity-factor 0.5 --bpr on", dir);
+  INFO("eval stderr: " << e.err);
+  CHECK(e.exit_code == 0);
+  CHECK(e.out.find("GFLOPs/image") != std::string::npos);
+  // The sweep writes one CSV row per capacity and routing; lower capacity -> fewer FLOPs.
+  RunResult s = run_vmoe("eval --workdir " + work.string() + " --capacity-sweep 0.25,1.0", dir);
+  INFO("sweep stderr: " << s.err);
+  REQUIRE(s.exit_code == 0);
+  std::ifstream csv(work / "capacity_sweep.csv");
+  std::vector<std::string> rows;
+  for (std::string l; std::getline(csv, l);)
+    rows.push_back(l);
+  REQUIRE(rows.size() == 5);
+  CHECK(rows[0] == "capacity_factor,routing,accuracy,loss,moe_gflops_per_image,dropped_fraction");
+  CHECK(rows[1].rfind("0.25,vanilla,", 0) == 0);
+  CHECK(rows[2].rfind("0.25,bpr,", 0) == 0);
+  CHECK(rows[4].rfind("1,bpr,", 0) == 0);
+  auto flops = [](const std::string& row) {
+    std::vector<std::string> f;
+    std::stringstream ss(row);
+    for (std::string c; std::getline(ss, c, ',');)
+      f.push_back(c);
+    return std::stod(f.at(4));
+  };
+  CHECK(flops(rows[1]) < flops(rows[3]));
+}
+
+TEST_CASE("cli: predict writes logits, pre-logits and every MoE layer's routing") {
+  if (!fs::exists(kData)) {
+    WARN("Fashion-MNIST not installed; skipped");
+    return;
+  }
+  const fs::path dir = scratch("predict");
+  const fs::path work = dir / "work";
+  REQUIRE(run_vmoe("train --config " + kMoeConfig + " --workdir " + work.string() + kTinyMoe, dir)
+              .exit_code == 0);
+  const fs::path out = dir / "pred.h5";
+  RunResult p = run_vmoe("predict --workdir " + work.string() +
+                             " --input test --start 4 --count 6 "
+                             "--output " +
+                             out.string(),
+                         dir);
+  INFO("stderr: " << p.err);
+  REQUIRE(p.exit_code == 0);
+  CHECK(p.out.find("predicted 6 images") != std::string::npos);
+  const std::string listing = [&] {
+    const std::string cmd = "h5ls -r " + out.string() + " > " + (dir / "ls.txt").string();
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    return slurp(dir / "ls.txt");
+  }();
+  // h5ls -r prints "NAME  Dataset {DIMS}" per dataset.
+  std::map<std::string, std::string> dims;
+  std::stringstream ls(listing);
+  for (std::string line; std::getline(ls, line);) {
+    std::stringstream fields(line);
+    std::string name, kind;
+    fields >> name >> kind;
+    if (kind == "Dataset") dims[name] = line.substr(line.find('{'));
+  }
+  INFO(listing);
+  CHECK(dims["/logits"] == "{6, 10}");
+  CHECK(dims["/pre_logits"] == "{6, 64}");
+  CHECK(dims["/predictions"] == "{6}");
+  CHECK(dims["/moe/block_01/experts"] == "{6, 50, 2}");
+  CHECK(dims["/moe/block_01/weights"] == "{6, 50, 2}");
+  CHECK(dims["/moe/block_01/kept"] == "{6, 50, 2}");
+  CHECK(dims["/moe/block_01/expert_load"] == "{8}");
+  CHECK(dims.count("/moe/block_03/kept") == 0);  // 2 blocks: the only MoE layer is block 1
+}
+
+TEST_CASE("cli: test-time capacity options need a V-MoE and valid values") {
+  if (!fs::exists(kData)) {
+    WARN("Fashion-MNIST not installed; skipped");
+    return;
+  }
+  const fs::path dir = scratch("capacity_errors");
+  const fs::path work = dir / "work";
+  REQUIRE(run_vmoe("train --config " + kConfig + " --workdir " + work.string() + kTiny, dir)
+              .exit_code == 0);
+  check_one_line_error(run_vmoe("eval --workdir " + work.string() + " --capacity-factor 0.5", dir),
+                       "need a V-MoE model");
+  RunResult bad = run_vmoe("eval --workdir " + work.string() + " --bpr maybe", dir);
+  CHECK(bad.exit_code != 0);
 }
