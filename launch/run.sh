@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and trains the default model — the V-MoE fashion_vmoe_ti,
-# for a quick first run 2 epochs instead of the preset's 10 — on Fashion-MNIST, then prints
+# for a quick first run 3 epochs instead of the preset's 10 — on Fashion-MNIST, then prints
 # the test accuracy and where the metrics and weights are.
 # Usage: launch/run.sh [--config FILE] [--workdir DIR] [--set path.to.field=value ...]
 # (with --config, the preset's own length is used unless a --set changes it)
@@ -8,7 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 config=$root/configs/experiments/fashion_vmoe_ti.textproto
 workdir=$root/workdir/fashion_vmoe_ti
-quick=(--set train.num_epochs=2)
+quick=(--set train.num_epochs=3)
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
