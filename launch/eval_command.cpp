@@ -46,7 +46,7 @@ int run_eval(const EvalArgs& args) {
   const data::ImageDataset test_set = load_split(cfg, data::Split::test);
   auto run = [&](EvalRouting routing) {
     return evaluate(*saved.model, test_set, cfg.data().eval_batch_size(),
-                    normalization_from(cfg.data()), loss_from(cfg.train()), 0, routing);
+                    normalization_from(cfg.data()), loss_from(cfg.train()), routing);
   };
   if (args.capacity_sweep.empty()) {
     print_result(run({args.capacity_factor, parse_bpr(args.bpr)}));

@@ -19,9 +19,9 @@ Tensor batch_labels(const data::Batch& batch) {
 
 EvalResult evaluate(const VisionTransformer& model, const data::ImageDataset& dataset,
                     int64_t batch_size, const data::Normalization& norm, LossKind loss,
-                    int64_t max_examples, EvalRouting routing) {
+                    EvalRouting routing) {
   NoGrad no_grad;
-  const int64_t n = max_examples > 0 ? std::min(max_examples, dataset.n) : dataset.n;
+  const int64_t n = dataset.n;
   EvalResult r;
   double loss_sum = 0;
   int64_t correct = 0;

@@ -22,10 +22,11 @@ struct EvalRouting {
   int batch_priority = -1;
 };
 
-// Evaluates the first `max_examples` examples (0 = all) in batches of `batch_size`.
+// Evaluates the whole dataset (load_split already applies eval.num_examples) in batches of
+// `batch_size`.
 EvalResult evaluate(const VisionTransformer& model, const data::ImageDataset& dataset,
                     int64_t batch_size, const data::Normalization& norm, LossKind loss,
-                    int64_t max_examples = 0, EvalRouting routing = {});
+                    EvalRouting routing = {});
 
 // Wraps a data batch's buffers into tensors: images [B, H, W, C] f32, labels [B] i32.
 Tensor batch_images(const data::Batch& batch);

@@ -3,7 +3,6 @@
 // head. With config.moe set, the blocks named by the MoE placement use an MoE layer instead of
 // the MLP (V-MoE).
 #pragma once
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
