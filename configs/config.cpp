@@ -378,6 +378,9 @@ void validate_moe(const config::MoeConfig& e, int32_t num_layers) {
   const int placements = int(e.has_every_n()) + int(e.has_last_n()) + int(e.blocks_size() > 0);
   if (placements > 1) invalid("model.moe: set only one of every_n, last_n, blocks");
   if (e.has_last_n()) require_positive(e.last_n(), "model.moe.last_n");
+  if (e.exchange_chunks() < 0 || e.exchange_chunks() > 64)
+    invalid("model.moe.exchange_chunks must be 0 (automatic) to 64, got " +
+            num(e.exchange_chunks()));
   if (e.blocks_size() == 0 && !e.has_last_n()) require_positive(e.every_n(), "model.moe.every_n");
   for (int32_t b : e.blocks()) {
     if (b < 0 || b >= num_layers) {
@@ -540,6 +543,7 @@ void validate_config(const config::Config& config) {
   validate_schedule(config.schedule(), config.optimizer());
   validate_train(config.train());
   require_non_negative(config.eval().num_examples(), "eval.num_examples");
+  require_positive(config.parallel().gradient_bucket_mb(), "parallel.gradient_bucket_mb");
   require_non_empty(config.output().metrics_file(), "output.metrics_file");
   require_non_empty(config.output().weights_file(), "output.weights_file");
 }

@@ -10,6 +10,16 @@
 namespace vmoe {
 
 static thread_local bool g_grad_enabled = true;
+static thread_local const LeafGradReadyFn* g_leaf_ready = nullptr;
+static thread_local int g_backward_depth = 0;
+
+LeafGradReadyHook::LeafGradReadyHook(LeafGradReadyFn fn)
+    : fn_(std::move(fn)), previous_(g_leaf_ready) {
+  g_leaf_ready = &fn_;
+}
+LeafGradReadyHook::~LeafGradReadyHook() {
+  g_leaf_ready = previous_;
+}
 
 bool grad_enabled() {
   return g_grad_enabled;
@@ -48,6 +58,37 @@ void accumulate_leaf(const Tensor& leaf, const Tensor& g) {
   add_(current, g.dtype() == current.dtype() ? g : to_dtype(g, current.dtype()));
 }
 
+bool is_leaf(const Tensor& t) {
+  return t.defined() && t.requires_grad() && !t.grad_fn();
+}
+
+// Counts, per leaf, the graph edges still to deliver a gradient, and reports a leaf to the
+// hook when its count reaches zero.
+class LeafTracker {
+ public:
+  LeafTracker(const LeafGradReadyFn* hook, const std::vector<std::shared_ptr<Node>>& order)
+      : hook_(hook) {
+    if (!hook_) return;
+    for (const auto& node : order)
+      for (const Tensor& in : node->inputs())
+        if (is_leaf(in)) ++pending_[in.impl().get()];
+  }
+  void edge_done(const Tensor& leaf) {
+    if (!hook_) return;
+    auto it = pending_.find(leaf.impl().get());
+    if (it != pending_.end() && --it->second == 0) (*hook_)(leaf);
+  }
+
+ private:
+  const LeafGradReadyFn* hook_;
+  std::unordered_map<const void*, int> pending_;
+};
+
+struct DepthGuard {
+  DepthGuard() { ++g_backward_depth; }
+  ~DepthGuard() { --g_backward_depth; }
+};
+
 }  // namespace
 
 void run_backward(const Tensor& root, const Tensor& seed) {
@@ -64,8 +105,11 @@ void run_backward(const Tensor& root, const Tensor& seed) {
     throw std::invalid_argument("backward seed " + g0.desc() + " does not match " + root.desc());
   }
   NoGrad no_grad;
+  DepthGuard depth;
+  const LeafGradReadyFn* hook = g_backward_depth == 1 ? g_leaf_ready : nullptr;
   if (!root.grad_fn()) {
     accumulate_leaf(root, g0);
+    if (hook) (*hook)(root);
     return;
   }
   // Topological order by iterative DFS (post-order), then reverse.
@@ -85,12 +129,15 @@ void run_backward(const Tensor& root, const Tensor& seed) {
       stack.pop_back();
     }
   }
+  LeafTracker leaves(hook, order);
   std::unordered_map<Node*, Tensor> grads;
   grads[root.grad_fn().get()] = g0;
   for (size_t i = order.size(); i-- > 0;) {
     Node* node = order[i].get();
     auto it = grads.find(node);
     if (it == grads.end()) {
+      for (const Tensor& in : node->inputs())
+        if (is_leaf(in)) leaves.edge_done(in);
       node->release();
       continue;
     }
@@ -101,7 +148,10 @@ void run_backward(const Tensor& root, const Tensor& seed) {
     for (size_t j = 0; j < inputs.size() && j < gins.size(); ++j) {
       const Tensor& in = inputs[j];
       const Tensor& g = gins[j];
-      if (!g.defined() || !in.defined() || !in.requires_grad()) continue;
+      if (!g.defined() || !in.defined() || !in.requires_grad()) {
+        if (is_leaf(in)) leaves.edge_done(in);
+        continue;
+      }
       if (g.shape() != in.shape()) {
         throw std::logic_error(std::string("backward of ") + node->name() + " gave gradient " +
                                g.desc() + " for input " + in.desc());
@@ -111,8 +161,11 @@ void run_backward(const Tensor& root, const Tensor& seed) {
         if (!fresh) slot->second = add(slot->second, g);
       } else {
         accumulate_leaf(in, g);
+        leaves.edge_done(in);
       }
     }
+    for (size_t j = gins.size(); j < inputs.size(); ++j)
+      if (is_leaf(inputs[j])) leaves.edge_done(inputs[j]);
     node->release();
   }
 }

@@ -64,4 +64,22 @@ void record(const char* name, Tensor& output, std::vector<Tensor> inputs, Node::
 // Runs backward from `root` with the gradient `seed` (same shape as root).
 void run_backward(const Tensor& root, const Tensor& seed);
 
+// Told by backward() the moment a leaf's gradient is final (every node that could add to it
+// has run), so that gradient reduction can start while backward goes on.
+using LeafGradReadyFn = std::function<void(const Tensor& leaf)>;
+
+// Installs `fn` for the outermost backward() calls of this thread during its lifetime
+// (backward() calls nested inside a node's backward do not report).
+class LeafGradReadyHook {
+ public:
+  explicit LeafGradReadyHook(LeafGradReadyFn fn);
+  ~LeafGradReadyHook();
+  LeafGradReadyHook(const LeafGradReadyHook&) = delete;
+  LeafGradReadyHook& operator=(const LeafGradReadyHook&) = delete;
+
+ private:
+  LeafGradReadyFn fn_;
+  const LeafGradReadyFn* previous_;
+};
+
 }  // namespace vmoe

@@ -13,7 +13,7 @@ ParamId ParameterStore::declare(const std::string& name, const Shape& shape, Ini
   if (allocated_) throw std::logic_error("parameter '" + name + "' declared after allocate()");
   if (by_name_.count(name)) throw std::invalid_argument("duplicate parameter name '" + name + "'");
   ParamId id = infos_.size();
-  infos_.push_back({name, shape, init, sharding, decay, 0});
+  infos_.push_back({name, shape, shape, init, sharding, decay, 0});
   by_name_[name] = id;
   return id;
 }
@@ -70,13 +70,51 @@ void initialize(Tensor& t, const InitSpec& spec, RngKey key) {
   copy_(t, v);
 }
 
+void ParameterStore::set_expert_shard(ExpertShard shard) {
+  if (allocated_) throw std::logic_error("set_expert_shard() after allocate()");
+  if (shard.num_experts > 0 &&
+      (shard.first < 0 || shard.count < 1 || shard.first + shard.count > shard.num_experts)) {
+    throw std::invalid_argument("expert shard [" + std::to_string(shard.first) + ", " +
+                                std::to_string(shard.first + shard.count) + ") is not within " +
+                                std::to_string(shard.num_experts) + " experts");
+  }
+  shard_ = shard;
+}
+
+namespace {
+
+// Expert parameters are drawn expert by expert, each from its own key, so that a process
+// holding experts [first, first + count) gets exactly those experts' values.
+void initialize_experts(Tensor& local, const InitSpec& spec, RngKey key, int64_t first) {
+  if (spec.same_for_leading) {
+    initialize(local, spec, key);
+    return;
+  }
+  const Shape one(local.shape().begin() + 1, local.shape().end());
+  for (int64_t i = 0; i < local.size(0); ++i) {
+    Tensor row = local.slice(0, i, i + 1).reshape(one);
+    initialize(row, spec, derive(key, "expert", uint64_t(first + i)));
+  }
+}
+
+}  // namespace
+
 void ParameterStore::allocate(uint64_t seed, DType dtype) {
   if (allocated_) throw std::logic_error("ParameterStore::allocate() called twice");
   dtype_ = dtype;
   int64_t sizes[kNumShardings] = {0, 0};
   for (ParamInfo& p : infos_) {
+    p.local_shape = p.shape;
+    if (p.sharding == Sharding::expert && shard_.num_experts > 0) {
+      if (p.shape.empty() || p.shape[0] != shard_.num_experts) {
+        throw std::invalid_argument("expert parameter '" + p.name + "' has shape " +
+                                    shape_str(p.shape) + ", expected a leading axis of " +
+                                    std::to_string(shard_.num_experts) + " experts");
+      }
+      p.local_shape[0] = shard_.count;
+    }
     p.offset = sizes[size_t(p.sharding)];
-    sizes[size_t(p.sharding)] += shape_numel(p.shape);
+    sizes[size_t(p.sharding)] += shape_numel(p.local_shape);
   }
   for (int s = 0; s < kNumShardings; ++s) {
     flat_values_[s] = Tensor::zeros({sizes[s]}, dtype);
@@ -86,13 +124,18 @@ void ParameterStore::allocate(uint64_t seed, DType dtype) {
   const RngKey root{seed, 0};
   for (const ParamInfo& p : infos_) {
     const size_t s = size_t(p.sharding);
-    Tensor value = Tensor::view_of(flat_values_[s].storage(), p.shape, contiguous_strides(p.shape),
-                                   p.offset, dtype);
-    Tensor grad = Tensor::view_of(flat_grads_[s].storage(), p.shape, contiguous_strides(p.shape),
-                                  p.offset, dtype);
-    initialize(value, p.init, derive(root, "init/" + p.name));
+    const Shape strides = contiguous_strides(p.local_shape);
+    Tensor value =
+        Tensor::view_of(flat_values_[s].storage(), p.local_shape, strides, p.offset, dtype);
+    Tensor grad =
+        Tensor::view_of(flat_grads_[s].storage(), p.local_shape, strides, p.offset, dtype);
+    const RngKey key = derive(root, "init/" + p.name);
+    if (p.sharding == Sharding::expert)
+      initialize_experts(value, p.init, key, shard_.num_experts > 0 ? shard_.first : 0);
+    else
+      initialize(value, p.init, key);
     if (p.decay == WeightDecay::yes) {
-      Tensor mask = flat_decay_[s].slice(0, p.offset, p.offset + shape_numel(p.shape));
+      Tensor mask = flat_decay_[s].slice(0, p.offset, p.offset + shape_numel(p.local_shape));
       fill_(mask, 1.0);
     }
     value.set_requires_grad(true);

@@ -39,7 +39,8 @@ struct InitSpec {
 
 struct ParamInfo {
   std::string name;
-  Shape shape;
+  Shape shape;        // global shape
+  Shape local_shape;  // what this process holds: [E_local, ...] for expert parameters
   InitSpec init;
   Sharding sharding = Sharding::replicated;
   WeightDecay decay = WeightDecay::no;
@@ -48,16 +49,29 @@ struct ParamInfo {
 
 using ParamId = size_t;
 
+// The experts a process holds: [first, first + count) of num_experts. Every expert parameter
+// has leading axis num_experts and is allocated as its [count, ...] slice.
+struct ExpertShard {
+  int64_t num_experts = 0;  // 0: not sharded, every expert is local
+  int64_t first = 0;
+  int64_t count = 0;
+};
+
 class ParameterStore {
  public:
   // Declares a parameter; names must be unique. Returns its id for fast access.
   ParamId declare(const std::string& name, const Shape& shape, InitSpec init,
                   WeightDecay decay = WeightDecay::no, Sharding sharding = Sharding::replicated);
+  // Holds only `shard`'s experts (call before allocate()).
+  void set_expert_shard(ExpertShard shard);
+  const ExpertShard& expert_shard() const { return shard_; }
   // Allocates the flat buffers and initialises every parameter from `seed`; the values of a
-  // parameter depend only on (seed, its name), not on declaration order.
+  // parameter depend only on (seed, its name), not on declaration order, and an expert's
+  // values only on (seed, name, expert index), not on which process holds it.
   void allocate(uint64_t seed, DType dtype = DType::f32);
   bool allocated() const { return allocated_; }
 
+  // The local value (expert parameters: this process's experts).
   const Tensor& operator[](ParamId id) const { return values_.at(id); }
   const Tensor& value(const std::string& name) const;
   const Tensor& grad(const std::string& name) const;
@@ -65,7 +79,7 @@ class ParameterStore {
   bool contains(const std::string& name) const { return by_name_.count(name) > 0; }
   const std::vector<ParamInfo>& infos() const { return infos_; }
   size_t size() const { return infos_.size(); }
-  int64_t num_elements() const;
+  int64_t num_elements() const;  // global count, over all experts
   DType dtype() const { return dtype_; }
 
   // [n] flat value / gradient buffer of one sharding class (may be empty).
@@ -82,6 +96,7 @@ class ParameterStore {
   std::vector<Tensor> values_, grads_;
   Tensor flat_values_[kNumShardings], flat_grads_[kNumShardings], flat_decay_[kNumShardings];
   DType dtype_ = DType::f32;
+  ExpertShard shard_;
   bool allocated_ = false;
 };
 

@@ -1,17 +1,27 @@
 // The subcommands of the vmoe binary. Each returns the process exit code and throws on errors
 // (main prints them as one line).
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "parallel/communicator.h"
+
 namespace vmoe {
+
+// How the process was started: its world (a single-process communicator when not under
+// mpirun / srun) and how many ranks share this node's cores.
+struct LaunchInfo {
+  std::shared_ptr<Communicator> world;
+  int local_ranks = 1;
+};
 
 struct TrainArgs {
   std::string config_path;
   std::string workdir;
   std::vector<std::string> overrides;  // "path.to.field=value"
 };
-int run_train(const TrainArgs& args);
+int run_train(const TrainArgs& args, const LaunchInfo& launch);
 
 struct EvalArgs {
   std::string workdir;  // uses workdir/config.textproto and workdir/weights.h5

@@ -19,34 +19,54 @@ Tensor batch_labels(const data::Batch& batch) {
 
 EvalResult evaluate(const VisionTransformer& model, const data::ImageDataset& dataset,
                     int64_t batch_size, const data::Normalization& norm, LossKind loss,
-                    EvalRouting routing) {
+                    EvalRouting routing, Communicator* world) {
   NoGrad no_grad;
   const int64_t n = dataset.n;
-  EvalResult r;
-  double loss_sum = 0;
-  int64_t correct = 0;
-  double flops = 0, dropped = 0;
-  int64_t moe_batches = 0;
+  const int64_t ranks = world ? world->size() : 1, rank = world ? world->rank() : 0;
+  const bool moe = model.config().moe.has_value();
+  // Batches are split over ranks in whole routing groups (whole images for a dense model).
+  const int64_t unit = moe ? model.config().moe->images_per_group : 1;
+  double loss_sum = 0, correct = 0, examples = 0, flops = 0, dropped = 0;
   for (int64_t start = 0; start < n; start += batch_size) {
-    data::Batch b = data::eval_batch(dataset, start, std::min(batch_size, n - start), norm);
-    Tensor labels = batch_labels(b);
-    ForwardContext ctx{Mode::eval, {}, start};
+    const int64_t count = std::min(batch_size, n - start);
+    const int64_t units = (count + unit - 1) / unit;
+    const int64_t lo = std::min(count, units * rank / ranks * unit);
+    const int64_t hi = std::min(count, units * (rank + 1) / ranks * unit);
+    ForwardContext ctx{Mode::eval, {}, start + lo};
     ctx.eval_capacity_factor = routing.capacity_factor;
     ctx.eval_batch_priority = routing.batch_priority;
+    if (hi == lo) {
+      // Nothing for this rank in a small last batch. An expert-parallel model still takes part
+      // in every exchange: one image, routed in its own group, result discarded.
+      if (moe && ranks > 1) model(batch_images(data::eval_batch(dataset, start, 1, norm)), ctx);
+      continue;
+    }
+    data::Batch b = data::eval_batch(dataset, start + lo, hi - lo, norm);
+    Tensor labels = batch_labels(b);
     VitOutput out = model(batch_images(b), ctx);
     for (const MoeReport& m : out.moe) {
       flops += m.flops;
-      dropped += m.dropped_fraction / double(out.moe.size());
+      dropped += m.dropped_fraction / double(out.moe.size()) * double(b.batch_size);
     }
-    moe_batches += out.moe.empty() ? 0 : 1;
     loss_sum += classification_loss(out.logits, labels, loss).item() * double(b.batch_size);
-    correct += count_correct(out.logits, labels);
-    r.examples += b.batch_size;
+    correct += double(count_correct(out.logits, labels));
+    examples += double(b.batch_size);
   }
-  r.loss = r.examples ? loss_sum / double(r.examples) : 0;
-  r.accuracy = r.examples ? double(correct) / double(r.examples) : 0;
-  r.moe_gflops_per_image = r.examples ? flops / double(r.examples) / 1e9 : 0;
-  r.dropped_fraction = moe_batches ? dropped / double(moe_batches) : 0;
+  if (ranks > 1) {
+    Tensor sums =
+        Tensor::from_vector(std::vector<double>{loss_sum, correct, examples, flops, dropped}, {5});
+    world->all_reduce(sums);
+    const std::vector<double> v = sums.to_vector<double>();
+    loss_sum = v[0], correct = v[1], examples = v[2], flops = v[3], dropped = v[4];
+  }
+  EvalResult r;
+  r.examples = int64_t(examples);
+  if (examples > 0) {
+    r.loss = loss_sum / examples;
+    r.accuracy = correct / examples;
+    r.moe_gflops_per_image = flops / examples / 1e9;
+    r.dropped_fraction = dropped / examples;
+  }
   return r;
 }
 

@@ -4,6 +4,7 @@
 #include "data/batch.h"
 #include "data/image_dataset.h"
 #include "launch/train_step.h"
+#include "parallel/communicator.h"
 
 namespace vmoe {
 
@@ -23,10 +24,12 @@ struct EvalRouting {
 };
 
 // Evaluates the whole dataset (load_split already applies eval.num_examples) in batches of
-// `batch_size`.
+// `batch_size`. With `world` (all ranks call it), each batch is split over the ranks in whole
+// routing groups, so every rank routes exactly what one process would, and the results are
+// reduced over the ranks.
 EvalResult evaluate(const VisionTransformer& model, const data::ImageDataset& dataset,
                     int64_t batch_size, const data::Normalization& norm, LossKind loss,
-                    EvalRouting routing = {});
+                    EvalRouting routing = {}, Communicator* world = nullptr);
 
 // Wraps a data batch's buffers into tensors: images [B, H, W, C] f32, labels [B] i32.
 Tensor batch_images(const data::Batch& batch);

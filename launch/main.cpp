@@ -1,12 +1,16 @@
-// The vmoe binary: subcommands train, eval and predict. Every error ends as one line on stderr and
-// exit code 1.
+// The vmoe binary: subcommands train, eval and predict. Started by mpirun / srun it joins the MPI
+// job; started plainly it runs as one process. Every error ends as one line on stderr and exit
+// code 1; in a multi-rank job the failing rank's message ends the whole job.
 #include <malloc.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <memory>
+#include <stdexcept>
 
 #include "launch/commands.h"
+#include "parallel/mpi_runtime.h"
 
 int main(int argc, char** argv) {
   // Activations of every step are large, short-lived buffers: keep freed memory in the heap
@@ -52,14 +56,20 @@ int main(int argc, char** argv) {
   predict_cmd->add_option("--set", predict.overrides, "Override a config field")->take_all();
 
   CLI11_PARSE(app, argc, argv);
+  std::unique_ptr<vmoe::MpiRuntime> runtime;
   try {
-    if (train_cmd->parsed()) return vmoe::run_train(train);
+    runtime = std::make_unique<vmoe::MpiRuntime>();
+    vmoe::LaunchInfo launch{runtime->world(), runtime->local_ranks()};
+    if (train_cmd->parsed()) return vmoe::run_train(train, launch);
+    if (launch.world->size() > 1) {
+      throw std::runtime_error("`vmoe " + std::string(eval_cmd->parsed() ? "eval" : "predict") +
+                               "` runs on one process; start it without mpirun / srun");
+    }
     if (eval_cmd->parsed()) return vmoe::run_eval(eval);
     if (predict_cmd->parsed()) return vmoe::run_predict(predict);
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "vmoe: error: %s\n", e.what());
-    return 1;
+    // Under MPI: print and MPI_Abort, so ranks blocked in a collective do not hang.
+    vmoe::abort_job(e.what());
   }
   return 0;
 }

@@ -1,10 +1,14 @@
-// `vmoe train`: the single-process training loop with logging, evaluation and saving.
+// `vmoe train`: the training loop on one or many ranks (expert- and data-parallel), with
+// logging, evaluation and saving.
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <optional>
+#include <thread>
 
 #include "core/optim/optimizer.h"
 #include "launch/commands.h"
@@ -12,6 +16,9 @@
 #include "launch/experiment.h"
 #include "launch/metrics_log.h"
 #include "launch/workdir.h"
+#include "parallel/expert_parallel_exchange.h"
+#include "parallel/gradient_reducer.h"
+#include "parallel/process_groups.h"
 #include "parallel/weights_file.h"
 
 namespace vmoe {
@@ -55,39 +62,106 @@ std::map<std::string, double> eval_metrics(const EvalResult& r) {
       {"eval/loss", r.loss}, {"eval/accuracy", r.accuracy}, {"eval/examples", double(r.examples)}};
 }
 
+// Threads per rank: the config's, else the node's cores shared out among its ranks.
+int threads_per_rank(const config::Config& cfg, int local_ranks) {
+  if (cfg.train().threads() > 0) return cfg.train().threads();
+  const int cores = std::max(1, int(std::thread::hardware_concurrency()));
+  return std::max(1, std::min(omp_get_num_procs(), cores / std::max(1, local_ranks)));
+}
+
+// Test hook: VMOE_TEST_FAIL_AT="RANK:STEP" makes that rank throw at that step, to check that
+// one rank's error ends the whole job.
+void maybe_inject_failure(int rank, int64_t step) {
+  const char* spec = std::getenv("VMOE_TEST_FAIL_AT");
+  if (!spec) return;
+  int fail_rank = -1;
+  long long fail_step = -1;
+  if (std::sscanf(spec, "%d:%lld", &fail_rank, &fail_step) == 2 && fail_rank == rank &&
+      fail_step == step) {
+    throw std::runtime_error("injected failure at step " + std::to_string(step) +
+                             " (VMOE_TEST_FAIL_AT)");
+  }
+}
+
+// The final weights: expert parameters gathered from their owners; written by rank 0.
+void save_final_weights(const std::string& path, const ParameterStore& params,
+                        const ProcessGroups& groups, const std::string& config_text, int64_t step) {
+  std::vector<NamedTensor> named;
+  for (const ParamInfo& info : params.infos()) {
+    const Tensor& v = params.value(info.name);
+    named.push_back({info.name, info.local_shape == info.shape ? v : gather_experts(groups, v)});
+  }
+  if (groups.is_root()) save_weights(path, named, config_text, step);
+}
+
 }  // namespace
 
-int run_train(const TrainArgs& args) {
+int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   const config::Config cfg = config::load_config(args.config_path, args.overrides);
-  prepare_workdir(args.workdir);
   const std::filesystem::path workdir = args.workdir;
   const std::string config_text = config::config_to_text(cfg);
-  write_text_file(workdir / "config.textproto", config_text);
-  if (cfg.train().threads() > 0) omp_set_num_threads(cfg.train().threads());
+  const int64_t num_experts = cfg.model().has_moe() ? cfg.model().moe().num_experts() : 0;
+  const int64_t global_batch = cfg.data().batch_size();
+  validate_layout(launch.world->size(), num_experts, global_batch,
+                  num_experts > 0 ? cfg.model().moe().images_per_group() : 0);
+  const ProcessGroups groups = make_process_groups(launch.world, num_experts);
+  const int ranks = groups.world_size(), rank = groups.rank();
+  const bool root = groups.is_root();
+  if (root) {
+    prepare_workdir(args.workdir);
+    write_text_file(workdir / "config.textproto", config_text);
+  }
+  omp_set_num_threads(threads_per_rank(cfg, launch.local_ranks));
 
   const data::ImageDataset train_set = load_split(cfg, data::Split::train);
   const data::ImageDataset test_set = load_split(cfg, data::Split::test);
 
   ParameterStore params;
-  VisionTransformer model(params, vit_config_from(cfg.model()));
+  std::shared_ptr<const ExpertExchange> exchange;
+  if (groups.expert->size() > 1) {
+    exchange = std::make_shared<ExpertParallelExchange>(groups.expert, num_experts,
+                                                        cfg.model().moe().exchange_chunks());
+  }
+  VisionTransformer model(params, vit_config_from(cfg.model()), exchange);
+  if (ranks > 1) params.set_expert_shard(groups.expert_shard());
   params.allocate(cfg.train().seed(), param_dtype_from(cfg.model()));
+  std::unique_ptr<GradientReducer> reducer;
+  if (ranks > 1) {
+    // Initialisation is a pure function of the seed; the broadcast guards against any rank
+    // starting from something else.
+    Tensor replicated = params.flat_values(Sharding::replicated);
+    groups.world->broadcast(replicated, 0);
+    reducer = std::make_unique<GradientReducer>(
+        params, groups, int64_t(double(cfg.parallel().gradient_bucket_mb()) * (1 << 20)));
+  }
   std::unique_ptr<Optimizer> optimizer = optimizer_from(cfg.optimizer(), params);
-  data::BatchLoader loader(train_set, loader_options_from(cfg));
+  data::BatchLoaderOptions loader_options = loader_options_from(cfg);
+  loader_options.rank = rank;
+  loader_options.num_ranks = ranks;
+  data::BatchLoader loader(train_set, loader_options);
   const int64_t total_steps = total_steps_from(cfg.train(), loader.steps_per_epoch());
   const LrSchedule schedule = schedule_from(cfg, total_steps);
   const LossKind loss_kind = loss_from(cfg.train());
-  const StepOptions step_options{loss_kind, cfg.optimizer().grad_clip_norm(), cfg.train().seed()};
+  const StepOptions step_options{loss_kind, cfg.optimizer().grad_clip_norm(), cfg.train().seed(),
+                                 reducer.get()};
   const data::Normalization norm = normalization_from(cfg.data());
   const int64_t eval_batch = cfg.data().eval_batch_size();
 
-  MetricsLog metrics((workdir / cfg.output().metrics_file()).string());
+  // Only rank 0 reports: terminal and metrics file.
+  std::optional<MetricsLog> metrics;
+  if (root) metrics.emplace((workdir / cfg.output().metrics_file()).string());
   const int64_t log_every = std::max<int64_t>(1, cfg.train().log_every_steps());
-  Progress progress(total_steps, progress_style_from(cfg.output()), log_every);
+  Progress progress(total_steps, root ? progress_style_from(cfg.output()) : Progress::Style::none,
+                    log_every);
+  std::string layout = std::to_string(omp_get_max_threads()) + " threads";
+  if (ranks > 1) {
+    layout = std::to_string(ranks) + " ranks x " + layout + ", experts over " +
+             std::to_string(groups.expert->size()) + " ranks";
+  }
   progress.message("vmoe train: " + cfg.name() + ", " + std::to_string(params.num_elements()) +
                    " parameters, " + std::to_string(train_set.n) + " training images, " +
-                   std::to_string(total_steps) + " steps of " +
-                   std::to_string(cfg.data().batch_size()) + " (" +
-                   std::to_string(omp_get_max_threads()) + " threads)");
+                   std::to_string(total_steps) + " steps of " + std::to_string(global_batch) +
+                   " (" + layout + ")");
 
   using clock = std::chrono::steady_clock;
   const auto run_start = clock::now();
@@ -96,7 +170,8 @@ int run_train(const TrainArgs& args) {
   MoeWindow moe_window;
   int64_t window_steps = 0, window_correct = 0, window_images = 0;
   for (int64_t step = 0; step < total_steps; ++step) {
-    const int64_t first_example = step * cfg.data().batch_size();
+    maybe_inject_failure(rank, step);
+    const int64_t first_example = step * global_batch + rank * (global_batch / ranks);
     data::Batch batch = loader.next();
     StepResult r = train_step(model, params, *optimizer, schedule, batch_images(batch),
                               batch_labels(batch), step, first_example, step_options);
@@ -111,7 +186,7 @@ int run_train(const TrainArgs& args) {
     window_norm += r.grad_norm;
     moe_window.add(r.moe);
     window_correct += r.correct;
-    window_images += batch.batch_size;
+    window_images += global_batch;
     ++window_steps;
     const double seconds = std::chrono::duration<double>(clock::now() - window_start).count();
     const double images_per_s = seconds > 0 ? double(window_images) / seconds : 0;
@@ -126,15 +201,15 @@ int run_train(const TrainArgs& args) {
           {"train/epoch", double(step + 1) / double(loader.steps_per_epoch())}};
       if (!r.moe.empty()) line["train/aux_loss"] = window_aux / double(window_steps);
       moe_window.flush(line);
-      metrics.write(step + 1, line);
+      if (metrics) metrics->write(step + 1, line);
       window_loss = window_norm = window_aux = 0;
       window_steps = window_correct = window_images = 0;
       window_start = clock::now();
     }
     const int64_t eval_every = cfg.train().eval_every_steps();
     if (eval_every > 0 && (step + 1) % eval_every == 0 && step + 1 != total_steps) {
-      EvalResult e = evaluate(model, test_set, eval_batch, norm, loss_kind);
-      metrics.write(step + 1, eval_metrics(e));
+      EvalResult e = evaluate(model, test_set, eval_batch, norm, loss_kind, {}, groups.world.get());
+      if (metrics) metrics->write(step + 1, eval_metrics(e));
       char line[128];
       std::snprintf(line, sizeof line, "step %lld: eval accuracy %.2f%%, loss %.4f",
                     static_cast<long long>(step + 1), 100 * e.accuracy, e.loss);
@@ -144,16 +219,18 @@ int run_train(const TrainArgs& args) {
   }
   progress.finish();
   const double train_seconds = std::chrono::duration<double>(clock::now() - run_start).count();
-  EvalResult final_eval = evaluate(model, test_set, eval_batch, norm, loss_kind);
+  EvalResult final_eval =
+      evaluate(model, test_set, eval_batch, norm, loss_kind, {}, groups.world.get());
+  const std::string weights_path = (workdir / cfg.output().weights_file()).string();
+  save_final_weights(weights_path, params, groups, config_text, total_steps);
+  if (!root) return 0;
   auto final_metrics = eval_metrics(final_eval);
   final_metrics["train/seconds"] = train_seconds;
-  metrics.write(total_steps, final_metrics);
-  const std::string weights_path = (workdir / cfg.output().weights_file()).string();
-  save_weights(weights_path, params, config_text, total_steps);
+  metrics->write(total_steps, final_metrics);
   std::printf("test accuracy: %.2f%% (%lld images), loss %.4f, after %lld steps in %.0f s\n",
               100 * final_eval.accuracy, static_cast<long long>(final_eval.examples),
               final_eval.loss, static_cast<long long>(total_steps), train_seconds);
-  std::printf("metrics: %s\nweights: %s\n", metrics.path().c_str(), weights_path.c_str());
+  std::printf("metrics: %s\nweights: %s\n", metrics->path().c_str(), weights_path.c_str());
   return 0;
 }
 

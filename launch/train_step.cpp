@@ -1,6 +1,8 @@
 // Training step implementation.
 #include "launch/train_step.h"
 
+#include <cmath>
+
 #include "core/autograd.h"
 #include "core/optim/grad_clip.h"
 
@@ -22,6 +24,36 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   return hits;
 }
 
+namespace {
+
+// Averages / sums a step's figures over all ranks with one all-reduce.
+void reduce_over_ranks(StepResult& r, Communicator& world) {
+  std::vector<double> v{r.loss, r.aux_loss, double(r.correct)};
+  for (const MoeReport& m : r.moe) {
+    v.insert(v.end(), {m.importance_loss, m.load_loss, m.gshard_loss, m.dropped_fraction});
+    for (int64_t l : m.expert_load)
+      v.push_back(double(l));
+  }
+  Tensor t = Tensor::from_vector(v, {int64_t(v.size())});
+  world.all_reduce(t);
+  v = t.to_vector<double>();
+  const double inv = 1.0 / double(world.size());
+  size_t i = 0;
+  r.loss = v[i++] * inv;
+  r.aux_loss = v[i++] * inv;
+  r.correct = int64_t(std::llround(v[i++]));
+  for (MoeReport& m : r.moe) {
+    m.importance_loss = v[i++] * inv;
+    m.load_loss = v[i++] * inv;
+    m.gshard_loss = v[i++] * inv;
+    m.dropped_fraction = v[i++] * inv;
+    for (int64_t& l : m.expert_load)
+      l = int64_t(std::llround(v[i++]));
+  }
+}
+
+}  // namespace
+
 StepResult train_step(const VisionTransformer& model, ParameterStore& params, Optimizer& optimizer,
                       const LrSchedule& schedule, const Tensor& images, const Tensor& labels,
                       int64_t step, int64_t first_example, const StepOptions& options) {
@@ -36,15 +68,28 @@ StepResult train_step(const VisionTransformer& model, ParameterStore& params, Op
     r.aux_loss = out.aux_loss.item();
     loss = loss + out.aux_loss;
   }
-  loss.backward();
+  if (GradientReducer* reducer = options.reducer) {
+    reducer->begin();
+    {
+      LeafGradReadyHook hook([reducer](const Tensor& leaf) { reducer->leaf_ready(leaf); });
+      loss.backward();
+    }
+    reducer->finish();
+    r.grad_norm = reducer->global_grad_norm();
+  } else {
+    loss.backward();
+    r.grad_norm = global_grad_norm(params);
+  }
   for (MoeReport& m : out.moe) {
     m.aux_loss = Tensor();
     r.moe.push_back(std::move(m));
   }
   r.correct = count_correct(out.logits, labels);
-  r.grad_norm = clip_grad_norm(params, options.grad_clip_norm);
+  clip_grads_to_norm(params, r.grad_norm, options.grad_clip_norm);
   r.lr = schedule.at(step);
   optimizer.step(params, r.lr);
+  if (options.reducer && options.reducer->groups().world_size() > 1)
+    reduce_over_ranks(r, *options.reducer->groups().world);
   return r;
 }
 

@@ -6,6 +6,7 @@
 #include "core/optim/optimizer.h"
 #include "core/optim/schedule.h"
 #include "models/vision_transformer.h"
+#include "parallel/gradient_reducer.h"
 
 namespace vmoe {
 
@@ -16,7 +17,7 @@ struct StepResult {
   double aux_loss = 0;   // weighted MoE auxiliary losses (0 for a dense model)
   double grad_norm = 0;  // global gradient norm before clipping
   double lr = 0;
-  int64_t correct = 0;         // top-1 hits in this batch
+  int64_t correct = 0;         // top-1 hits in this (global) batch
   std::vector<MoeReport> moe;  // per MoE layer (tensors dropped)
 };
 
@@ -24,9 +25,13 @@ struct StepOptions {
   LossKind loss = LossKind::softmax_xent;
   double grad_clip_norm = 0;  // 0 = off
   uint64_t seed = 0;
+  // Data-parallel runs: reduces gradients during backward; the step's figures are then
+  // reduced over all ranks too (loss and aux losses averaged, hits and expert loads summed).
+  GradientReducer* reducer = nullptr;
 };
 
-// images [B, H, W, C] f32, labels [B] i32; `step` is the 0-based update number.
+// images [B, H, W, C] f32, labels [B] i32: this rank's slice of the global batch, starting at
+// global example `first_example`; `step` is the 0-based update number.
 StepResult train_step(const VisionTransformer& model, ParameterStore& params, Optimizer& optimizer,
                       const LrSchedule& schedule, const Tensor& images, const Tensor& labels,
                       int64_t step, int64_t first_example, const StepOptions& options);

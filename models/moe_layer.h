@@ -6,10 +6,10 @@
 #include <memory>
 #include <string>
 
-#include "models/expert_exchange.h"
 #include "models/feed_forward.h"
 #include "models/moe_config.h"
 #include "models/stacked_experts.h"
+#include "parallel/expert_exchange.h"
 
 namespace vmoe {
 

@@ -10,8 +10,8 @@
 
 #include "models/dense.h"
 #include "models/encoder_block.h"
-#include "models/expert_exchange.h"
 #include "models/vit_config.h"
+#include "parallel/expert_exchange.h"
 
 namespace vmoe {
 

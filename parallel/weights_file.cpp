@@ -30,12 +30,25 @@ H5Type h5_type(DType t) {
 
 void save_weights(const std::string& path, const ParameterStore& params,
                   const std::string& config_text, int64_t step) {
+  std::vector<NamedTensor> named;
+  for (const ParamInfo& info : params.infos()) {
+    if (info.local_shape != info.shape) {
+      throw std::logic_error("save_weights: parameter '" + info.name +
+                             "' is sharded; gather it first");
+    }
+    named.push_back({info.name, params.value(info.name)});
+  }
+  save_weights(path, named, config_text, step);
+}
+
+void save_weights(const std::string& path, const std::vector<NamedTensor>& params,
+                  const std::string& config_text, int64_t step) {
   const std::string tmp = path + ".tmp";
   {
     Hdf5File file(tmp, Hdf5File::Mode::Create);
-    for (const ParamInfo& info : params.infos()) {
-      Tensor v = params.value(info.name).contiguous();
-      file.write(kPrefix + info.name, h5_type(v.dtype()), v.shape(), v.raw_data());
+    for (const NamedTensor& p : params) {
+      Tensor v = p.value.contiguous();
+      file.write(kPrefix + p.name, h5_type(v.dtype()), v.shape(), v.raw_data());
     }
     file.set_attr("config", config_text);
     file.set_attr("step", step);
@@ -72,6 +85,10 @@ void load_weights(const std::string& path, ParameterStore& params) {
                                "' is not a float dataset");
     }
     std::copy(a.bytes.begin(), a.bytes.end(), static_cast<uint8_t*>(src.raw_data()));
+    if (info.local_shape != info.shape) {  // this process's experts only
+      const ExpertShard& shard = params.expert_shard();
+      src = src.slice(0, shard.first, shard.first + shard.count);
+    }
     Tensor dst = params.value(info.name).detach();
     copy_(dst, to_dtype(src, dst.dtype()));
   }

@@ -4,6 +4,7 @@
 // never replaces a good file with a broken one. (The sharded training checkpoint is separate.)
 #pragma once
 #include <string>
+#include <vector>
 
 #include "core/parameters.h"
 
@@ -11,9 +12,17 @@ namespace vmoe {
 
 void save_weights(const std::string& path, const ParameterStore& params,
                   const std::string& config_text, int64_t step);
+// The same from named global tensors (e.g. expert parameters gathered from their owners).
+struct NamedTensor {
+  std::string name;
+  Tensor value;
+};
+void save_weights(const std::string& path, const std::vector<NamedTensor>& params,
+                  const std::string& config_text, int64_t step);
 
-// Loads values into an allocated store. Every parameter must be present with its shape; the
-// first missing or mismatching one is named in the error.
+// Loads values into an allocated store (an expert-sharded store takes its experts' slice).
+// Every parameter must be present with its global shape; the first missing or mismatching one
+// is named in the error.
 void load_weights(const std::string& path, ParameterStore& params);
 
 // The config text stored with the weights.

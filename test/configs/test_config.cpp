@@ -190,8 +190,8 @@ TEST_CASE("config: an unknown field's error names file, line, column and field")
         path + ":3:3: unknown field 'hiden_size' in vmoe.config.ModelConfig");
 
   // Followed by a block rather than ':'; a field number kept for later is unknown too.
-  CHECK(parse_error("name: \"x\"\nparallel {\n}\n") ==
-        "x.textproto:2:1: unknown field 'parallel' in vmoe.config.Config");
+  CHECK(parse_error("name: \"x\"\ncheckpoint {\n}\n") ==
+        "x.textproto:2:1: unknown field 'checkpoint' in vmoe.config.Config");
   // The tokenizer counts a tab as up to 8 columns; the error counts bytes.
   CHECK(parse_error("model {\n\thiden_size: 3\n}\n") ==
         "x.textproto:2:2: unknown field 'hiden_size' in vmoe.config.ModelConfig");

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <map>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -201,4 +202,31 @@ TEST_CASE("autograd: gradient dtypes and shapes match the inputs") {
   // db = sum over rows of a.
   CHECK(b.grad().to_vector<float>() == std::vector<float>{5, 7, 9});
   CHECK(a.grad().to_vector<float>() == std::vector<float>{1, 2, 3, 1, 2, 3});
+}
+
+TEST_CASE("autograd: the leaf hook reports each leaf once, when its gradient is final") {
+  Tensor a = leaf({1, 2}, {2}), b = leaf({3, 4}, {2}), unused = leaf({5}, {1});
+  Tensor c = leaf({7}, {1});  // requires grad but the path to it carries no gradient
+  std::vector<std::pair<const void*, std::vector<double>>> reported;
+  {
+    LeafGradReadyHook hook([&](const Tensor& t) {
+      reported.push_back({t.impl().get(), t.grad().defined() ? t.grad().to_vector<double>()
+                                                             : std::vector<double>{}});
+    });
+    // a is used three times (its gradient is final only after the last use), b once.
+    Tensor y = sum_all(a * b) + sum_all(a * a) + sum_all(exp(a)) + sum_all(c.detach() * 0.0);
+    y.backward();
+  }
+  REQUIRE(reported.size() == 2);
+  std::map<const void*, std::vector<double>> by_leaf(reported.begin(), reported.end());
+  REQUIRE(by_leaf.count(a.impl().get()) == 1);
+  REQUIRE(by_leaf.count(b.impl().get()) == 1);
+  CHECK(by_leaf[a.impl().get()] == grad_of(a));  // the value at report time is the final one
+  CHECK(by_leaf[b.impl().get()] == grad_of(b));
+  CHECK(grad_of(a)[1] == Approx(4 + 2 * 2 + std::exp(2.0)));  // b + 2a + exp(a)
+  CHECK(by_leaf.count(unused.impl().get()) == 0);
+  // Without a hook installed nothing is reported; nested backward calls never report.
+  reported.clear();
+  sum_all(a * 2.0).backward();
+  CHECK(reported.empty());
 }

@@ -176,3 +176,36 @@ TEST_CASE("parameters: lecun_normal and xavier_uniform have the right spread") {
   CHECK(m <= limit);
   CHECK(m > 0.99 * limit);
 }
+
+TEST_CASE("parameters: an expert shard holds exactly its experts' slice of the full values") {
+  auto declare = [](ParameterStore& s) {
+    s.declare("router", {3, 4}, InitSpec::normal(1.0));
+    s.declare("experts/kernel", {4, 3, 2}, InitSpec::xavier_uniform(3, 2), WeightDecay::yes,
+              Sharding::expert);
+    s.declare("experts/bias", {4, 2}, InitSpec::normal(0.5), WeightDecay::no, Sharding::expert);
+  };
+  ParameterStore full, shard;
+  declare(full);
+  declare(shard);
+  full.allocate(7, DType::f64);
+  shard.set_expert_shard({4, 2, 2});  // experts 2 and 3
+  shard.allocate(7, DType::f64);
+  CHECK(shard.num_elements() == full.num_elements());  // global count
+  CHECK(shard.flat_values(Sharding::expert).numel() == 2 * 3 * 2 + 2 * 2);
+  CHECK(shard.value("router").to_vector<double>() == full.value("router").to_vector<double>());
+  for (const char* name : {"experts/kernel", "experts/bias"}) {
+    CAPTURE(name);
+    CHECK(shard.value(name).shape()[0] == 2);
+    CHECK(shard.value(name).to_vector<double>() ==
+          full.value(name).slice(0, 2, 4).contiguous().to_vector<double>());
+  }
+  // Experts differ from each other (independent draws per expert).
+  CHECK(full.value("experts/bias").slice(0, 0, 1).contiguous().to_vector<double>() !=
+        full.value("experts/bias").slice(0, 1, 2).contiguous().to_vector<double>());
+  ParameterStore bad;
+  bad.declare("experts/kernel", {3, 2}, InitSpec::zeros(), WeightDecay::no, Sharding::expert);
+  bad.set_expert_shard({4, 0, 2});
+  REQUIRE_THROWS_WITH(bad.allocate(0), Catch::Contains("expected a leading axis of 4 experts"));
+  REQUIRE_THROWS_WITH(ParameterStore().set_expert_shard({4, 3, 2}),
+                      Catch::Contains("not within 4 experts"));
+}

@@ -1,7 +1,8 @@
 // The one point where the MoE layer meets the parallel layer: dispatched tokens [E, R, D] go
 // to the experts' owners and their outputs come back in the same layout. In one process the
-// exchange just runs the local experts; the expert-parallel implementation (all-to-all over
-// the expert group, overlapped with compute) implements the same interface.
+// exchange just runs the local experts; the expert-parallel implementation
+// (parallel/expert_parallel_exchange.h: all-to-all over the expert group, overlapped with
+// compute) implements the same interface. Header-only, so models/ needs no link to parallel/.
 #pragma once
 #include <functional>
 

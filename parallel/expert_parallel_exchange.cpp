@@ -1,0 +1,254 @@
+// Chunked, overlapped all-to-all exchange of MoE tokens and its backward.
+#include "parallel/expert_parallel_exchange.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+
+namespace vmoe {
+
+namespace {
+
+// Which rows of every rank's [E, R_j, D] buffer form chunk c.
+struct ChunkLayout {
+  int64_t ranks = 1, me = 0, experts = 0, local_experts = 0, dim = 0, chunks = 1;
+  std::vector<int64_t> rows;  // [Pe] R_j of every rank
+
+  int64_t lo(int64_t j, int64_t c) const { return rows[size_t(j)] * c / chunks; }
+  int64_t n(int64_t j, int64_t c) const { return lo(j, c + 1) - lo(j, c); }
+  // Rows per local expert in chunk c over all sources.
+  int64_t total(int64_t c) const {
+    int64_t t = 0;
+    for (int64_t j = 0; j < ranks; ++j)
+      t += n(j, c);
+    return t;
+  }
+  // This rank sends E_local * n(me, c) rows to every owner.
+  std::vector<int64_t> counts_to_owners(int64_t c) const {
+    return std::vector<int64_t>(size_t(ranks), local_experts * n(me, c) * dim);
+  }
+  // An owner receives E_local * n(j, c) rows from each source j.
+  std::vector<int64_t> counts_from_sources(int64_t c) const {
+    std::vector<int64_t> out(static_cast<size_t>(ranks));
+    for (int64_t j = 0; j < ranks; ++j)
+      out[size_t(j)] = local_experts * n(j, c) * dim;
+    return out;
+  }
+};
+
+// Rows [lo, lo + n) of every expert of full [E, R, D] <-> packed [E, n, D] (owner-major,
+// because experts are assigned to owners in consecutive blocks).
+void pack_rows(const Tensor& full, int64_t lo, int64_t n, Tensor& packed) {
+  const int64_t e = full.size(0), r = full.size(1);
+  const size_t row = size_t(full.size(2)) * dtype_size(full.dtype());
+  const auto* src = static_cast<const uint8_t*>(full.raw_data());
+  auto* dst = static_cast<uint8_t*>(packed.raw_data());
+  for (int64_t i = 0; i < e; ++i)
+    std::memcpy(dst + size_t(i * n) * row, src + size_t(i * r + lo) * row, size_t(n) * row);
+}
+void unpack_rows(const Tensor& packed, int64_t lo, int64_t n, Tensor& full) {
+  const int64_t e = full.size(0), r = full.size(1);
+  const size_t row = size_t(full.size(2)) * dtype_size(full.dtype());
+  const auto* src = static_cast<const uint8_t*>(packed.raw_data());
+  auto* dst = static_cast<uint8_t*>(full.raw_data());
+  for (int64_t i = 0; i < e; ++i)
+    std::memcpy(dst + size_t(i * r + lo) * row, src + size_t(i * n) * row, size_t(n) * row);
+}
+
+// Received blocks [source j][local expert l][n_j rows][D] <-> experts' input [E_local, total, D]
+// (source-major within each expert). to_experts = false copies the other way.
+void reorder(const ChunkLayout& L, int64_t c, Tensor& by_source, Tensor& by_expert,
+             bool to_experts) {
+  const size_t row = size_t(L.dim) * dtype_size(by_expert.dtype());
+  const int64_t total = L.total(c);
+  auto* s = static_cast<uint8_t*>(by_source.raw_data());
+  auto* x = static_cast<uint8_t*>(by_expert.raw_data());
+  int64_t source_offset = 0, row_in_expert = 0;  // in rows
+  for (int64_t j = 0; j < L.ranks; ++j) {
+    const int64_t nj = L.n(j, c);
+    for (int64_t l = 0; l < L.local_experts; ++l) {
+      uint8_t* a = s + size_t(source_offset + l * nj) * row;
+      uint8_t* b = x + size_t(l * total + row_in_expert) * row;
+      if (to_experts)
+        std::memcpy(b, a, size_t(nj) * row);
+      else
+        std::memcpy(a, b, size_t(nj) * row);
+    }
+    source_offset += L.local_experts * nj;
+    row_in_expert += nj;
+  }
+}
+
+// What backward needs from forward: each chunk's expert input (a leaf) and output.
+struct SavedChunks {
+  std::shared_ptr<Communicator> group;
+  ChunkLayout layout;
+  DType dtype;
+  std::vector<Tensor> inputs, outputs;  // [C] x_c [E_local, total_c, D], y_c
+};
+
+std::vector<Tensor> exchange_backward(SavedChunks& saved, const Tensor& grad_output) {
+  const ChunkLayout& L = saved.layout;
+  Communicator& group = *saved.group;
+  const Tensor g = grad_output.contiguous();
+  Tensor grad_input = Tensor::zeros({L.experts, L.rows[size_t(L.me)], L.dim}, saved.dtype);
+  const size_t chunks = size_t(L.chunks);
+  std::vector<CommRequest> to_owners(chunks), to_sources(chunks);
+  std::vector<Tensor> at_owner(chunks), back(chunks);
+  auto post_output_grad = [&](int64_t c) {
+    const int64_t n = L.n(L.me, c);
+    Tensor send = Tensor::empty({L.experts * n * L.dim}, saved.dtype);
+    pack_rows(g, L.lo(L.me, c), n, send);
+    at_owner[size_t(c)] = Tensor::empty({L.local_experts * L.total(c) * L.dim}, saved.dtype);
+    to_owners[size_t(c)] = group.iall_to_all_v(send, L.counts_to_owners(c), at_owner[size_t(c)],
+                                               L.counts_from_sources(c));
+  };
+  post_output_grad(L.chunks - 1);
+  for (int64_t c = L.chunks - 1; c >= 0; --c) {
+    if (c > 0) post_output_grad(c - 1);
+    to_owners[size_t(c)].wait();
+    const int64_t total = L.total(c);
+    Tensor gx = Tensor::zeros({L.local_experts, total, L.dim}, saved.dtype);
+    const Tensor& y = saved.outputs[size_t(c)];
+    if (total > 0 && y.requires_grad()) {
+      Tensor gy = Tensor::empty({L.local_experts, total, L.dim}, saved.dtype);
+      reorder(L, c, at_owner[size_t(c)], gy, true);
+      run_backward(y, gy);
+      Tensor x_grad = saved.inputs[size_t(c)].grad();
+      if (x_grad.defined()) gx = x_grad.contiguous();
+    }
+    Tensor send = Tensor::empty({L.local_experts * total * L.dim}, saved.dtype);
+    reorder(L, c, send, gx, false);
+    back[size_t(c)] = Tensor::empty({L.experts * L.n(L.me, c) * L.dim}, saved.dtype);
+    to_sources[size_t(c)] =
+        group.iall_to_all_v(send, L.counts_from_sources(c), back[size_t(c)], L.counts_to_owners(c));
+    saved.inputs[size_t(c)] = Tensor();
+    saved.outputs[size_t(c)] = Tensor();
+  }
+  for (int64_t c = 0; c < L.chunks; ++c) {
+    to_sources[size_t(c)].wait();
+    unpack_rows(back[size_t(c)], L.lo(L.me, c), L.n(L.me, c), grad_input);
+  }
+  return {grad_input};
+}
+
+}  // namespace
+
+ExpertParallelExchange::ExpertParallelExchange(std::shared_ptr<Communicator> expert_group,
+                                               int64_t num_experts, int64_t chunks)
+    : group_(std::move(expert_group)), num_experts_(num_experts), chunks_(chunks) {
+  if (!group_) throw std::invalid_argument("ExpertParallelExchange needs an expert group");
+  if (num_experts_ < 1 || num_experts_ % group_->size() != 0) {
+    throw std::invalid_argument("cannot split " + std::to_string(num_experts_) +
+                                " experts evenly over an expert group of " +
+                                std::to_string(group_->size()) + " ranks");
+  }
+  if (chunks_ < 0 || chunks_ > 64) {
+    throw std::invalid_argument("exchange chunks must be 0 (automatic) to 64, got " +
+                                std::to_string(chunks_));
+  }
+}
+
+int64_t ExpertParallelExchange::chunks_for(int64_t max_rows, int64_t row_bytes) const {
+  if (max_rows <= 1) return 1;
+  int64_t c = chunks_;
+  if (c == 0) {
+    // Enough chunks to overlap, but each message to an owner large enough (>= 64 KiB) that
+    // per-message latency does not dominate.
+    if (group_->size() == 1) return 1;
+    const int64_t bytes_per_owner = experts_per_rank() * max_rows * row_bytes;
+    c = 1;
+    while (c < 8 && bytes_per_owner / (2 * c) >= (int64_t(64) << 10))
+      c *= 2;
+  }
+  return std::min(c, max_rows);
+}
+
+Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in,
+                                          const LocalExperts& experts) const {
+  if (dispatched_in.dim() != 3 || dispatched_in.size(0) != num_experts_) {
+    throw std::invalid_argument("expert exchange expects dispatched tokens [" +
+                                std::to_string(num_experts_) + ", R, D], got " +
+                                dispatched_in.desc());
+  }
+  const Tensor dispatched = dispatched_in.detach().contiguous();
+  const DType dtype = dispatched.dtype();
+  ChunkLayout L;
+  L.ranks = group_->size();
+  L.me = group_->rank();
+  L.experts = num_experts_;
+  L.local_experts = experts_per_rank();
+  L.dim = dispatched.size(2);
+  {
+    Tensor mine = Tensor::from_vector(std::vector<int64_t>{dispatched.size(1)}, {1});
+    Tensor all = Tensor::empty({L.ranks}, DType::i64);
+    group_->all_gather(mine, all);
+    L.rows = all.to_vector<int64_t>();
+  }
+  const int64_t max_rows = *std::max_element(L.rows.begin(), L.rows.end());
+  L.chunks = chunks_for(max_rows, L.dim * int64_t(dtype_size(dtype)));
+
+  const bool recording = grad_enabled();
+  auto saved = std::make_shared<SavedChunks>();
+  saved->group = group_;
+  saved->dtype = dtype;
+  Tensor out = Tensor::zeros({L.experts, L.rows[size_t(L.me)], L.dim}, dtype);
+  const size_t chunks = size_t(L.chunks);
+  std::vector<CommRequest> to_owners(chunks), to_sources(chunks);
+  std::vector<Tensor> at_owner(chunks), back(chunks);
+  saved->inputs.resize(chunks);
+  saved->outputs.resize(chunks);
+
+  auto post_tokens = [&](int64_t c) {
+    const int64_t n = L.n(L.me, c);
+    Tensor send = Tensor::empty({L.experts * n * L.dim}, dtype);
+    pack_rows(dispatched, L.lo(L.me, c), n, send);
+    at_owner[size_t(c)] = Tensor::empty({L.local_experts * L.total(c) * L.dim}, dtype);
+    to_owners[size_t(c)] = group_->iall_to_all_v(send, L.counts_to_owners(c), at_owner[size_t(c)],
+                                                 L.counts_from_sources(c));
+  };
+  post_tokens(0);
+  for (int64_t c = 0; c < L.chunks; ++c) {
+    if (c + 1 < L.chunks) post_tokens(c + 1);
+    to_owners[size_t(c)].wait();
+    const int64_t total = L.total(c);
+    Tensor x = Tensor::empty({L.local_experts, total, L.dim}, dtype);
+    reorder(L, c, at_owner[size_t(c)], x, true);
+    at_owner[size_t(c)] = Tensor();
+    Tensor y = x;
+    if (total > 0) {
+      if (recording) x.set_requires_grad(true);
+      y = experts(x);
+      if (y.shape() != x.shape()) {
+        throw std::logic_error("local experts returned " + y.desc() + " for input " + x.desc());
+      }
+    }
+    Tensor y_data = y.detach().contiguous();
+    Tensor send = Tensor::empty({L.local_experts * total * L.dim}, dtype);
+    reorder(L, c, send, y_data, false);
+    back[size_t(c)] = Tensor::empty({L.experts * L.n(L.me, c) * L.dim}, dtype);
+    to_sources[size_t(c)] = group_->iall_to_all_v(send, L.counts_from_sources(c), back[size_t(c)],
+                                                  L.counts_to_owners(c));
+    if (recording) {
+      saved->inputs[size_t(c)] = x;
+      saved->outputs[size_t(c)] = y;
+    }
+  }
+  for (int64_t c = 0; c < L.chunks; ++c) {
+    to_sources[size_t(c)].wait();
+    unpack_rows(back[size_t(c)], L.lo(L.me, c), L.n(L.me, c), out);
+  }
+  // Recorded whenever grad mode is on, so that every rank of the group takes part in the
+  // backward exchange, including a rank that had no rows.
+  if (recording) {
+    saved->layout = L;
+    record("expert_exchange", out, {dispatched_in},
+           [saved](const Tensor& g) { return exchange_backward(*saved, g); });
+  }
+  return out;
+}
+
+}  // namespace vmoe

@@ -1,0 +1,116 @@
+// MPI start-up and shut-down, the world communicator, and job-wide abort.
+#include "parallel/mpi_runtime.h"
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include "parallel/local_communicator.h"
+#include "parallel/mpi_check.h"
+#include "parallel/mpi_communicator.h"
+
+namespace vmoe {
+
+namespace {
+
+bool has_env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0';
+}
+
+// MPI is usable: initialised and not yet finalised.
+bool mpi_active() {
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  return initialized && !finalized;
+}
+
+}  // namespace
+
+bool launched_by_mpi() {
+  if (has_env("OMPI_COMM_WORLD_SIZE") || has_env("PMIX_RANK") || has_env("PMI_RANK") ||
+      has_env("PMI_SIZE")) {
+    return true;
+  }
+  if (has_env("SLURM_PROCID") && has_env("SLURM_NTASKS")) {
+    return std::strtol(std::getenv("SLURM_NTASKS"), nullptr, 10) > 1;
+  }
+  return false;
+}
+
+MpiRuntime::MpiRuntime() {
+  int initialized = 0;
+  int finalized = 0;
+  VMOE_MPI_CHECK(MPI_Initialized(&initialized));
+  VMOE_MPI_CHECK(MPI_Finalized(&finalized));
+  if (finalized) {
+    throw MpiError(
+        "MpiRuntime: MPI was already finalised in this process (create one MpiRuntime "
+        "per process, at the start of main)");
+  }
+  if (!initialized && !launched_by_mpi()) {
+    world_ = std::make_shared<LocalCommunicator>("world");
+    return;
+  }
+  // On an error below MPI stays initialised: the caller reports it with abort_job, whose
+  // MPI_Abort ends every rank (MPI_Finalize could wait for ranks that will never arrive).
+  int provided = MPI_THREAD_SINGLE;
+  if (!initialized) {
+    VMOE_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
+    owns_mpi_ = true;
+    VMOE_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  } else {
+    VMOE_MPI_CHECK(MPI_Query_thread(&provided));
+  }
+  using_mpi_ = true;
+  if (provided < MPI_THREAD_MULTIPLE) {
+    throw MpiError(std::string("MpiRuntime: vmoe needs MPI_THREAD_MULTIPLE (communication runs "
+                               "on a progress thread), but the MPI library provides ") +
+                   detail::mpi_thread_level_name(provided));
+  }
+  auto world = std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, "world");
+  MPI_Comm node = MPI_COMM_NULL;
+  VMOE_MPI_CHECK(MPI_Comm_split_type(world->handle(), MPI_COMM_TYPE_SHARED, world->rank(),
+                                     MPI_INFO_NULL, &node));
+  const int rc = MPI_Comm_size(node, &local_ranks_);
+  MPI_Comm_free(&node);
+  VMOE_MPI_CHECK(rc);
+  world_ = std::move(world);
+}
+
+MpiRuntime::~MpiRuntime() {
+  world_.reset();
+  if (!using_mpi_) return;
+  // Communicators still alive elsewhere skip MPI_Comm_free once MPI is finalised.
+  detail::stop_mpi_progress();
+  if (owns_mpi_ && mpi_active()) MPI_Finalize();
+}
+
+void abort_job(const std::string& message) {
+  const bool mpi = mpi_active();
+  std::string line = "vmoe: error: ";
+  if (mpi) {
+    int rank = 0;
+    int size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size > 1) line += "[rank " + std::to_string(rank) + "/" + std::to_string(size) + "] ";
+  }
+  line += message;
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+    line.pop_back();
+  line += '\n';
+  std::cout.flush();
+  std::fflush(stdout);
+  std::fputs(line.c_str(), stderr);
+  std::cerr.flush();
+  std::fflush(stderr);
+  if (mpi) MPI_Abort(MPI_COMM_WORLD, 1);
+  std::exit(1);
+}
+
+}  // namespace vmoe

@@ -1,0 +1,40 @@
+// The communicators of a run (DESIGN.md "Process groups"): the world; the expert group, Pe =
+// min(E, P) consecutive ranks that split every MoE layer's experts between them; the replica
+// group, the P / Pe ranks (one per expert group) that hold the same experts. A dense model
+// has Pe = 1: every rank is its own expert group and the replica group is the world.
+#pragma once
+#include <memory>
+
+#include "core/parameters.h"
+#include "parallel/communicator.h"
+
+namespace vmoe {
+
+struct ProcessGroups {
+  std::shared_ptr<Communicator> world, expert, replica;
+  int64_t num_experts = 0;  // 0: no MoE layer
+
+  int world_size() const { return world->size(); }
+  int rank() const { return world->rank(); }
+  bool is_root() const { return world->rank() == 0; }
+  // The experts this rank holds (num_experts 0 when there are none to shard).
+  ExpertShard expert_shard() const;
+};
+
+// Size of the expert group for E experts on P ranks: min(E, P) (1 without experts).
+int expert_group_size(int64_t num_experts, int world_size);
+
+// Checks that E experts, a global batch and routing groups of `images_per_group` images can be
+// laid out on `world_size` ranks; throws std::invalid_argument naming the values otherwise.
+// num_experts 0 = dense model (only the batch split is checked).
+void validate_layout(int world_size, int64_t num_experts, int64_t global_batch,
+                     int64_t images_per_group);
+
+// An expert parameter's global value [E, ...] from every owner's [E / Pe, ...] slice
+// (collective over the expert group).
+Tensor gather_experts(const ProcessGroups& groups, const Tensor& local);
+
+// Splits `world` (collective). Throws if the experts cannot be split evenly.
+ProcessGroups make_process_groups(std::shared_ptr<Communicator> world, int64_t num_experts);
+
+}  // namespace vmoe
