@@ -62,11 +62,24 @@ std::map<std::string, double> eval_metrics(const EvalResult& r) {
       {"eval/loss", r.loss}, {"eval/accuracy", r.accuracy}, {"eval/examples", double(r.examples)}};
 }
 
-// Threads per rank: the config's, else the node's cores shared out among its ranks.
+// Threads per rank: train.threads, else OMP_NUM_THREADS when the launcher set it (e.g. from
+// Slurm's --cpus-per-task), else the node's cores shared out among its ranks.
 int threads_per_rank(const config::Config& cfg, int local_ranks) {
   if (cfg.train().threads() > 0) return cfg.train().threads();
+  if (std::getenv("OMP_NUM_THREADS")) return omp_get_max_threads();
   const int cores = std::max(1, int(std::thread::hardware_concurrency()));
   return std::max(1, std::min(omp_get_num_procs(), cores / std::max(1, local_ranks)));
+}
+
+// Capacity chunks of the expert exchange. Automatic (0): on the CPU the MPI transport copies
+// with the same cores that compute, so chunks only pay when the node has cores beyond the
+// ranks' compute threads; otherwise one chunk (docs/parallel.md has the measurements).
+int64_t exchange_chunks(const config::Config& cfg, int local_ranks) {
+  const int64_t configured = cfg.model().moe().exchange_chunks();
+  if (configured > 0) return configured;
+  const int cores = std::max(1, int(std::thread::hardware_concurrency()));
+  const bool spare_core = omp_get_max_threads() * std::max(1, local_ranks) < cores;
+  return spare_core ? 0 : 1;  // 0: by message size (ExpertParallelExchange::chunks_for)
 }
 
 // Test hook: VMOE_TEST_FAIL_AT="RANK:STEP" makes that rank throw at that step, to check that
@@ -120,7 +133,7 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   std::shared_ptr<const ExpertExchange> exchange;
   if (groups.expert->size() > 1) {
     exchange = std::make_shared<ExpertParallelExchange>(groups.expert, num_experts,
-                                                        cfg.model().moe().exchange_chunks());
+                                                        exchange_chunks(cfg, launch.local_ranks));
   }
   VisionTransformer model(params, vit_config_from(cfg.model()), exchange);
   if (ranks > 1) params.set_expert_shard(groups.expert_shard());
