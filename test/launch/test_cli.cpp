@@ -11,36 +11,22 @@
 #include <sstream>
 #include <string>
 
+#include "command_runner.h"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-struct RunResult {
-  int exit_code;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using vmoe::testing::slurp;
+using RunResult = vmoe::testing::CommandResult;
 
 fs::path scratch(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("vmoe_test_cli_" + name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
+  return vmoe::testing::scratch_dir("cli_" + name);
 }
 
 // Runs `vmoe ARGS` with stdout and stderr captured in files.
 RunResult run_vmoe(const std::string& args, const fs::path& dir) {
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = std::string(VMOE_BINARY) + " " + args + " >" + out.string() + " 2>" +
-                          err.string() + " </dev/null";
-  int status = std::system(cmd.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  return vmoe::testing::run_command(std::string(VMOE_BINARY) + " " + args, dir);
 }
 
 const std::string kConfig =

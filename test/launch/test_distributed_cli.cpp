@@ -1,45 +1,29 @@
 // `vmoe train` under mpirun: the same model on 1, 2 and 4 ranks (losses, routing statistics,
 // final weights), layout errors, and one rank's failure ending the whole job quickly.
-#include <sys/wait.h>
 
 #include <catch2/catch.hpp>
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
+
+#include "command_runner.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct RunResult {
-  int exit_code;
-  std::string out, err;
-  double seconds;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using RunResult = vmoe::testing::CommandResult;
 
 fs::path scratch(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("vmoe_test_distributed_" + name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
+  return vmoe::testing::scratch_dir("distributed_" + name);
 }
 
 // Runs `vmoe ARGS` on `ranks` MPI ranks (0 = plainly, without mpirun).
 RunResult run_vmoe(int ranks, const std::string& args, const fs::path& dir,
                    const std::string& env = "") {
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
   std::string launcher;
   if (ranks > 0) {
     launcher = std::string(VMOE_MPIEXEC) + " -n " + std::to_string(ranks) +
@@ -47,12 +31,7 @@ RunResult run_vmoe(int ranks, const std::string& args, const fs::path& dir,
                "-x OPENBLAS_NUM_THREADS=1 ";
     if (!env.empty()) launcher += "-x " + env + " ";
   }
-  const std::string cmd = launcher + VMOE_BINARY + " " + args + " >" + out.string() + " 2>" +
-                          err.string() + " </dev/null";
-  const auto t0 = std::chrono::steady_clock::now();
-  const int status = std::system(cmd.c_str());
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err), s};
+  return vmoe::testing::run_command(launcher + VMOE_BINARY + " " + args, dir);
 }
 
 const std::string kConfig =

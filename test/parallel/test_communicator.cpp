@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "invalid_argument_message.h"
 #include "parallel/communicator.h"
 #include "parallel/local_communicator.h"
 #include "parallel/mpi_runtime.h"
@@ -21,16 +22,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-// The message of the std::invalid_argument `f` throws ("" if it does not throw).
-template <class F>
-std::string invalid_argument_message(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
-}
+using vmoe::testing::invalid_argument_message;
 
 // Sets (or unsets, with nullopt) environment variables for its lifetime.
 class EnvGuard {

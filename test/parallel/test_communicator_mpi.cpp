@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "invalid_argument_message.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_check.h"
 #include "parallel/mpi_communicator.h"
@@ -56,15 +57,7 @@ std::string first_mismatch(const Tensor& t, const std::vector<T>& expected) {
   return "";
 }
 
-template <class F>
-std::string invalid_argument_message(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
-}
+using vmoe::testing::invalid_argument_message;
 
 double cpu_seconds() {
   rusage u{};

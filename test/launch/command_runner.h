@@ -1,0 +1,46 @@
+// Running the vmoe binary from tests: an emptied scratch folder per test, and a shell command
+// with stdout and stderr captured in files there.
+#pragma once
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace vmoe::testing {
+
+struct CommandResult {
+  int exit_code;
+  std::string out, err;
+  double seconds;  // wall time
+};
+
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// TMPDIR/vmoe_test_<name>, empty.
+inline std::filesystem::path scratch_dir(const std::string& name) {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() / ("vmoe_test_" + name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// Runs `command` (no stdin) with its output in dir/stdout.txt and dir/stderr.txt.
+inline CommandResult run_command(const std::string& command, const std::filesystem::path& dir) {
+  const std::filesystem::path out = dir / "stdout.txt", err = dir / "stderr.txt";
+  const std::string cmd = command + " >" + out.string() + " 2>" + err.string() + " </dev/null";
+  const auto t0 = std::chrono::steady_clock::now();
+  const int status = std::system(cmd.c_str());
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err), s};
+}
+
+}  // namespace vmoe::testing
