@@ -544,6 +544,9 @@ void validate_config(const config::Config& config) {
   validate_train(config.train());
   require_non_negative(config.eval().num_examples(), "eval.num_examples");
   require_positive(config.parallel().gradient_bucket_mb(), "parallel.gradient_bucket_mb");
+  require_non_negative(config.checkpoint().every_steps(), "checkpoint.every_steps");
+  require_non_negative(config.checkpoint().every_minutes(), "checkpoint.every_minutes");
+  require_non_negative(config.checkpoint().keep(), "checkpoint.keep");
   require_non_empty(config.output().metrics_file(), "output.metrics_file");
   require_non_empty(config.output().weights_file(), "output.weights_file");
 }

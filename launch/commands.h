@@ -20,6 +20,7 @@ struct TrainArgs {
   std::string config_path;
   std::string workdir;
   std::vector<std::string> overrides;  // "path.to.field=value"
+  std::string from;  // resume from this checkpoint file instead of the workdir's newest
 };
 int run_train(const TrainArgs& args, const LaunchInfo& launch);
 
@@ -43,5 +44,15 @@ struct PredictArgs {
   int64_t batch_size = 0;  // 0 = data.eval_batch_size
 };
 int run_predict(const PredictArgs& args);
+
+// `vmoe ckpt ls|verify|diff|stats|export`: tools for checkpoint files (docs/checkpoints.md).
+struct CkptArgs {
+  std::string command;        // "ls", "verify", "diff", "stats" or "export"
+  std::string file;           // the checkpoint (A of diff)
+  std::string other;          // diff: checkpoint B; export: the weights file to write
+  std::string include;        // export: keep tensors whose name matches this ECMAScript regex
+  bool no_optimizer = false;  // export: parameters only
+};
+int run_ckpt(const CkptArgs& args);
 
 }  // namespace vmoe

@@ -1,6 +1,6 @@
-// The vmoe binary: subcommands train, eval and predict. Started by mpirun / srun it joins the MPI
-// job; started plainly it runs as one process. Every error ends as one line on stderr and exit
-// code 1; in a multi-rank job the failing rank's message ends the whole job.
+// The vmoe binary: subcommands train, eval, predict and ckpt. Started by mpirun / srun it joins
+// the MPI job; started plainly it runs as one process. Every error ends as one line on stderr and
+// exit code 1; in a multi-rank job the failing rank's message ends the whole job.
 #include <malloc.h>
 
 #include <CLI/CLI.hpp>
@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--workdir", train.workdir, "Run directory")->required();
   train_cmd->add_option("--set", train.overrides, "Override a config field: path.to.field=value")
       ->take_all();
+  train_cmd->add_option("--from", train.from,
+                        "Resume from this checkpoint (default: the workdir's newest complete one)");
 
   vmoe::EvalArgs eval;
   CLI::App* eval_cmd = app.add_subcommand("eval", "Evaluate saved weights on the test split");
@@ -55,6 +57,31 @@ int main(int argc, char** argv) {
   predict_cmd->add_option("--output", predict.output, "HDF5 file to write")->required();
   predict_cmd->add_option("--set", predict.overrides, "Override a config field")->take_all();
 
+  vmoe::CkptArgs ckpt;
+  CLI::App* ckpt_cmd =
+      app.add_subcommand("ckpt", "Inspect, verify, compare and export checkpoint files");
+  ckpt_cmd->require_subcommand(1);
+  CLI::App* ckpt_ls =
+      ckpt_cmd->add_subcommand("ls", "Metadata and every tensor: shape, dtype, bytes, sharding");
+  ckpt_ls->add_option("file", ckpt.file, "Checkpoint file")->required();
+  CLI::App* ckpt_verify = ckpt_cmd->add_subcommand(
+      "verify", "Read every tensor (checksums) and check the metadata; exit 1 on any fault");
+  ckpt_verify->add_option("file", ckpt.file, "Checkpoint file")->required();
+  CLI::App* ckpt_diff =
+      ckpt_cmd->add_subcommand("diff", "Per-tensor max abs / relative difference of A and B");
+  ckpt_diff->add_option("a", ckpt.file, "Checkpoint A")->required();
+  ckpt_diff->add_option("b", ckpt.other, "Checkpoint B")->required();
+  CLI::App* ckpt_stats =
+      ckpt_cmd->add_subcommand("stats", "Per-tensor norm, mean, std, max |x|; per-expert norms");
+  ckpt_stats->add_option("file", ckpt.file, "Checkpoint file")->required();
+  CLI::App* ckpt_export = ckpt_cmd->add_subcommand(
+      "export", "Write a weights file for `vmoe eval --weights` (with optimizer state)");
+  ckpt_export->add_option("file", ckpt.file, "Checkpoint file")->required();
+  ckpt_export->add_option("out", ckpt.other, "Weights file to write")->required();
+  ckpt_export->add_option("--include", ckpt.include,
+                          "Keep tensors whose name (without params/) matches this regex");
+  ckpt_export->add_flag("--no-optimizer", ckpt.no_optimizer, "Leave out the optimizer state");
+
   CLI11_PARSE(app, argc, argv);
   std::unique_ptr<vmoe::MpiRuntime> runtime;
   try {
@@ -62,11 +89,16 @@ int main(int argc, char** argv) {
     vmoe::LaunchInfo launch{runtime->world(), runtime->local_ranks()};
     if (train_cmd->parsed()) return vmoe::run_train(train, launch);
     if (launch.world->size() > 1) {
-      throw std::runtime_error("`vmoe " + std::string(eval_cmd->parsed() ? "eval" : "predict") +
+      const char* name = eval_cmd->parsed() ? "eval" : predict_cmd->parsed() ? "predict" : "ckpt";
+      throw std::runtime_error("`vmoe " + std::string(name) +
                                "` runs on one process; start it without mpirun / srun");
     }
     if (eval_cmd->parsed()) return vmoe::run_eval(eval);
     if (predict_cmd->parsed()) return vmoe::run_predict(predict);
+    if (ckpt_cmd->parsed()) {
+      ckpt.command = ckpt_cmd->get_subcommands().front()->get_name();
+      return vmoe::run_ckpt(ckpt);
+    }
   } catch (const std::exception& e) {
     // Under MPI: print and MPI_Abort, so ranks blocked in a collective do not hang.
     vmoe::abort_job(e.what());

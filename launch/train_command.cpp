@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/optim/optimizer.h"
+#include "launch/checkpointing.h"
 #include "launch/commands.h"
 #include "launch/evaluate.h"
 #include "launch/experiment.h"
@@ -154,6 +155,10 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   data::BatchLoader loader(train_set, loader_options);
   const int64_t total_steps = total_steps_from(cfg.train(), loader.steps_per_epoch());
   const LrSchedule schedule = schedule_from(cfg, total_steps);
+  TrainCheckpointing checkpoints(cfg, workdir / "checkpoints", groups, config_text);
+  const TrainingPosition start = checkpoints.resume(args.from, params, *optimizer);
+  loader.set_position({start.epoch, start.index_in_epoch});
+  install_stop_signals();
   const LossKind loss_kind = loss_from(cfg.train());
   const StepOptions step_options{loss_kind, cfg.optimizer().grad_clip_norm(), cfg.train().seed(),
                                  reducer.get()};
@@ -182,7 +187,8 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   double window_loss = 0, window_norm = 0, window_aux = 0;
   MoeWindow moe_window;
   int64_t window_steps = 0, window_correct = 0, window_images = 0;
-  for (int64_t step = 0; step < total_steps; ++step) {
+  int64_t last_saved_step = start.step;
+  for (int64_t step = start.step; step < total_steps; ++step) {
     maybe_inject_failure(rank, step);
     const int64_t first_example = step * global_batch + rank * (global_batch / ranks);
     data::Batch batch = loader.next();
@@ -219,6 +225,25 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
       window_steps = window_correct = window_images = 0;
       window_start = clock::now();
     }
+    const TrainCheckpointing::Decision save = checkpoints.after_step(step + 1);
+    if (save.save) {
+      const data::BatchLoader::Position at = loader.position();
+      const std::string path =
+          checkpoints.save(params, *optimizer, {step + 1, at.epoch, at.index_in_epoch});
+      last_saved_step = step + 1;
+      if (save.stop) {
+        progress.finish();
+        if (root) {
+          std::printf(
+              "stopped by a signal after step %lld; checkpoint %s; run the same command to "
+              "resume\n",
+              static_cast<long long>(step + 1), path.c_str());
+        }
+        return 0;
+      }
+      progress.message("checkpoint " + path);
+      window_start = clock::now();  // saving time is not training throughput
+    }
     const int64_t eval_every = cfg.train().eval_every_steps();
     if (eval_every > 0 && (step + 1) % eval_every == 0 && step + 1 != total_steps) {
       EvalResult e = evaluate(model, test_set, eval_batch, norm, loss_kind, {}, groups.world.get());
@@ -231,6 +256,10 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
     }
   }
   progress.finish();
+  if (checkpoints.save_at_end() && last_saved_step < total_steps) {
+    const data::BatchLoader::Position at = loader.position();
+    checkpoints.save(params, *optimizer, {total_steps, at.epoch, at.index_in_epoch});
+  }
   const double train_seconds = std::chrono::duration<double>(clock::now() - run_start).count();
   EvalResult final_eval =
       evaluate(model, test_set, eval_batch, norm, loss_kind, {}, groups.world.get());

@@ -491,6 +491,29 @@ H5Array Hdf5File::read(const std::string& name) const {
   }
 }
 
+H5DatasetInfo Hdf5File::info(const std::string& name) const {
+  Hdf5Lock lock;
+  const std::string n = normalize_name(name, "dataset");
+  const hid_t file = impl().file.get();
+  try {
+    const H5I_type_t kind = object_type(file, n);
+    if (kind == H5I_BADID) throw Hdf5Error("no such dataset");
+    if (kind != H5I_DATASET) throw Hdf5Error("it is a group, not a dataset");
+    H5DatasetId ds{VMOE_H5_CHECK(H5Dopen2(file, n.c_str(), H5P_DEFAULT))};
+    H5TypeId type{VMOE_H5_CHECK(H5Dget_type(ds.get()))};
+    H5SpaceId space{VMOE_H5_CHECK(H5Dget_space(ds.get()))};
+    const std::optional<H5Type> t = stored_type(ds.get(), type.get());
+    if (!t) {
+      throw Hdf5Error("its element type (" + describe_type(type.get()) +
+                      ") is not one of f32, f64, i32, i64, u8, bf16");
+    }
+    return {*t, space_shape(space.get())};
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot inspect dataset " + in_quotes(n) + " in HDF5 file " + in_quotes(path_) +
+                    ": " + e.what());
+  }
+}
+
 bool Hdf5File::has(const std::string& name) const {
   Hdf5Lock lock;
   const std::string n = normalize_name(name, "dataset");

@@ -29,6 +29,12 @@ struct H5Array {
   int64_t numel() const;
 };
 
+// What a dataset holds, without its data.
+struct H5DatasetInfo {
+  H5Type type = H5Type::f32;
+  std::vector<int64_t> shape;  // {} for a scalar
+};
+
 // One open HDF5 file, always with the serial (sec2) driver: it works in programs that never
 // call MPI_Init. Names are '/'-separated paths ("encoder/block_00/mlp/fc1/kernel"); a leading
 // '/' is ignored. Every failure throws Hdf5Error (a std::runtime_error) naming the file.
@@ -62,6 +68,9 @@ class Hdf5File {
   // The whole dataset `name`. Throws if it is missing, of an unsupported type, or if a
   // checksum does not match.
   H5Array read(const std::string& name) const;
+
+  // Element type and shape of dataset `name`, without reading its data. Throws like read().
+  H5DatasetInfo info(const std::string& name) const;
 
   // True if `name` exists and is a dataset.
   bool has(const std::string& name) const;

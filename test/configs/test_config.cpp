@@ -189,9 +189,9 @@ TEST_CASE("config: an unknown field's error names file, line, column and field")
   CHECK(error_of([&] { load_config(path); }) ==
         path + ":3:3: unknown field 'hiden_size' in vmoe.config.ModelConfig");
 
-  // Followed by a block rather than ':'; a field number kept for later is unknown too.
-  CHECK(parse_error("name: \"x\"\ncheckpoint {\n}\n") ==
-        "x.textproto:2:1: unknown field 'checkpoint' in vmoe.config.Config");
+  // Followed by a block rather than ':'.
+  CHECK(parse_error("name: \"x\"\ncheckpoints {\n}\n") ==
+        "x.textproto:2:1: unknown field 'checkpoints' in vmoe.config.Config");
   // The tokenizer counts a tab as up to 8 columns; the error counts bytes.
   CHECK(parse_error("model {\n\thiden_size: 3\n}\n") ==
         "x.textproto:2:2: unknown field 'hiden_size' in vmoe.config.ModelConfig");

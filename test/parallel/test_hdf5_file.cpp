@@ -177,6 +177,30 @@ TEST_CASE("hdf5: nested names create groups and has() / list() see datasets only
   CHECK(Hdf5File(dir.file("empty.h5"), Hdf5File::Mode::Create).list().empty());
 }
 
+TEST_CASE("hdf5: info() gives type and shape without the data, errors like read()") {
+  TempDir dir;
+  const std::string path = dir.file("info.h5");
+  const std::vector<double> v(6, 1.5);
+  const int32_t scalar = 7;
+  {
+    Hdf5File f(path, Hdf5File::Mode::Create);
+    write_vec(f, "params/w", H5Type::f64, {2, 3}, v);
+    f.write("count", H5Type::i32, {}, &scalar);
+  }
+  Hdf5File f(path, Hdf5File::Mode::Read);
+  const H5DatasetInfo w = f.info("params/w");
+  CHECK(w.type == H5Type::f64);
+  CHECK(w.shape == std::vector<int64_t>{2, 3});
+  const H5DatasetInfo c = f.info("/count");
+  CHECK(c.type == H5Type::i32);
+  CHECK(c.shape.empty());
+  const std::string missing = error_of([&] { f.info("params/nope"); });
+  CHECK(contains(missing, "'params/nope'"));
+  CHECK(contains(missing, path));
+  CHECK(contains(missing, "no such dataset"));
+  CHECK(contains(error_of([&] { f.info("params"); }), "is a group"));
+}
+
 TEST_CASE("hdf5: root, group and dataset attributes of every kind") {
   TempDir dir;
   const std::string path = dir.file("attrs.h5");
