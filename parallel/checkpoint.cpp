@@ -197,6 +197,22 @@ void write_metadata(const std::string& path, const std::vector<TensorRef>& tenso
   f.close();
 }
 
+// A failed save (e.g. the disk is full): the temporary file goes, the previous checkpoints
+// stay, and the message says so with the cause (errno text included by HDF5).
+[[noreturn]] void throw_save_failure(const std::string& final_path, const std::string& tmp,
+                                     const std::string& cause) {
+  std::error_code ec;
+  std::filesystem::remove(tmp, ec);
+  std::string why = cause;
+  const size_t errno_text = why.find("error message = '");
+  if (errno_text != std::string::npos) {
+    const size_t begin = errno_text + 17, end = why.find('\'', begin);
+    why = why.substr(begin, end - begin);
+  }
+  throw std::runtime_error("cannot save checkpoint '" + final_path + "': " + why +
+                           "; earlier checkpoints are untouched");
+}
+
 }  // namespace
 
 std::vector<std::string> list_checkpoints(const std::filesystem::path& dir) {
@@ -233,7 +249,7 @@ std::string save_checkpoint(const std::filesystem::path& dir, const ParameterSto
   }
   groups.world->barrier();
   const std::vector<TensorRef> tensors = checkpoint_tensors(params, optimizer);
-  {
+  try {
     hdf5_init();
     Hdf5Lock lock;
     H5PlistId fapl{VMOE_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS))};
@@ -247,11 +263,17 @@ std::string save_checkpoint(const std::filesystem::path& dir, const ParameterSto
     for (const TensorRef& t : tensors)
       write_tensor(file.get(), dxpl.get(), t.name, *t.info, t.data, params.dtype(), groups);
     file.close();
+  } catch (const Hdf5Error& e) {
+    throw_save_failure(final_path, tmp, e.what());
   }
   groups.world->barrier();  // every rank's part is in the file
   if (root) {
-    write_metadata(tmp, tensors, groups, info, optimizer_name, params.dtype());
-    fsync_path(tmp, false);
+    try {
+      write_metadata(tmp, tensors, groups, info, optimizer_name, params.dtype());
+      fsync_path(tmp, false);
+    } catch (const std::runtime_error& e) {
+      throw_save_failure(final_path, tmp, e.what());
+    }
     std::error_code ec;
     std::filesystem::rename(tmp, final_path, ec);
     if (ec) {

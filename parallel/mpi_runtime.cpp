@@ -110,7 +110,9 @@ void abort_job(const std::string& message) {
   std::cerr.flush();
   std::fflush(stderr);
   if (mpi) MPI_Abort(MPI_COMM_WORLD, 1);
-  std::exit(1);
+  // Not std::exit: library clean-up at exit (HDF5 flushing a file whose write just failed,
+  // threads still running) must not turn a clean error into a crash. Output is flushed above.
+  std::_Exit(1);
 }
 
 }  // namespace vmoe

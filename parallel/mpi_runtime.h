@@ -45,7 +45,7 @@ class MpiRuntime {
 
 // Prints "vmoe: error: <message>" on stderr (message prefixed "[rank r/P] " when the job has
 // more than one rank), flushes stdout and stderr, and ends the whole job: MPI_Abort on
-// MPI_COMM_WORLD with code 1 when MPI is initialised, std::exit(1) otherwise.
+// MPI_COMM_WORLD with code 1 when MPI is initialised, std::_Exit(1) otherwise.
 [[noreturn]] void abort_job(const std::string& message);
 
 }  // namespace vmoe

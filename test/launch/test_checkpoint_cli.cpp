@@ -348,3 +348,28 @@ TEST_CASE("checkpoint: vmoe ckpt and h5ls on checkpoints written by training on 
   CHECK(h5ls.out.find("/params/encoder/block_01/moe/experts/fc1/kernel Dataset {8, 64, 128}") !=
         std::string::npos);
 }
+
+TEST_CASE("checkpoint: a full disk while saving is a clear error; the previous one stays intact") {
+  SKIP_WITHOUT_DATA();
+  // An 8 MiB file system: room for one 5 MB checkpoint, not two.
+  const fs::path mount = vmoe::testing::scratch_dir("ckpt_full_disk") / "fs";
+  fs::create_directories(mount);
+  if (std::system(("mount -t tmpfs -o size=8m tmpfs " + mount.string() + " 2>/dev/null").c_str()) !=
+      0) {
+    WARN("cannot mount a small tmpfs here (needs root); skipped");
+    return;
+  }
+  const fs::path work = mount / "w";
+  CommandResult r = train(0, work, 8);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err == "vmoe: error: cannot save checkpoint '" + checkpoint(work, 8).string() +
+                     "': No space left on device; earlier checkpoints are untouched\n");
+  CHECK(vmoe::list_checkpoints(work / "checkpoints") ==
+        std::vector<std::string>{checkpoint(work, 4).string()});
+  CHECK_FALSE(fs::exists(checkpoint(work, 8).string() + ".tmp"));
+  CommandResult verify = vmoe::testing::run_command(
+      std::string(VMOE_BINARY) + " ckpt verify " + checkpoint(work, 4).string(),
+      mount.parent_path());
+  CHECK(verify.exit_code == 0);
+  CHECK(std::system(("umount " + mount.string()).c_str()) == 0);
+}
