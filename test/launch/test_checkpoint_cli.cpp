@@ -277,7 +277,7 @@ TEST_CASE("checkpoint: a flipped byte or a truncated file is skipped with a warn
   }
 }
 
-TEST_CASE("checkpoint: SIGTERM finishes the step, saves and exits 0; the rerun resumes") {
+TEST_CASE("checkpoint: SIGTERM finishes the step, saves and exits 0, , and the rerun resumes") {
   SKIP_WITHOUT_DATA();
   const fs::path work = fresh("sigterm");
   const std::string cmd = std::string(VMOE_BINARY) + " train --config " + kConfig + " --workdir " +
@@ -349,7 +349,7 @@ TEST_CASE("checkpoint: vmoe ckpt and h5ls on checkpoints written by training on 
         std::string::npos);
 }
 
-TEST_CASE("checkpoint: a full disk while saving is a clear error; the previous one stays intact") {
+TEST_CASE("checkpoint: a full disk while saving is a clear error and the previous one stays intact") {
   SKIP_WITHOUT_DATA();
   // An 8 MiB file system: room for one 5 MB checkpoint, not two.
   const fs::path mount = vmoe::testing::scratch_dir("ckpt_full_disk") / "fs";

@@ -49,7 +49,7 @@ void check_one_line_error(const RunResult& r, const std::string& what) {
 
 }  // namespace
 
-TEST_CASE("cli: train writes metrics, config and weights; eval reproduces the accuracy") {
+TEST_CASE("cli: train writes metrics, config and weights, and eval reproduces the accuracy") {
   if (!fs::exists(kData)) {
     WARN("Fashion-MNIST not installed; skipped");
     return;
