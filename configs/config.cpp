@@ -418,6 +418,14 @@ void validate_data(const config::DataConfig& d) {
   require_non_empty(d.train_labels(), "data.train_labels");
   require_non_empty(d.test_images(), "data.test_images");
   require_non_empty(d.test_labels(), "data.test_labels");
+  if (d.dataset() == config::DataConfig::IMAGE_FOLDER) {
+    require_non_empty(d.train_folder(), "data.train_folder");
+    require_non_empty(d.test_folder(), "data.test_folder");
+  }
+  if (d.dataset() == config::DataConfig::HDF5_SHARDS) {
+    require_non_empty(d.train_shard(), "data.train_shard");
+    require_non_empty(d.test_shard(), "data.test_shard");
+  }
   require_positive(d.batch_size(), "data.batch_size");
   require_positive(d.eval_batch_size(), "data.eval_batch_size");
   require_non_negative(d.crop_padding(), "data.crop_padding");
@@ -425,6 +433,21 @@ void validate_data(const config::DataConfig& d) {
   require_positive(d.std(), "data.std");
   require_finite(d.std(), "data.std");
   require_non_negative(d.num_train_examples(), "data.num_train_examples");
+  require_positive(d.loader_threads(), "data.loader_threads");
+  require_positive(d.prefetch_batches(), "data.prefetch_batches");
+  if (!(d.inception_area_min() > 0 && d.inception_area_min() <= 1)) {
+    invalid("data.inception_area_min must be in (0, 1] (got " + num(d.inception_area_min()) + ")");
+  }
+  if (!(d.inception_area_max() >= d.inception_area_min() && d.inception_area_max() <= 1)) {
+    invalid("data.inception_area_max must be in [data.inception_area_min, 1] (got " +
+            num(d.inception_area_max()) + " with min " + num(d.inception_area_min()) + ")");
+  }
+  if (d.inception_crop() && d.crop_padding() > 0) {
+    invalid("data.inception_crop and data.crop_padding cannot both be on (got crop_padding " +
+            num(d.crop_padding()) + ")");
+  }
+  require_non_negative(d.mixup_alpha(), "data.mixup_alpha");
+  require_finite(d.mixup_alpha(), "data.mixup_alpha");
 }
 
 void validate_optimizer(const config::OptimizerConfig& o) {

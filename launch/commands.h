@@ -31,8 +31,12 @@ struct EvalArgs {
   double capacity_factor = 0;          // test-time capacity; 0 = the config's
   std::string bpr;                     // "on", "off" or "" (the config's)
   std::vector<double> capacity_sweep;  // evaluate vanilla and BPR at each capacity
+  std::vector<int64_t> fewshot;        // few-shot linear evaluation at these shot counts
+  uint64_t fewshot_seed = 0;           // seed of the permutation the shots are drawn from
 };
 int run_eval(const EvalArgs& args);
+// `vmoe eval --fewshot 1,5,10,25` (launch/fewshot_eval.cpp): PAPER.md's few-shot evaluation.
+int run_fewshot_eval(const EvalArgs& args);
 
 struct PredictArgs {
   std::string workdir, weights;
@@ -54,5 +58,37 @@ struct CkptArgs {
   bool no_optimizer = false;  // export: parameters only
 };
 int run_ckpt(const CkptArgs& args);
+
+// `vmoe plot WORKDIR`: training curves (and the capacity sweep) as PNGs in WORKDIR/plots/.
+struct PlotArgs {
+  std::string workdir;
+};
+int run_plot(const PlotArgs& args);
+
+// `vmoe routing-map`: per-patch first-choice experts of test images in every MoE layer -> PNG.
+struct RoutingMapArgs {
+  std::string workdir, weights;
+  std::vector<std::string> overrides;
+  std::vector<int64_t> images{0, 1, 2, 3};  // test-split indices, one row each
+  std::string output;                       // PNG (default: the workdir's routing_map.png)
+  std::string data;            // CSV of image,block,patch,row,col,expert,kept ("" = none)
+  double capacity_factor = 0;  // test-time capacity; 0 = the config's
+  std::string bpr;             // "on", "off" or "" (the config's)
+};
+int run_routing_map(const RoutingMapArgs& args);
+
+// `vmoe data pack KIND SRC DST` and `vmoe data inspect PATH` (launch/data_command.cpp).
+struct DataArgs {
+  std::string command;  // "pack" or "inspect"
+  std::string kind;     // idx, cifar10, cifar100, folder (pack), or h5; "" = detect (inspect)
+  std::string src;      // a dataset directory, an image folder root or a shard file
+  std::string dst;      // pack: the HDF5 shard to write
+  std::string split = "train";  // idx / cifar: which split
+  int64_t channels = 0;         // image folders: 1 or 3 (0 = 3); others: must match (0 = any)
+  int64_t image_size = 0;       // pack: every image must be this square size (0 = the first's)
+  std::string grid;             // inspect: PNG of sample images to write ("" = none)
+  int64_t grid_side = 8;        // inspect: the grid holds up to grid_side x grid_side images
+};
+int run_data(const DataArgs& args);
 
 }  // namespace vmoe

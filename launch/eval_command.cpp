@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "launch/capacity_sweep_plot.h"
 #include "launch/commands.h"
 #include "launch/evaluate.h"
 #include "launch/experiment.h"
@@ -72,7 +73,14 @@ int run_eval(const EvalArgs& args) {
           << "," << r.dropped_fraction << "\n";
     }
   }
+  csv.close();
+  if (!csv) throw std::runtime_error("cannot write '" + csv_path + "'");
   std::printf("written: %s\n", csv_path.c_str());
+  // The picture: accuracy vs capacity factor, vanilla vs BPR (through gnuplot).
+  const std::string png_path =
+      (std::filesystem::path(saved.output_dir) / "capacity_sweep.png").string();
+  plot_capacity_sweep(csv_path, png_path);
+  std::printf("written: %s\n", png_path.c_str());
   return 0;
 }
 

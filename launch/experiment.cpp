@@ -7,6 +7,9 @@
 
 #include "core/optim/adamw.h"
 #include "core/optim/sgd.h"
+#include "data/cifar_reader.h"
+#include "data/hdf5_shards.h"
+#include "data/image_folder.h"
 
 namespace vmoe {
 
@@ -144,20 +147,67 @@ Progress::Style progress_style_from(const config::OutputConfig& o) {
   }
 }
 
+namespace {
+
+// A dataset file or folder named by the config: relative to data.dir unless absolute.
+std::string data_path(const config::DataConfig& d, const std::string& name) {
+  return (std::filesystem::path(d.dir()) / name).string();
+}
+
+// Keeps the first `limit` examples; 0 = all.
+void keep_first(data::ImageDataset& ds, int64_t limit) {
+  if (limit <= 0 || limit >= ds.n) return;
+  ds.n = limit;
+  ds.images.resize(size_t(limit * ds.height * ds.width * ds.channels));
+  ds.labels.resize(size_t(limit));
+}
+
+void check_num_classes(int64_t dataset_classes, const config::ModelConfig& m,
+                       const std::string& what) {
+  if (dataset_classes != m.num_classes()) {
+    throw std::runtime_error(what + " has " + std::to_string(dataset_classes) +
+                             " classes but the model has " + std::to_string(m.num_classes()) +
+                             " (model.num_classes)");
+  }
+}
+
+}  // namespace
+
 data::ImageDataset load_split(const config::Config& c, data::Split split) {
   const config::DataConfig& d = c.data();
   const std::filesystem::path dir = d.dir();
   const bool train = split == data::Split::train;
   data::ImageDataset ds;
   const int64_t limit = train ? d.num_train_examples() : c.eval().num_examples();
-  if (d.dataset() == config::DataConfig::IDX) {
-    ds = data::load_idx_dataset(dir / (train ? d.train_images() : d.test_images()),
-                                dir / (train ? d.train_labels() : d.test_labels()), limit,
-                                int32_t(c.model().num_classes()));
-  } else {
-    data::IdxSplitFiles files = data::idx_split_files(dir, split);
-    ds =
-        data::load_idx_dataset(files.images, files.labels, limit, int32_t(c.model().num_classes()));
+  const int32_t model_classes = int32_t(c.model().num_classes());
+  switch (d.dataset()) {
+    case config::DataConfig::IDX:
+      ds = data::load_idx_dataset(dir / (train ? d.train_images() : d.test_images()),
+                                  dir / (train ? d.train_labels() : d.test_labels()), limit,
+                                  model_classes);
+      break;
+    case config::DataConfig::CIFAR10:
+    case config::DataConfig::CIFAR100:
+      ds = d.dataset() == config::DataConfig::CIFAR10 ? data::load_cifar10(d.dir(), split)
+                                                      : data::load_cifar100(d.dir(), split);
+      keep_first(ds, limit);
+      check_num_classes(ds.num_classes, c.model(), "CIFAR in '" + d.dir() + "'");
+      break;
+    case config::DataConfig::HDF5_SHARDS: {
+      const std::string shard = data_path(d, train ? d.train_shard() : d.test_shard());
+      ds = data::load_hdf5_shard(shard);
+      keep_first(ds, limit);
+      check_num_classes(ds.num_classes, c.model(), "HDF5 shard '" + shard + "'");
+      break;
+    }
+    case config::DataConfig::IMAGE_FOLDER:
+      throw std::runtime_error(
+          "data.dataset IMAGE_FOLDER is decoded while streaming and cannot be loaded into "
+          "memory here; pack it with `vmoe data pack folder` and use HDF5_SHARDS");
+    default: {
+      data::IdxSplitFiles files = data::idx_split_files(dir, split);
+      ds = data::load_idx_dataset(files.images, files.labels, limit, model_classes);
+    }
   }
   const config::ModelConfig& m = c.model();
   if (ds.height != m.image_size() || ds.width != m.image_size() || ds.channels != m.channels()) {
@@ -168,6 +218,18 @@ data::ImageDataset load_split(const config::Config& c, data::Split split) {
                              " (model.image_size, model.channels)");
   }
   return ds;
+}
+
+std::unique_ptr<data::ImageSource> open_split(const config::Config& c, data::Split split) {
+  const config::DataConfig& d = c.data();
+  const bool train = split == data::Split::train;
+  if (d.dataset() == config::DataConfig::IMAGE_FOLDER) {
+    const std::string root = data_path(d, train ? d.train_folder() : d.test_folder());
+    auto source = std::make_unique<data::ImageFolderSource>(root, c.model().channels());
+    check_num_classes(source->num_classes(), c.model(), "image folder '" + root + "'");
+    return source;
+  }
+  return std::make_unique<data::InMemorySource>(load_split(c, split), train ? "train" : "test");
 }
 
 }  // namespace vmoe

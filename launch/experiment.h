@@ -10,6 +10,7 @@
 #include "core/optim/schedule.h"
 #include "data/batch_loader.h"
 #include "data/image_dataset.h"
+#include "data/image_source.h"
 #include "launch/progress.h"
 #include "launch/train_step.h"
 #include "models/vit_config.h"
@@ -27,9 +28,15 @@ data::Normalization normalization_from(const config::DataConfig& data);
 data::BatchLoaderOptions loader_options_from(const config::Config& config);
 Progress::Style progress_style_from(const config::OutputConfig& output);
 
-// Loads the train or test split named by the data config; the image shape must match the
-// model (error names both).
+// Loads the train or test split named by the data config (IDX, CIFAR-10/100, HDF5 shards) into
+// memory; the image shape and class count must match the model (error names both). IMAGE_FOLDER
+// datasets are an error here: only open_split streams them.
 data::ImageDataset load_split(const config::Config& config, data::Split split);
+
+// Opens the train or test split of any dataset kind as a source: image folders (IMAGE_FOLDER,
+// decoded in read(), model.channels channels, class count checked against the model) or the
+// in-memory kinds through load_split.
+std::unique_ptr<data::ImageSource> open_split(const config::Config& config, data::Split split);
 
 // Total number of updates of the run (train.num_steps, or num_epochs * steps per epoch).
 int64_t total_steps_from(const config::TrainConfig& train, int64_t steps_per_epoch);

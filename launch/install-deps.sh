@@ -12,6 +12,7 @@ packages=(
   libprotobuf-dev protobuf-compiler
   catch2 libcli11-dev nlohmann-json3-dev
   zlib1g-dev libjpeg62-turbo-dev libpng-dev
+  gnuplot-nox fonts-dejavu-core
   dataset-fashion-mnist
 )
 if [[ "${1:-}" == "--with-torch" ]]; then

@@ -1,6 +1,7 @@
-// The vmoe binary: subcommands train, eval, predict and ckpt. Started by mpirun / srun it joins
-// the MPI job; started plainly it runs as one process. Every error ends as one line on stderr and
-// exit code 1; in a multi-rank job the failing rank's message ends the whole job.
+// The vmoe binary: subcommands train, eval, predict, ckpt, plot, routing-map and data. Started
+// by mpirun / srun it joins the MPI job; started plainly it runs as one process. Every error ends
+// as one line on stderr and exit code 1; in a multi-rank job the failing rank's message ends the
+// whole job.
 #include <malloc.h>
 
 #include <CLI/CLI.hpp>
@@ -43,6 +44,12 @@ int main(int argc, char** argv) {
       ->add_option("--capacity-sweep", eval.capacity_sweep,
                    "Comma-separated capacities; vanilla and BPR at each, CSV in the workdir")
       ->delimiter(',');
+  eval_cmd
+      ->add_option("--fewshot", eval.fewshot,
+                   "Comma-separated shot counts; few-shot linear evaluation, CSV in the workdir")
+      ->delimiter(',');
+  eval_cmd->add_option("--fewshot-seed", eval.fewshot_seed,
+                       "Seed of the permutation the few-shot examples are drawn from");
 
   vmoe::PredictArgs predict;
   CLI::App* predict_cmd =
@@ -82,6 +89,56 @@ int main(int argc, char** argv) {
                           "Keep tensors whose name (without params/) matches this regex");
   ckpt_export->add_flag("--no-optimizer", ckpt.no_optimizer, "Leave out the optimizer state");
 
+  vmoe::PlotArgs plot;
+  CLI::App* plot_cmd = app.add_subcommand(
+      "plot", "Training curves (and the capacity sweep) of a workdir as PNGs in WORKDIR/plots");
+  plot_cmd->add_option("workdir", plot.workdir, "Run directory of `vmoe train`")->required();
+
+  vmoe::RoutingMapArgs routing_map;
+  CLI::App* routing_map_cmd = app.add_subcommand(
+      "routing-map", "PNG of the expert each patch of some test images goes to, per MoE layer");
+  routing_map_cmd->add_option("--workdir", routing_map.workdir, "Run directory of `vmoe train`");
+  routing_map_cmd->add_option("--weights", routing_map.weights,
+                              "Weights file (uses its stored config)");
+  routing_map_cmd->add_option("--images", routing_map.images, "Comma-separated test images")
+      ->delimiter(',');
+  routing_map_cmd->add_option("--output", routing_map.output,
+                              "PNG to write (default: routing_map.png in the workdir)");
+  routing_map_cmd->add_option("--data", routing_map.data,
+                              "Also write the first-choice experts as CSV to this file");
+  routing_map_cmd->add_option("--capacity-factor", routing_map.capacity_factor,
+                              "Test-time expert capacity factor");
+  routing_map_cmd->add_option("--bpr", routing_map.bpr, "Batch Prioritized Routing: on|off")
+      ->check(CLI::IsMember({"on", "off"}));
+  routing_map_cmd->add_option("--set", routing_map.overrides, "Override a config field")
+      ->take_all();
+
+  vmoe::DataArgs data_args;
+  CLI::App* data_cmd =
+      app.add_subcommand("data", "Pack datasets into HDF5 shards and inspect datasets");
+  data_cmd->require_subcommand(1);
+  CLI::App* data_pack = data_cmd->add_subcommand(
+      "pack", "Write a dataset (idx, cifar10, cifar100, folder) as one HDF5 shard");
+  data_pack->add_option("kind", data_args.kind, "idx, cifar10, cifar100 or folder")->required();
+  data_pack->add_option("src", data_args.src, "Dataset directory (folder: root of class folders)")
+      ->required();
+  data_pack->add_option("dst", data_args.dst, "HDF5 shard to write")->required();
+  data_pack->add_option("--split", data_args.split, "idx / cifar: train or test");
+  data_pack->add_option("--channels", data_args.channels, "folder: 1 or 3 (default 3)");
+  data_pack->add_option("--image-size", data_args.image_size,
+                        "Every image must be this square size (default: the first image's)");
+  CLI::App* data_inspect = data_cmd->add_subcommand(
+      "inspect", "Examples, per-class counts, image sizes and a PNG grid; exit 1 on bad images");
+  data_inspect->add_option("path", data_args.src, "Dataset directory, image folder or shard")
+      ->required();
+  data_inspect->add_option("--kind", data_args.kind,
+                           "idx, cifar10, cifar100, folder or h5 (default: detected)");
+  data_inspect->add_option("--split", data_args.split, "idx / cifar: train or test");
+  data_inspect->add_option("--channels", data_args.channels, "folder: 1 or 3 (default 3)");
+  data_inspect->add_option("--grid", data_args.grid, "Write a PNG grid of sample images here");
+  data_inspect->add_option("--grid-side", data_args.grid_side,
+                           "Images per grid row and column (default 8)");
+
   CLI11_PARSE(app, argc, argv);
   std::unique_ptr<vmoe::MpiRuntime> runtime;
   try {
@@ -89,12 +146,24 @@ int main(int argc, char** argv) {
     vmoe::LaunchInfo launch{runtime->world(), runtime->local_ranks()};
     if (train_cmd->parsed()) return vmoe::run_train(train, launch);
     if (launch.world->size() > 1) {
-      const char* name = eval_cmd->parsed() ? "eval" : predict_cmd->parsed() ? "predict" : "ckpt";
+      const char* name = eval_cmd->parsed()          ? "eval"
+                         : predict_cmd->parsed()     ? "predict"
+                         : plot_cmd->parsed()        ? "plot"
+                         : routing_map_cmd->parsed() ? "routing-map"
+                         : data_cmd->parsed()        ? "data"
+                                                     : "ckpt";
       throw std::runtime_error("`vmoe " + std::string(name) +
                                "` runs on one process; start it without mpirun / srun");
     }
-    if (eval_cmd->parsed()) return vmoe::run_eval(eval);
+    if (eval_cmd->parsed())
+      return eval.fewshot.empty() ? vmoe::run_eval(eval) : vmoe::run_fewshot_eval(eval);
     if (predict_cmd->parsed()) return vmoe::run_predict(predict);
+    if (plot_cmd->parsed()) return vmoe::run_plot(plot);
+    if (routing_map_cmd->parsed()) return vmoe::run_routing_map(routing_map);
+    if (data_cmd->parsed()) {
+      data_args.command = data_cmd->get_subcommands().front()->get_name();
+      return vmoe::run_data(data_args);
+    }
     if (ckpt_cmd->parsed()) {
       ckpt.command = ckpt_cmd->get_subcommands().front()->get_name();
       return vmoe::run_ckpt(ckpt);

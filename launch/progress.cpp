@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 
 namespace vmoe {
@@ -14,6 +15,14 @@ std::string format_duration(double seconds) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", static_cast<long long>(s / 3600),
                 static_cast<long long>(s / 60 % 60), static_cast<long long>(s % 60));
+  return buf;
+}
+
+// "loss 0.1234  ", or nothing for a NaN loss (progress of work that has no loss).
+std::string loss_text(double loss) {
+  if (std::isnan(loss)) return "";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "loss %.4f  ", loss);
   return buf;
 }
 
@@ -37,15 +46,16 @@ void Progress::update(int64_t step, double loss, double images_per_s) {
     const int filled = total_ > 0 ? int(double(width) * double(done) / double(total_)) : width;
     std::string bar(size_t(filled), '#');
     bar.resize(size_t(width), '.');
-    std::fprintf(stderr, "\r[%s] %lld/%lld loss %.4f  %.0f img/s  ETA %s  ", bar.c_str(),
-                 static_cast<long long>(done), static_cast<long long>(total_), loss, images_per_s,
-                 format_duration(eta).c_str());
+    std::fprintf(stderr, "\r[%s] %lld/%lld %s%.0f img/s  ETA %s  ", bar.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total_),
+                 loss_text(loss).c_str(), images_per_s, format_duration(eta).c_str());
     std::fflush(stderr);
     bar_visible_ = true;
   } else if (style_ == Style::lines && (done % line_every_ == 0 || done == total_)) {
-    std::fprintf(stderr, "step %lld/%lld  loss %.4f  %.0f img/s  elapsed %s  ETA %s\n",
-                 static_cast<long long>(done), static_cast<long long>(total_), loss, images_per_s,
-                 format_duration(elapsed).c_str(), format_duration(eta).c_str());
+    std::fprintf(stderr, "step %lld/%lld  %s%.0f img/s  elapsed %s  ETA %s\n",
+                 static_cast<long long>(done), static_cast<long long>(total_),
+                 loss_text(loss).c_str(), images_per_s, format_duration(elapsed).c_str(),
+                 format_duration(eta).c_str());
   }
 }
 

@@ -11,7 +11,8 @@ class Progress {
  public:
   enum class Style : uint8_t { automatic, bar, lines, none };
   Progress(int64_t total_steps, Style style, int64_t line_every);
-  // Called after each step with that step's figures.
+  // Called after each step with that step's figures; a NaN loss is not shown (work without a
+  // loss, e.g. `vmoe data pack`).
   void update(int64_t step, double loss, double images_per_s);
   // Prints a message on its own line (clears the bar first).
   void message(const std::string& text);

@@ -11,6 +11,8 @@
 #include <thread>
 
 #include "core/optim/optimizer.h"
+#include "data/image_source.h"
+#include "data/threaded_loader.h"
 #include "launch/checkpointing.h"
 #include "launch/commands.h"
 #include "launch/evaluate.h"
@@ -108,6 +110,42 @@ void save_final_weights(const std::string& path, const ParameterStore& params,
   if (groups.is_root()) save_weights(path, named, config_text, step);
 }
 
+// The training loader: worker threads over `source`, this rank's slice, the config's
+// augmentation (inception crop resizes to model.image_size; otherwise images keep their size).
+data::ThreadedLoaderOptions threaded_loader_options_from(const config::Config& cfg, int rank,
+                                                         int ranks) {
+  const data::BatchLoaderOptions base = loader_options_from(cfg);
+  const config::DataConfig& d = cfg.data();
+  if (d.mixup_alpha() > 0) {
+    throw std::runtime_error(
+        "data.mixup_alpha > 0 is not supported by vmoe train yet (the loss "
+        "takes hard labels only), got " +
+        std::to_string(d.mixup_alpha()));
+  }
+  data::ThreadedLoaderOptions o;
+  o.batch_size = base.batch_size;
+  o.shuffle = base.shuffle;
+  o.seed = base.seed;
+  o.drop_last = base.drop_last;
+  o.rank = rank;
+  o.num_ranks = ranks;
+  o.num_threads = d.loader_threads();
+  o.prefetch_batches = d.prefetch_batches();
+  o.preprocess.random_flip = base.random_flip;
+  o.preprocess.crop_padding = base.crop_padding;
+  o.preprocess.normalization = base.normalization;
+  if (d.inception_crop()) {
+    o.preprocess.inception_crop = true;
+    o.preprocess.height = o.preprocess.width = cfg.model().image_size();
+    o.preprocess.inception.area_min = d.inception_area_min();
+    o.preprocess.inception.area_max = d.inception_area_max();
+  }
+  o.on_corrupt = [](const std::string& what) {
+    std::fprintf(stderr, "vmoe: warning: skipping corrupt training example %s\n", what.c_str());
+  };
+  return o;
+}
+
 }  // namespace
 
 int run_train(const TrainArgs& args, const LaunchInfo& launch) {
@@ -127,7 +165,7 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   }
   omp_set_num_threads(threads_per_rank(cfg, launch.local_ranks));
 
-  const data::ImageDataset train_set = load_split(cfg, data::Split::train);
+  const data::InMemorySource train_source(load_split(cfg, data::Split::train), "train");
   const data::ImageDataset test_set = load_split(cfg, data::Split::test);
 
   ParameterStore params;
@@ -149,10 +187,7 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
         params, groups, int64_t(double(cfg.parallel().gradient_bucket_mb()) * (1 << 20)));
   }
   std::unique_ptr<Optimizer> optimizer = optimizer_from(cfg.optimizer(), params);
-  data::BatchLoaderOptions loader_options = loader_options_from(cfg);
-  loader_options.rank = rank;
-  loader_options.num_ranks = ranks;
-  data::BatchLoader loader(train_set, loader_options);
+  data::ThreadedLoader loader(train_source, threaded_loader_options_from(cfg, rank, ranks));
   const int64_t total_steps = total_steps_from(cfg.train(), loader.steps_per_epoch());
   const LrSchedule schedule = schedule_from(cfg, total_steps);
   TrainCheckpointing checkpoints(cfg, workdir / "checkpoints", groups, config_text);
@@ -177,7 +212,7 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
              std::to_string(groups.expert->size()) + " ranks";
   }
   progress.message("vmoe train: " + cfg.name() + ", " + std::to_string(params.num_elements()) +
-                   " parameters, " + std::to_string(train_set.n) + " training images, " +
+                   " parameters, " + std::to_string(train_source.size()) + " training images, " +
                    std::to_string(total_steps) + " steps of " + std::to_string(global_batch) +
                    " (" + layout + ")");
 
@@ -185,13 +220,17 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   const auto run_start = clock::now();
   auto window_start = clock::now();
   double window_loss = 0, window_norm = 0, window_aux = 0;
+  double window_wait = 0;  // seconds spent in loader.next() during the window
   MoeWindow moe_window;
   int64_t window_steps = 0, window_correct = 0, window_images = 0;
   int64_t last_saved_step = start.step;
+  data::Batch batch;
   for (int64_t step = start.step; step < total_steps; ++step) {
     maybe_inject_failure(rank, step);
     const int64_t first_example = step * global_batch + rank * (global_batch / ranks);
-    data::Batch batch = loader.next();
+    const auto wait_start = clock::now();
+    loader.next(batch);
+    window_wait += std::chrono::duration<double>(clock::now() - wait_start).count();
     StepResult r = train_step(model, params, *optimizer, schedule, batch_images(batch),
                               batch_labels(batch), step, first_example, step_options);
     if (!std::isfinite(r.loss)) {
@@ -217,17 +256,18 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
           {"train/lr", r.lr},
           {"train/grad_norm", window_norm / double(window_steps)},
           {"train/images_per_s", images_per_s},
+          {"train/data_wait_fraction", seconds > 0 ? window_wait / seconds : 0},
           {"train/epoch", double(step + 1) / double(loader.steps_per_epoch())}};
       if (!r.moe.empty()) line["train/aux_loss"] = window_aux / double(window_steps);
       moe_window.flush(line);
       if (metrics) metrics->write(step + 1, line);
-      window_loss = window_norm = window_aux = 0;
+      window_loss = window_norm = window_aux = window_wait = 0;
       window_steps = window_correct = window_images = 0;
       window_start = clock::now();
     }
     const TrainCheckpointing::Decision save = checkpoints.after_step(step + 1);
     if (save.save) {
-      const data::BatchLoader::Position at = loader.position();
+      const data::ThreadedLoader::Position at = loader.position();
       const std::string path =
           checkpoints.save(params, *optimizer, {step + 1, at.epoch, at.index_in_epoch});
       last_saved_step = step + 1;
@@ -257,7 +297,7 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   }
   progress.finish();
   if (checkpoints.save_at_end() && last_saved_step < total_steps) {
-    const data::BatchLoader::Position at = loader.position();
+    const data::ThreadedLoader::Position at = loader.position();
     checkpoints.save(params, *optimizer, {total_steps, at.epoch, at.index_in_epoch});
   }
   const double train_seconds = std::chrono::duration<double>(clock::now() - run_start).count();

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "configs/config.h"
+#include "test/temp_dir.h"
 
 using namespace vmoe;
 namespace fs = std::filesystem;
@@ -24,34 +25,7 @@ namespace pb = google::protobuf;
 
 namespace {
 
-// A fresh folder under the system temp directory, removed with its files at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("vmoe_test_configs_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  // Writes `text` to NAME inside the folder and returns its path.
-  std::string write(const std::string& name, const std::string& text) const {
-    const fs::path p = path_ / name;
-    std::ofstream(p) << text;
-    return p.string();
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using vmoe::testing::TempDir;
 
 fs::path configs_dir() {
   return fs::path(VMOE_SOURCE_DIR) / "configs";
@@ -423,6 +397,11 @@ TEST_CASE("config: each validation error names its field") {
       {"data.mean=inf", "data.mean"},
       {"data.std=0", "data.std"},
       {"data.num_train_examples=-1", "data.num_train_examples"},
+      {"data.loader_threads=0", "data.loader_threads"},
+      {"data.prefetch_batches=0", "data.prefetch_batches"},
+      {"data.inception_area_min=0", "data.inception_area_min"},
+      {"data.inception_area_max=1.5", "data.inception_area_max"},
+      {"data.mixup_alpha=-1", "data.mixup_alpha"},
       {"optimizer.learning_rate=0", "optimizer.learning_rate"},
       {"optimizer.learning_rate=nan", "optimizer.learning_rate"},
       {"optimizer.b1=1", "optimizer.b1"},

@@ -22,6 +22,7 @@
 #include "data/eval_batches.h"
 #include "data/idx_reader.h"
 #include "data/image_dataset.h"
+#include "test/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace vmoe::data;
@@ -31,25 +32,7 @@ namespace {
 constexpr uint32_t kImagesMagic = 0x00000803;
 constexpr uint32_t kLabelsMagic = 0x00000801;
 
-// A fresh directory per test case, removed at the end.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("vmoe_test_data_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using vmoe::testing::TempDir;
 
 enum class Compression : bool { raw, gzip };
 

@@ -3,6 +3,8 @@
 #pragma once
 #include <sys/wait.h>
 
+#include <algorithm>
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -41,6 +43,15 @@ inline CommandResult run_command(const std::string& command, const std::filesyst
   const int status = std::system(cmd.c_str());
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err), s};
+}
+
+// The error is exactly one line starting with "vmoe: error:" and containing `what`, exit 1.
+inline void check_one_line_error(const CommandResult& r, const std::string& what) {
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.rfind("vmoe: error: ", 0) == 0);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK(r.err.find(what) != std::string::npos);
 }
 
 }  // namespace vmoe::testing

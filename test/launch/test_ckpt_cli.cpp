@@ -46,14 +46,7 @@ std::vector<std::string> lines_of(const std::string& text) {
   return lines;
 }
 
-// The error is exactly one line starting with "vmoe: error:" and containing `what`.
-void check_one_line_error(const RunResult& r, const std::string& what) {
-  INFO("stderr: " << r.err);
-  CHECK(r.exit_code == 1);
-  CHECK(r.err.rfind("vmoe: error: ", 0) == 0);
-  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  CHECK(contains(r.err, what));
-}
+using vmoe::testing::check_one_line_error;
 
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::string s = "[";

@@ -38,14 +38,7 @@ const std::string kTiny =
     " --set train.num_steps=3 --set data.num_train_examples=256 --set eval.num_examples=200"
     " --set model.num_layers=2 --set data.batch_size=32 --set output.progress=NONE";
 
-// The error is exactly one line starting with "vmoe: error:" and containing `what`.
-void check_one_line_error(const RunResult& r, const std::string& what) {
-  INFO("stderr: " << r.err);
-  CHECK(r.exit_code == 1);
-  CHECK(r.err.rfind("vmoe: error: ", 0) == 0);
-  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  CHECK(r.err.find(what) != std::string::npos);
-}
+using vmoe::testing::check_one_line_error;
 
 }  // namespace
 
