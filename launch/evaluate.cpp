@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/autograd.h"
+#include "data/data_error.h"
 #include "data/eval_batches.h"
 
 namespace vmoe {
@@ -20,8 +21,54 @@ Tensor batch_labels(const data::Batch& batch) {
 EvalResult evaluate(const VisionTransformer& model, const data::ImageDataset& dataset,
                     int64_t batch_size, const data::Normalization& norm, LossKind loss,
                     EvalRouting routing, Communicator* world) {
+  return evaluate(
+      model, dataset.n,
+      [&](int64_t start, int64_t count) { return data::eval_batch(dataset, start, count, norm); },
+      batch_size, loss, routing, world);
+}
+
+EvalBatchFn source_eval_batches(const data::ImageSource& source,
+                                const data::PreprocessOptions& preprocess) {
+  return [&source, preprocess](int64_t start, int64_t count) {
+    data::Batch b;
+    data::Image first;
+    source.read(start, first);
+    b.height = data::preprocess_height(preprocess, first.height);
+    b.width = data::preprocess_width(preprocess, first.width);
+    b.channels = first.channels;
+    b.batch_size = count;
+    const size_t per = size_t(b.height * b.width * b.channels);
+    b.images.resize(size_t(count) * per);
+    b.labels.resize(size_t(count));
+    b.indices.resize(size_t(count));
+    std::string error;
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i = 0; i < count; ++i) {
+      try {
+        data::Image img;
+        source.read(start + i, img);
+        if (img.channels != b.channels || data::preprocess_height(preprocess, img.height) != b.height ||
+            data::preprocess_width(preprocess, img.width) != b.width) {
+          throw data::DataError(source.describe(start + i) + " does not have the size of the evaluation batch");
+        }
+        data::preprocess_example(img, preprocess, 0, 0, start + i, b.images.data() + size_t(i) * per);
+      } catch (const std::exception& e) {
+#pragma omp critical
+        if (error.empty()) error = e.what();
+      }
+      b.labels[size_t(i)] = source.label(start + i);
+      b.indices[size_t(i)] = start + i;
+    }
+    if (!error.empty()) throw data::DataError("evaluation: " + error);
+    return b;
+  };
+}
+
+EvalResult evaluate(const VisionTransformer& model, int64_t num_examples,
+                    const EvalBatchFn& batch_of, int64_t batch_size, LossKind loss,
+                    EvalRouting routing, Communicator* world) {
   NoGrad no_grad;
-  const int64_t n = dataset.n;
+  const int64_t n = num_examples;
   const int64_t ranks = world ? world->size() : 1, rank = world ? world->rank() : 0;
   const bool moe = model.config().moe.has_value();
   // Batches are split over ranks in whole routing groups (whole images for a dense model).
@@ -38,10 +85,10 @@ EvalResult evaluate(const VisionTransformer& model, const data::ImageDataset& da
     if (hi == lo) {
       // Nothing for this rank in a small last batch. An expert-parallel model still takes part
       // in every exchange: one image, routed in its own group, result discarded.
-      if (moe && ranks > 1) model(batch_images(data::eval_batch(dataset, start, 1, norm)), ctx);
+      if (moe && ranks > 1) model(batch_images(batch_of(start, 1)), ctx);
       continue;
     }
-    data::Batch b = data::eval_batch(dataset, start + lo, hi - lo, norm);
+    data::Batch b = batch_of(start + lo, hi - lo);
     Tensor labels = batch_labels(b);
     VitOutput out = model(batch_images(b), ctx);
     for (const MoeReport& m : out.moe) {

@@ -1,8 +1,12 @@
 // Evaluation of a classifier over a whole dataset split (no augmentation, no noise).
 #pragma once
+#include <functional>
+
 #include "data/augment.h"
 #include "data/batch.h"
 #include "data/image_dataset.h"
+#include "data/image_source.h"
+#include "data/preprocess.h"
 #include "launch/train_step.h"
 #include "parallel/communicator.h"
 
@@ -30,6 +34,18 @@ struct EvalRouting {
 EvalResult evaluate(const VisionTransformer& model, const data::ImageDataset& dataset,
                     int64_t batch_size, const data::Normalization& norm, LossKind loss,
                     EvalRouting routing = {}, Communicator* world = nullptr);
+
+// Examples [start, start + count) of an evaluation set as one normalised batch.
+using EvalBatchFn = std::function<data::Batch(int64_t start, int64_t count)>;
+// The same over any evaluation set of `num_examples` examples.
+EvalResult evaluate(const VisionTransformer& model, int64_t num_examples,
+                    const EvalBatchFn& batch_of, int64_t batch_size, LossKind loss,
+                    EvalRouting routing = {}, Communicator* world = nullptr);
+
+// Evaluation batches of an ImageSource: decoded in parallel and brought to the model's size
+// by `preprocess` (evaluation path: resize the shorter side and centre-crop; no randomness).
+EvalBatchFn source_eval_batches(const data::ImageSource& source,
+                                const data::PreprocessOptions& preprocess);
 
 // Wraps a data batch's buffers into tensors: images [B, H, W, C] f32, labels [B] i32.
 Tensor batch_images(const data::Batch& batch);

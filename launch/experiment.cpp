@@ -134,6 +134,14 @@ data::BatchLoaderOptions loader_options_from(const config::Config& c) {
   return o;
 }
 
+data::PreprocessOptions eval_preprocess_from(const config::Config& c) {
+  data::PreprocessOptions p;
+  p.height = p.width = c.model().image_size();
+  p.eval_resize = c.model().image_size();
+  p.normalization = normalization_from(c.data());
+  return p;
+}
+
 Progress::Style progress_style_from(const config::OutputConfig& o) {
   switch (o.progress()) {
     case config::OutputConfig::BAR:

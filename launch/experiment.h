@@ -10,6 +10,7 @@
 #include "core/optim/schedule.h"
 #include "data/batch_loader.h"
 #include "data/image_dataset.h"
+#include "data/preprocess.h"
 #include "data/image_source.h"
 #include "launch/progress.h"
 #include "launch/train_step.h"
@@ -26,6 +27,9 @@ std::unique_ptr<Optimizer> optimizer_from(const config::OptimizerConfig& opt,
                                           const ParameterStore& params);
 data::Normalization normalization_from(const config::DataConfig& data);
 data::BatchLoaderOptions loader_options_from(const config::Config& config);
+// Evaluation preprocessing to model.image_size: images of another size have their shorter side
+// resized to it and are centre-cropped; the config's normalisation.
+data::PreprocessOptions eval_preprocess_from(const config::Config& config);
 Progress::Style progress_style_from(const config::OutputConfig& output);
 
 // Loads the train or test split named by the data config (IDX, CIFAR-10/100, HDF5 shards) into

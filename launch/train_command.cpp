@@ -116,11 +116,10 @@ data::ThreadedLoaderOptions threaded_loader_options_from(const config::Config& c
                                                          int ranks) {
   const data::BatchLoaderOptions base = loader_options_from(cfg);
   const config::DataConfig& d = cfg.data();
-  if (d.mixup_alpha() > 0) {
+  if (d.mixup_alpha() > 0 && cfg.train().loss() != config::TrainConfig::SOFTMAX_XENT) {
     throw std::runtime_error(
-        "data.mixup_alpha > 0 is not supported by vmoe train yet (the loss "
-        "takes hard labels only), got " +
-        std::to_string(d.mixup_alpha()));
+        "data.mixup_alpha > 0 needs train.loss SOFTMAX_XENT (soft targets "
+        "with the sigmoid loss are not supported)");
   }
   data::ThreadedLoaderOptions o;
   o.batch_size = base.batch_size;
@@ -131,6 +130,7 @@ data::ThreadedLoaderOptions threaded_loader_options_from(const config::Config& c
   o.num_ranks = ranks;
   o.num_threads = d.loader_threads();
   o.prefetch_batches = d.prefetch_batches();
+  o.mixup_alpha = d.mixup_alpha();
   o.preprocess.random_flip = base.random_flip;
   o.preprocess.crop_padding = base.crop_padding;
   o.preprocess.normalization = base.normalization;
@@ -139,6 +139,9 @@ data::ThreadedLoaderOptions threaded_loader_options_from(const config::Config& c
     o.preprocess.height = o.preprocess.width = cfg.model().image_size();
     o.preprocess.inception.area_min = d.inception_area_min();
     o.preprocess.inception.area_max = d.inception_area_max();
+  } else if (d.dataset() == config::DataConfig::IMAGE_FOLDER) {
+    o.preprocess = eval_preprocess_from(cfg);  // images of any size: shorter side + centre crop
+    o.preprocess.random_flip = base.random_flip;
   }
   o.on_corrupt = [](const std::string& what) {
     std::fprintf(stderr, "vmoe: warning: skipping corrupt training example %s\n", what.c_str());
@@ -165,8 +168,10 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   }
   omp_set_num_threads(threads_per_rank(cfg, launch.local_ranks));
 
-  const data::InMemorySource train_source(load_split(cfg, data::Split::train), "train");
-  const data::ImageDataset test_set = load_split(cfg, data::Split::test);
+  // Training examples stream through the loader; evaluation decodes its batches on demand.
+  const std::unique_ptr<data::ImageSource> train_source = open_split(cfg, data::Split::train);
+  const std::unique_ptr<data::ImageSource> test_source = open_split(cfg, data::Split::test);
+  const EvalBatchFn test_batches = source_eval_batches(*test_source, eval_preprocess_from(cfg));
 
   ParameterStore params;
   std::shared_ptr<const ExpertExchange> exchange;
@@ -187,7 +192,7 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
         params, groups, int64_t(double(cfg.parallel().gradient_bucket_mb()) * (1 << 20)));
   }
   std::unique_ptr<Optimizer> optimizer = optimizer_from(cfg.optimizer(), params);
-  data::ThreadedLoader loader(train_source, threaded_loader_options_from(cfg, rank, ranks));
+  data::ThreadedLoader loader(*train_source, threaded_loader_options_from(cfg, rank, ranks));
   const int64_t total_steps = total_steps_from(cfg.train(), loader.steps_per_epoch());
   const LrSchedule schedule = schedule_from(cfg, total_steps);
   TrainCheckpointing checkpoints(cfg, workdir / "checkpoints", groups, config_text);
@@ -197,7 +202,6 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   const LossKind loss_kind = loss_from(cfg.train());
   const StepOptions step_options{loss_kind, cfg.optimizer().grad_clip_norm(), cfg.train().seed(),
                                  reducer.get()};
-  const data::Normalization norm = normalization_from(cfg.data());
   const int64_t eval_batch = cfg.data().eval_batch_size();
 
   // Only rank 0 reports: terminal and metrics file.
@@ -212,7 +216,7 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
              std::to_string(groups.expert->size()) + " ranks";
   }
   progress.message("vmoe train: " + cfg.name() + ", " + std::to_string(params.num_elements()) +
-                   " parameters, " + std::to_string(train_source.size()) + " training images, " +
+                   " parameters, " + std::to_string(train_source->size()) + " training images, " +
                    std::to_string(total_steps) + " steps of " + std::to_string(global_batch) +
                    " (" + layout + ")");
 
@@ -231,8 +235,13 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
     const auto wait_start = clock::now();
     loader.next(batch);
     window_wait += std::chrono::duration<double>(clock::now() - wait_start).count();
+    const Tensor soft_targets =
+        batch.targets.empty()
+            ? Tensor()
+            : Tensor::from_vector(batch.targets, {batch.batch_size, int64_t(batch.targets.size()) /
+                                                                        batch.batch_size});
     StepResult r = train_step(model, params, *optimizer, schedule, batch_images(batch),
-                              batch_labels(batch), step, first_example, step_options);
+                              batch_labels(batch), step, first_example, step_options, soft_targets);
     if (!std::isfinite(r.loss)) {
       throw std::runtime_error(
           "training diverged: loss is " + std::to_string(r.loss) + " at step " +
@@ -286,7 +295,8 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
     }
     const int64_t eval_every = cfg.train().eval_every_steps();
     if (eval_every > 0 && (step + 1) % eval_every == 0 && step + 1 != total_steps) {
-      EvalResult e = evaluate(model, test_set, eval_batch, norm, loss_kind, {}, groups.world.get());
+      EvalResult e = evaluate(model, test_source->size(), test_batches, eval_batch, loss_kind, {},
+                              groups.world.get());
       if (metrics) metrics->write(step + 1, eval_metrics(e));
       char line[128];
       std::snprintf(line, sizeof line, "step %lld: eval accuracy %.2f%%, loss %.4f",
@@ -301,8 +311,8 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
     checkpoints.save(params, *optimizer, {total_steps, at.epoch, at.index_in_epoch});
   }
   const double train_seconds = std::chrono::duration<double>(clock::now() - run_start).count();
-  EvalResult final_eval =
-      evaluate(model, test_set, eval_batch, norm, loss_kind, {}, groups.world.get());
+  EvalResult final_eval = evaluate(model, test_source->size(), test_batches, eval_batch, loss_kind,
+                                   {}, groups.world.get());
   const std::string weights_path = (workdir / cfg.output().weights_file()).string();
   save_final_weights(weights_path, params, groups, config_text, total_steps);
   if (!root) return 0;

@@ -2,6 +2,7 @@
 #include "launch/train_step.h"
 
 #include <cmath>
+#include <stdexcept>
 
 #include "core/autograd.h"
 #include "core/optim/grad_clip.h"
@@ -54,14 +55,30 @@ void reduce_over_ranks(StepResult& r, Communicator& world) {
 
 }  // namespace
 
+Tensor soft_target_loss(const Tensor& logits, const Tensor& targets, LossKind kind) {
+  if (kind != LossKind::softmax_xent) {
+    throw std::invalid_argument(
+        "mixup (data.mixup_alpha > 0) needs train.loss SOFTMAX_XENT; soft targets with the sigmoid "
+        "loss are not supported");
+  }
+  if (targets.shape() != logits.shape()) {
+    throw std::invalid_argument("soft targets " + targets.desc() + " do not match logits " +
+                                logits.desc());
+  }
+  const Tensor t = to_dtype(targets, logits.dtype());
+  return sum_all(t * log_softmax(logits)) * (-1.0 / double(logits.size(0)));
+}
+
 StepResult train_step(const VisionTransformer& model, ParameterStore& params, Optimizer& optimizer,
                       const LrSchedule& schedule, const Tensor& images, const Tensor& labels,
-                      int64_t step, int64_t first_example, const StepOptions& options) {
+                      int64_t step, int64_t first_example, const StepOptions& options,
+                      const Tensor& soft_targets) {
   ForwardContext ctx{Mode::train, derive(RngKey{options.seed, 0}, "step", uint64_t(step)),
                      first_example};
   params.zero_grads();
   VitOutput out = model(images, ctx);
-  Tensor loss = classification_loss(out.logits, labels, options.loss);
+  Tensor loss = soft_targets.defined() ? soft_target_loss(out.logits, soft_targets, options.loss)
+                                       : classification_loss(out.logits, labels, options.loss);
   StepResult r;
   r.loss = loss.item();
   if (out.aux_loss.defined()) {

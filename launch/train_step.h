@@ -32,12 +32,17 @@ struct StepOptions {
 
 // images [B, H, W, C] f32, labels [B] i32: this rank's slice of the global batch, starting at
 // global example `first_example`; `step` is the 0-based update number.
+// `soft_targets` [B, num_classes] (mixup) replace the one-hot labels in the loss when given;
+// hits are still counted against `labels`.
 StepResult train_step(const VisionTransformer& model, ParameterStore& params, Optimizer& optimizer,
                       const LrSchedule& schedule, const Tensor& images, const Tensor& labels,
-                      int64_t step, int64_t first_example, const StepOptions& options);
+                      int64_t step, int64_t first_example, const StepOptions& options,
+                      const Tensor& soft_targets = Tensor());
 
 // Loss for a batch of logits [B, C] and labels [B].
 Tensor classification_loss(const Tensor& logits, const Tensor& labels, LossKind kind);
+// Softmax cross-entropy against soft targets [B, C] (rows summing to 1), mean over the batch.
+Tensor soft_target_loss(const Tensor& logits, const Tensor& targets, LossKind kind);
 // Number of rows whose argmax equals the label.
 int64_t count_correct(const Tensor& logits, const Tensor& labels);
 

@@ -266,3 +266,22 @@ TEST_CASE("cli: test-time capacity options need a V-MoE and valid values") {
   RunResult bad = run_vmoe("eval --workdir " + work.string() + " --bpr maybe", dir);
   CHECK(bad.exit_code != 0);
 }
+
+TEST_CASE("cli: mixup trains with soft targets, and is refused with the sigmoid loss") {
+  if (!fs::exists(kData)) {
+    WARN("Fashion-MNIST not installed; skipped");
+    return;
+  }
+  const fs::path dir = scratch("mixup");
+  RunResult r = run_vmoe("train --config " + kConfig + " --workdir " + (dir / "w").string() +
+                             kTiny + " --set data.mixup_alpha=0.2",
+                         dir);
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("test accuracy: ") != std::string::npos);
+  check_one_line_error(
+      run_vmoe("train --config " + kConfig + " --workdir " + (dir / "w2").string() + kTiny +
+                   " --set data.mixup_alpha=0.2 --set train.loss=SIGMOID_XENT",
+               dir),
+      "data.mixup_alpha > 0 needs train.loss SOFTMAX_XENT");
+}

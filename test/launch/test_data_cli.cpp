@@ -221,3 +221,41 @@ TEST_CASE("data cli: vmoe train reads CIFAR-10 and packed HDF5 shards from the c
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("has 10 classes but the model has 5 (model.num_classes)") != std::string::npos);
 }
+
+TEST_CASE("data cli: vmoe train streams an image folder of mixed sizes, on 1 and 2 ranks") {
+  const fs::path dir = vmoe::testing::scratch_dir("data_cli_train_folder");
+  // 3 classes told apart by brightness, images of three sizes (resized + centre-cropped to 16).
+  const int sizes[][2] = {{16, 16}, {20, 24}, {30, 18}};
+  for (const char* split : {"train", "test"}) {
+    const int count = std::string(split) == "train" ? 32 : 8;
+    for (int c = 0; c < 3; ++c)
+      for (int i = 0; i < count; ++i) {
+        const int* s = sizes[i % 3];
+        write_grey_png(
+            dir / "imgs" / split / ("class" + std::to_string(c)) / (std::to_string(i) + ".png"),
+            s[0], s[1], uint8_t(40 + 80 * c + i % 5));
+      }
+  }
+  const std::string config =
+      std::string(VMOE_SOURCE_DIR) + "/configs/experiments/fashion_vit_ti.textproto";
+  const std::string args =
+      " --config " + config +
+      " --set train.num_steps=30 --set model.num_layers=1 --set data.batch_size=16"
+      " --set output.progress=NONE --set model.image_size=16 --set model.channels=1"
+      " --set model.patch_size=8 --set model.num_classes=3 --set data.dataset=IMAGE_FOLDER"
+      " --set schedule.warmup_steps=5 --set data.loader_threads=2 --set data.dir=" +
+      (dir / "imgs").string();
+  for (int ranks : {0, 2}) {
+    CAPTURE(ranks);
+    std::string launcher;
+    if (ranks > 0)
+      launcher = std::string(VMOE_MPIEXEC) + " -n 2 --oversubscribe --allow-run-as-root ";
+    const fs::path work = dir / (ranks > 0 ? "w2" : "w1");
+    RunResult r = vmoe::testing::run_command(
+        launcher + VMOE_BINARY + " train --workdir " + work.string() + args, dir);
+    INFO("stderr: " << r.err);
+    REQUIRE(r.exit_code == 0);
+    // Brightness separates the classes: the 24 test images are learned.
+    CHECK(r.out.find("test accuracy: 100.00% (24 images)") != std::string::npos);
+  }
+}
