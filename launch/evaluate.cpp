@@ -47,11 +47,14 @@ EvalBatchFn source_eval_batches(const data::ImageSource& source,
       try {
         data::Image img;
         source.read(start + i, img);
-        if (img.channels != b.channels || data::preprocess_height(preprocess, img.height) != b.height ||
+        if (img.channels != b.channels ||
+            data::preprocess_height(preprocess, img.height) != b.height ||
             data::preprocess_width(preprocess, img.width) != b.width) {
-          throw data::DataError(source.describe(start + i) + " does not have the size of the evaluation batch");
+          throw data::DataError(source.describe(start + i) +
+                                " does not have the size of the evaluation batch");
         }
-        data::preprocess_example(img, preprocess, 0, 0, start + i, b.images.data() + size_t(i) * per);
+        data::preprocess_example(img, preprocess, 0, 0, start + i,
+                                 b.images.data() + size_t(i) * per);
       } catch (const std::exception& e) {
 #pragma omp critical
         if (error.empty()) error = e.what();
