@@ -44,10 +44,12 @@ int run_eval(const EvalArgs& args) {
   if (args.capacity_factor < 0)
     throw std::runtime_error("--capacity-factor must be > 0, got " +
                              std::to_string(args.capacity_factor));
-  const data::ImageDataset test_set = load_split(cfg, data::Split::test);
+  // Any reader: in-memory kinds and image folders alike (decoded batch by batch).
+  const std::unique_ptr<data::ImageSource> test_source = open_split(cfg, data::Split::test);
+  const EvalBatchFn test_batches = source_eval_batches(*test_source, eval_preprocess_from(cfg));
   auto run = [&](EvalRouting routing) {
-    return evaluate(*saved.model, test_set, cfg.data().eval_batch_size(),
-                    normalization_from(cfg.data()), loss_from(cfg.train()), routing);
+    return evaluate(*saved.model, test_source->size(), test_batches, cfg.data().eval_batch_size(),
+                    loss_from(cfg.train()), routing);
   };
   if (args.capacity_sweep.empty()) {
     print_result(run({args.capacity_factor, parse_bpr(args.bpr)}));

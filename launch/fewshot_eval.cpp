@@ -11,7 +11,6 @@
 #include <string>
 
 #include "core/autograd.h"
-#include "data/eval_batches.h"
 #include "data/fewshot.h"
 #include "launch/commands.h"
 #include "launch/evaluate.h"
@@ -22,32 +21,33 @@ namespace vmoe {
 
 namespace {
 
-// The examples `indices` of `ds` as a dataset of their own (in that order).
-data::ImageDataset select(const data::ImageDataset& ds, const std::vector<int64_t>& indices) {
-  data::ImageDataset out = ds;
-  const int64_t image = ds.height * ds.width * ds.channels;
-  out.n = static_cast<int64_t>(indices.size());
-  out.images.resize(static_cast<size_t>(out.n * image));
-  out.labels.resize(static_cast<size_t>(out.n));
-  for (int64_t i = 0; i < out.n; ++i) {
-    const auto src = static_cast<size_t>(indices[static_cast<size_t>(i)]);
-    std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(src * size_t(image)), image,
-                out.images.begin() + static_cast<std::ptrdiff_t>(i * image));
-    out.labels[static_cast<size_t>(i)] = ds.labels[src];
-  }
-  return out;
-}
+// The examples `indices` of a source, as a source of their own (in that order).
+class SubsetSource final : public data::ImageSource {
+ public:
+  SubsetSource(const data::ImageSource& base, std::vector<int64_t> indices)
+      : base_(&base), indices_(std::move(indices)) {}
+  int64_t size() const override { return int64_t(indices_.size()); }
+  int32_t num_classes() const override { return base_->num_classes(); }
+  int32_t label(int64_t i) const override { return base_->label(indices_[size_t(i)]); }
+  void read(int64_t i, data::Image& out) const override { base_->read(indices_[size_t(i)], out); }
+  std::string describe(int64_t i) const override { return base_->describe(indices_[size_t(i)]); }
 
-// Pre-logits [n, R] of every example of ds with their labels.
-data::FeatureSet pre_logits(const SavedModel& saved, const data::ImageDataset& ds,
+ private:
+  const data::ImageSource* base_;
+  std::vector<int64_t> indices_;
+};
+
+// Pre-logits [n, R] of every example of `source` with their labels.
+data::FeatureSet pre_logits(const SavedModel& saved, const data::ImageSource& source,
                             const ForwardContext& routing) {
   const config::Config& cfg = saved.config;
   const int64_t batch = cfg.data().eval_batch_size();
+  const EvalBatchFn batch_of = source_eval_batches(source, eval_preprocess_from(cfg));
   NoGrad no_grad;
   data::FeatureSet f;
-  for (int64_t s = 0; s < ds.n; s += batch) {
-    data::Batch b =
-        data::eval_batch(ds, s, std::min(batch, ds.n - s), normalization_from(cfg.data()));
+  const int64_t n = source.size();
+  for (int64_t s = 0; s < n; s += batch) {
+    data::Batch b = batch_of(s, std::min(batch, n - s));
     ForwardContext ctx = routing;
     ctx.first_example = s;
     VitOutput out = saved.model->operator()(batch_images(b), ctx);
@@ -56,7 +56,7 @@ data::FeatureSet pre_logits(const SavedModel& saved, const data::ImageDataset& d
     f.features.insert(f.features.end(), v.begin(), v.end());
     f.labels.insert(f.labels.end(), b.labels.begin(), b.labels.end());
   }
-  f.n = ds.n;
+  f.n = n;
   return f;
 }
 
@@ -83,11 +83,16 @@ int run_fewshot_eval(const EvalArgs& args) {
 
   // The largest shot set; each smaller one is its per-class prefix.
   const int64_t max_shots = *std::max_element(shots.begin(), shots.end());
-  const data::ImageDataset train_split = load_split(cfg, data::Split::train);
+  // Any reader: labels come without decoding; only the drawn examples are decoded.
+  const std::unique_ptr<data::ImageSource> train_split = open_split(cfg, data::Split::train);
+  std::vector<int32_t> train_labels(static_cast<size_t>(train_split->size()));
+  for (int64_t i = 0; i < train_split->size(); ++i)
+    train_labels[size_t(i)] = train_split->label(i);
   const std::vector<int64_t> indices =
-      data::fewshot_indices(train_split.labels, num_classes, max_shots, args.fewshot_seed);
-  const data::FeatureSet train_all = pre_logits(saved, select(train_split, indices), routing);
-  const data::FeatureSet test = pre_logits(saved, load_split(cfg, data::Split::test), routing);
+      data::fewshot_indices(train_labels, num_classes, max_shots, args.fewshot_seed);
+  const data::FeatureSet train_all =
+      pre_logits(saved, SubsetSource(*train_split, indices), routing);
+  const data::FeatureSet test = pre_logits(saved, *open_split(cfg, data::Split::test), routing);
   std::printf(
       "few-shot: pre-logits of dim %lld, %lld train examples drawn (seed %llu), "
       "%lld test examples\n",

@@ -258,4 +258,14 @@ TEST_CASE("data cli: vmoe train streams an image folder of mixed sizes, on 1 and
     // Brightness separates the classes: the 24 test images are learned.
     CHECK(r.out.find("test accuracy: 100.00% (24 images)") != std::string::npos);
   }
+  // Evaluation and few-shot evaluation read the folders too.
+  RunResult eval = run_vmoe("eval --workdir " + (dir / "w1").string(), dir);
+  INFO("stderr: " << eval.err);
+  CHECK(eval.exit_code == 0);
+  CHECK(eval.out.find("test accuracy: 100.00% (24 images)") != std::string::npos);
+  RunResult fewshot = run_vmoe("eval --workdir " + (dir / "w1").string() + " --fewshot 1,5", dir);
+  INFO("stderr: " << fewshot.err);
+  CHECK(fewshot.exit_code == 0);
+  CHECK(fewshot.out.find("    5   100.00%") != std::string::npos);
+  CHECK(fs::exists(dir / "w1" / "fewshot.csv"));
 }
