@@ -460,29 +460,45 @@ void Hdf5File::write(const std::string& name, H5Type t, const std::vector<int64_
   }
 }
 
+namespace {
+
+// Dataset `n` of `file`, opened, with its element type and shape; throws Hdf5Error saying why
+// it is not a readable dataset.
+struct OpenedDataset {
+  H5DatasetId ds;
+  H5Type type;
+  std::vector<int64_t> shape;
+};
+
+OpenedDataset open_dataset(hid_t file, const std::string& n) {
+  const H5I_type_t kind = object_type(file, n);
+  if (kind == H5I_BADID) throw Hdf5Error("no such dataset");
+  if (kind != H5I_DATASET) throw Hdf5Error("it is a group, not a dataset");
+  H5DatasetId ds{VMOE_H5_CHECK(H5Dopen2(file, n.c_str(), H5P_DEFAULT))};
+  H5TypeId type{VMOE_H5_CHECK(H5Dget_type(ds.get()))};
+  H5SpaceId space{VMOE_H5_CHECK(H5Dget_space(ds.get()))};
+  const std::optional<H5Type> t = stored_type(ds.get(), type.get());
+  if (!t) {
+    throw Hdf5Error("its element type (" + describe_type(type.get()) +
+                    ") is not one of f32, f64, i32, i64, u8, bf16");
+  }
+  return {std::move(ds), *t, space_shape(space.get())};
+}
+
+}  // namespace
+
 H5Array Hdf5File::read(const std::string& name) const {
   Hdf5Lock lock;
   const std::string n = normalize_name(name, "dataset");
-  const hid_t file = impl().file.get();
   try {
-    const H5I_type_t kind = object_type(file, n);
-    if (kind == H5I_BADID) throw Hdf5Error("no such dataset");
-    if (kind != H5I_DATASET) throw Hdf5Error("it is a group, not a dataset");
-    H5DatasetId ds{VMOE_H5_CHECK(H5Dopen2(file, n.c_str(), H5P_DEFAULT))};
-    H5TypeId type{VMOE_H5_CHECK(H5Dget_type(ds.get()))};
-    H5SpaceId space{VMOE_H5_CHECK(H5Dget_space(ds.get()))};
-    const std::optional<H5Type> t = stored_type(ds.get(), type.get());
-    if (!t) {
-      throw Hdf5Error("its element type (" + describe_type(type.get()) +
-                      ") is not one of f32, f64, i32, i64, u8, bf16");
-    }
+    OpenedDataset d = open_dataset(impl().file.get(), n);
     H5Array out;
-    out.type = *t;
-    out.shape = space_shape(space.get());
-    out.bytes.resize(size_t(out.numel()) * h5_type_size(*t));
+    out.type = d.type;
+    out.shape = d.shape;
+    out.bytes.resize(size_t(out.numel()) * h5_type_size(d.type));
     if (!out.bytes.empty()) {
-      VMOE_H5_CHECK(
-          H5Dread(ds.get(), memory_type(*t), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.bytes.data()));
+      VMOE_H5_CHECK(H5Dread(d.ds.get(), memory_type(d.type), H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                            out.bytes.data()));
     }
     return out;
   } catch (const Hdf5Error& e) {
@@ -494,20 +510,9 @@ H5Array Hdf5File::read(const std::string& name) const {
 H5DatasetInfo Hdf5File::info(const std::string& name) const {
   Hdf5Lock lock;
   const std::string n = normalize_name(name, "dataset");
-  const hid_t file = impl().file.get();
   try {
-    const H5I_type_t kind = object_type(file, n);
-    if (kind == H5I_BADID) throw Hdf5Error("no such dataset");
-    if (kind != H5I_DATASET) throw Hdf5Error("it is a group, not a dataset");
-    H5DatasetId ds{VMOE_H5_CHECK(H5Dopen2(file, n.c_str(), H5P_DEFAULT))};
-    H5TypeId type{VMOE_H5_CHECK(H5Dget_type(ds.get()))};
-    H5SpaceId space{VMOE_H5_CHECK(H5Dget_space(ds.get()))};
-    const std::optional<H5Type> t = stored_type(ds.get(), type.get());
-    if (!t) {
-      throw Hdf5Error("its element type (" + describe_type(type.get()) +
-                      ") is not one of f32, f64, i32, i64, u8, bf16");
-    }
-    return {*t, space_shape(space.get())};
+    OpenedDataset d = open_dataset(impl().file.get(), n);
+    return {d.type, d.shape};
   } catch (const Hdf5Error& e) {
     throw Hdf5Error("cannot inspect dataset " + in_quotes(n) + " in HDF5 file " + in_quotes(path_) +
                     ": " + e.what());
