@@ -11,6 +11,7 @@
 
 #include "data/hdf5_shards.h"
 #include "data/image_dataset.h"
+#include "data/png_codec.h"
 #include "test/launch/command_runner.h"
 
 namespace fs = std::filesystem;
@@ -39,15 +40,10 @@ void write_cifar(const fs::path& path, const std::vector<int>& labels) {
   }
 }
 
+// A w x h grey PNG of one value (folders for the CLI are made with the project's PNG writer).
 void write_grey_png(const fs::path& path, int w, int h, uint8_t value) {
   fs::create_directories(path.parent_path());
-  png_image image{};
-  image.version = PNG_IMAGE_VERSION;
-  image.width = png_uint_32(w);
-  image.height = png_uint_32(h);
-  image.format = PNG_FORMAT_GRAY;
-  const std::vector<uint8_t> px(size_t(w * h), value);
-  REQUIRE(png_image_write_to_file(&image, path.c_str(), 0, px.data(), 0, nullptr));
+  vmoe::data::write_png(path.string(), {h, w, 1, std::vector<uint8_t>(size_t(w * h), value)});
 }
 
 struct Png {

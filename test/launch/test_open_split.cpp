@@ -1,7 +1,6 @@
 // open_split / load_split (launch/experiment.h) on every dataset kind the config can name:
 // IMAGE_FOLDER streamed through ImageFolderSource, CIFAR and HDF5 shards in memory, the class
 // count and image shape checked against the model.
-#include <png.h>
 
 #include <catch2/catch.hpp>
 #include <filesystem>
@@ -13,6 +12,7 @@
 #include "configs/config.h"
 #include "data/hdf5_shards.h"
 #include "data/image_folder.h"
+#include "data/png_codec.h"
 #include "launch/experiment.h"
 
 namespace fs = std::filesystem;
@@ -20,15 +20,10 @@ using Catch::Matchers::Contains;
 
 namespace {
 
+// A w x h grey PNG of one value (folders for the CLI are made with the project's PNG writer).
 void write_grey_png(const fs::path& path, int w, int h, uint8_t value) {
   fs::create_directories(path.parent_path());
-  png_image image{};
-  image.version = PNG_IMAGE_VERSION;
-  image.width = png_uint_32(w);
-  image.height = png_uint_32(h);
-  image.format = PNG_FORMAT_GRAY;
-  const std::vector<uint8_t> px(size_t(w * h), value);
-  REQUIRE(png_image_write_to_file(&image, path.c_str(), 0, px.data(), 0, nullptr));
+  vmoe::data::write_png(path.string(), {h, w, 1, std::vector<uint8_t>(size_t(w * h), value)});
 }
 
 vmoe::config::Config config_for(const std::vector<std::string>& overrides) {
