@@ -45,7 +45,7 @@ int run_eval(const EvalArgs& args) {
     throw std::runtime_error("--capacity-factor must be > 0, got " +
                              std::to_string(args.capacity_factor));
   // Any reader: in-memory kinds and image folders alike (decoded batch by batch).
-  const std::unique_ptr<data::ImageSource> test_source = open_split(cfg, data::Split::test);
+  const std::shared_ptr<data::ImageSource> test_source = open_split(cfg, data::Split::test);
   const EvalBatchFn test_batches = source_eval_batches(*test_source, eval_preprocess_from(cfg));
   auto run = [&](EvalRouting routing) {
     return evaluate(*saved.model, test_source->size(), test_batches, cfg.data().eval_batch_size(),

@@ -10,6 +10,7 @@
 #include "data/cifar_reader.h"
 #include "data/hdf5_shards.h"
 #include "data/image_folder.h"
+#include "data/subset_source.h"
 
 namespace vmoe {
 
@@ -228,16 +229,19 @@ data::ImageDataset load_split(const config::Config& c, data::Split split) {
   return ds;
 }
 
-std::unique_ptr<data::ImageSource> open_split(const config::Config& c, data::Split split) {
+std::shared_ptr<data::ImageSource> open_split(const config::Config& c, data::Split split) {
   const config::DataConfig& d = c.data();
   const bool train = split == data::Split::train;
   if (d.dataset() == config::DataConfig::IMAGE_FOLDER) {
     const std::string root = data_path(d, train ? d.train_folder() : d.test_folder());
-    auto source = std::make_unique<data::ImageFolderSource>(root, c.model().channels());
+    auto source = std::make_shared<data::ImageFolderSource>(root, c.model().channels());
     check_num_classes(source->num_classes(), c.model(), "image folder '" + root + "'");
-    return source;
+    // Example limits keep examples spread over the (class-ordered) folder.
+    const int64_t limit = train ? d.num_train_examples() : c.eval().num_examples();
+    if (limit <= 0 || limit >= source->size()) return source;
+    return std::make_shared<data::SubsetSource>(source, data::evenly_spaced(source->size(), limit));
   }
-  return std::make_unique<data::InMemorySource>(load_split(c, split), train ? "train" : "test");
+  return std::make_shared<data::InMemorySource>(load_split(c, split), train ? "train" : "test");
 }
 
 }  // namespace vmoe

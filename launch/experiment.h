@@ -40,7 +40,7 @@ data::ImageDataset load_split(const config::Config& config, data::Split split);
 // Opens the train or test split of any dataset kind as a source: image folders (IMAGE_FOLDER,
 // decoded in read(), model.channels channels, class count checked against the model) or the
 // in-memory kinds through load_split.
-std::unique_ptr<data::ImageSource> open_split(const config::Config& config, data::Split split);
+std::shared_ptr<data::ImageSource> open_split(const config::Config& config, data::Split split);
 
 // Total number of updates of the run (train.num_steps, or num_epochs * steps per epoch).
 int64_t total_steps_from(const config::TrainConfig& train, int64_t steps_per_epoch);

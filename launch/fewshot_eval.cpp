@@ -12,6 +12,7 @@
 
 #include "core/autograd.h"
 #include "data/fewshot.h"
+#include "data/subset_source.h"
 #include "launch/commands.h"
 #include "launch/evaluate.h"
 #include "launch/experiment.h"
@@ -20,22 +21,6 @@
 namespace vmoe {
 
 namespace {
-
-// The examples `indices` of a source, as a source of their own (in that order).
-class SubsetSource final : public data::ImageSource {
- public:
-  SubsetSource(const data::ImageSource& base, std::vector<int64_t> indices)
-      : base_(&base), indices_(std::move(indices)) {}
-  int64_t size() const override { return int64_t(indices_.size()); }
-  int32_t num_classes() const override { return base_->num_classes(); }
-  int32_t label(int64_t i) const override { return base_->label(indices_[size_t(i)]); }
-  void read(int64_t i, data::Image& out) const override { base_->read(indices_[size_t(i)], out); }
-  std::string describe(int64_t i) const override { return base_->describe(indices_[size_t(i)]); }
-
- private:
-  const data::ImageSource* base_;
-  std::vector<int64_t> indices_;
-};
 
 // Pre-logits [n, R] of every example of `source` with their labels.
 data::FeatureSet pre_logits(const SavedModel& saved, const data::ImageSource& source,
@@ -84,14 +69,14 @@ int run_fewshot_eval(const EvalArgs& args) {
   // The largest shot set; each smaller one is its per-class prefix.
   const int64_t max_shots = *std::max_element(shots.begin(), shots.end());
   // Any reader: labels come without decoding; only the drawn examples are decoded.
-  const std::unique_ptr<data::ImageSource> train_split = open_split(cfg, data::Split::train);
+  const std::shared_ptr<data::ImageSource> train_split = open_split(cfg, data::Split::train);
   std::vector<int32_t> train_labels(static_cast<size_t>(train_split->size()));
   for (int64_t i = 0; i < train_split->size(); ++i)
     train_labels[size_t(i)] = train_split->label(i);
   const std::vector<int64_t> indices =
       data::fewshot_indices(train_labels, num_classes, max_shots, args.fewshot_seed);
   const data::FeatureSet train_all =
-      pre_logits(saved, SubsetSource(*train_split, indices), routing);
+      pre_logits(saved, data::SubsetSource(train_split, indices), routing);
   const data::FeatureSet test = pre_logits(saved, *open_split(cfg, data::Split::test), routing);
   std::printf(
       "few-shot: pre-logits of dim %lld, %lld train examples drawn (seed %llu), "

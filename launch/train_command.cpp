@@ -169,8 +169,8 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   omp_set_num_threads(threads_per_rank(cfg, launch.local_ranks));
 
   // Training examples stream through the loader; evaluation decodes its batches on demand.
-  const std::unique_ptr<data::ImageSource> train_source = open_split(cfg, data::Split::train);
-  const std::unique_ptr<data::ImageSource> test_source = open_split(cfg, data::Split::test);
+  const std::shared_ptr<data::ImageSource> train_source = open_split(cfg, data::Split::train);
+  const std::shared_ptr<data::ImageSource> test_source = open_split(cfg, data::Split::test);
   const EvalBatchFn test_batches = source_eval_batches(*test_source, eval_preprocess_from(cfg));
 
   ParameterStore params;

@@ -13,6 +13,7 @@
 #include "data/hdf5_shards.h"
 #include "data/image_folder.h"
 #include "data/png_codec.h"
+#include "data/subset_source.h"
 #include "launch/experiment.h"
 
 namespace fs = std::filesystem;
@@ -102,4 +103,23 @@ TEST_CASE("open_split and load_split read HDF5 shards into memory, checked again
   wrong_size.push_back("model.image_size=16");
   CHECK_THROWS_WITH(vmoe::open_split(config_for(wrong_size), vmoe::data::Split::train),
                     Contains("8x8x1") && Contains("model.image_size"));
+}
+
+TEST_CASE("open_split applies example limits to image folders, spread over the classes") {
+  const fs::path dir = vmoe::testing::scratch_dir("open_split_limit");
+  for (const char* cls : {"a", "b", "c"})
+    for (int i = 0; i < 4; ++i)
+      write_grey_png(dir / "train" / cls / (std::to_string(i) + ".png"), 4, 4, uint8_t(10 * i));
+  const auto limited = vmoe::open_split(
+      config_for({"data.dataset=IMAGE_FOLDER", "data.dir=" + dir.string(), "model.num_classes=3",
+                  "model.channels=1", "data.num_train_examples=6"}),
+      vmoe::data::Split::train);
+  REQUIRE(limited->size() == 6);
+  std::vector<int32_t> labels;
+  for (int64_t i = 0; i < limited->size(); ++i)
+    labels.push_back(limited->label(i));
+  CHECK(labels == std::vector<int32_t>{0, 0, 1, 1, 2, 2});  // every 2nd of 12, class-ordered
+  CHECK(limited->describe(1) == (dir / "train" / "a" / "2.png").string());
+  CHECK(vmoe::data::evenly_spaced(10, 0).size() == 10);
+  CHECK(vmoe::data::evenly_spaced(10, 3) == std::vector<int64_t>{0, 3, 6});
 }
