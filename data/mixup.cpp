@@ -23,6 +23,20 @@ float mixup_lambda(float alpha, uint64_t seed, int64_t epoch, int64_t pair) {
   return a + b > 0 ? static_cast<float>(a / (a + b)) : 0.5f;
 }
 
+namespace {
+
+// a, b <- lam a + (1 - lam) b, lam b + (1 - lam) a: both members of a pair, n values each.
+void mix_pair(float* a, float* b, int64_t n, float lam) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float va = a[i];
+    const float vb = b[i];
+    a[i] = lam * va + (1 - lam) * vb;
+    b[i] = lam * vb + (1 - lam) * va;
+  }
+}
+
+}  // namespace
+
 void mixup_batch(Batch& batch, int32_t num_classes, float alpha, uint64_t seed, int64_t epoch,
                  int64_t first_slot) {
   const int64_t n = batch.batch_size;
@@ -42,22 +56,9 @@ void mixup_batch(Batch& batch, int32_t num_classes, float alpha, uint64_t seed, 
     const int64_t p = k + 1;      // partner slot slot + 1
     if (p >= n) continue;
     const float lam = mixup_lambda(alpha, seed, epoch, slot / 2);
-    float* a = batch.images.data() + k * pixels;
-    float* b = batch.images.data() + p * pixels;
-    for (int64_t i = 0; i < pixels; ++i) {
-      const float va = a[i];
-      const float vb = b[i];
-      a[i] = lam * va + (1 - lam) * vb;
-      b[i] = lam * vb + (1 - lam) * va;
-    }
-    float* ta = batch.targets.data() + k * num_classes;
-    float* tb = batch.targets.data() + p * num_classes;
-    for (int32_t c = 0; c < num_classes; ++c) {
-      const float va = ta[c];
-      const float vb = tb[c];
-      ta[c] = lam * va + (1 - lam) * vb;
-      tb[c] = lam * vb + (1 - lam) * va;
-    }
+    mix_pair(batch.images.data() + k * pixels, batch.images.data() + p * pixels, pixels, lam);
+    mix_pair(batch.targets.data() + k * num_classes, batch.targets.data() + p * num_classes,
+             num_classes, lam);
   }
 }
 

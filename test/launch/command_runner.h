@@ -45,6 +45,19 @@ inline CommandResult run_command(const std::string& command, const std::filesyst
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err), s};
 }
 
+#ifdef VMOE_BINARY
+// Runs `vmoe ARGS` (the binary under test) with its output captured in `dir`.
+inline CommandResult run_vmoe(const std::string& args, const std::filesystem::path& dir) {
+  return run_command(std::string(VMOE_BINARY) + " " + args, dir);
+}
+#endif
+
+// Overrides for a quick training run: 3 steps of a 2-layer model on 256 images (at least 5 of
+// each class), evaluated on 200.
+inline const std::string kTinyRun =
+    " --set train.num_steps=3 --set data.num_train_examples=256 --set eval.num_examples=200"
+    " --set model.num_layers=2 --set data.batch_size=32 --set output.progress=NONE";
+
 // The error is exactly one line starting with "vmoe: error:" and containing `what`, exit 1.
 inline void check_one_line_error(const CommandResult& r, const std::string& what) {
   INFO("stderr: " << r.err);

@@ -30,9 +30,7 @@ fs::path scratch(const std::string& name) {
   return vmoe::testing::scratch_dir("ckpt_" + name);
 }
 
-RunResult run_vmoe(const std::string& args, const fs::path& dir) {
-  return vmoe::testing::run_command(std::string(VMOE_BINARY) + " " + args, dir);
-}
+using vmoe::testing::run_vmoe;
 
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;

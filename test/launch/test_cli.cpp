@@ -24,19 +24,13 @@ fs::path scratch(const std::string& name) {
   return vmoe::testing::scratch_dir("cli_" + name);
 }
 
-// Runs `vmoe ARGS` with stdout and stderr captured in files.
-RunResult run_vmoe(const std::string& args, const fs::path& dir) {
-  return vmoe::testing::run_command(std::string(VMOE_BINARY) + " " + args, dir);
-}
+using vmoe::testing::run_vmoe;
 
 const std::string kConfig =
     std::string(VMOE_SOURCE_DIR) + "/configs/experiments/fashion_vit_ti.textproto";
 const std::string kData = "/usr/share/datasets/fashion-mnist";
 
-// Small and fast: 3 steps on 256 images, a 2-layer model, evaluation on 200 images.
-const std::string kTiny =
-    " --set train.num_steps=3 --set data.num_train_examples=256 --set eval.num_examples=200"
-    " --set model.num_layers=2 --set data.batch_size=32 --set output.progress=NONE";
+using vmoe::testing::kTinyRun;
 
 using vmoe::testing::check_one_line_error;
 
@@ -49,7 +43,8 @@ TEST_CASE("cli: train writes metrics, config and weights, and eval reproduces th
   }
   const fs::path dir = scratch("train");
   const fs::path work = dir / "work";
-  RunResult r = run_vmoe("train --config " + kConfig + " --workdir " + work.string() + kTiny, dir);
+  RunResult r =
+      run_vmoe("train --config " + kConfig + " --workdir " + work.string() + kTinyRun, dir);
   INFO("stderr: " << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(r.out.find("test accuracy: ") != std::string::npos);
@@ -84,7 +79,7 @@ TEST_CASE("cli: train writes metrics, config and weights, and eval reproduces th
 TEST_CASE("cli: a missing dataset file is a one-line error naming the file") {
   const fs::path dir = scratch("missing_data");
   RunResult r = run_vmoe("train --config " + kConfig + " --workdir " + (dir / "w").string() +
-                             kTiny + " --set data.dir=" + (dir / "nodata").string(),
+                             kTinyRun + " --set data.dir=" + (dir / "nodata").string(),
                          dir);
   check_one_line_error(r, (dir / "nodata").string());
 }
@@ -127,7 +122,7 @@ TEST_CASE("cli: a model that does not match the data is a one-line error") {
   }
   const fs::path dir = scratch("shape");
   RunResult r = run_vmoe("train --config " + kConfig + " --workdir " + (dir / "w").string() +
-                             kTiny + " --set model.image_size=32",
+                             kTinyRun + " --set model.image_size=32",
                          dir);
   check_one_line_error(r, "model expects 32x32x1");
 }
@@ -136,7 +131,7 @@ TEST_CASE("cli: an unwritable workdir is a one-line error naming it") {
   const fs::path dir = scratch("workdir");
   std::ofstream(dir / "file") << "not a directory";
   const std::string workdir = (dir / "file" / "run").string();
-  RunResult r = run_vmoe("train --config " + kConfig + " --workdir " + workdir + kTiny, dir);
+  RunResult r = run_vmoe("train --config " + kConfig + " --workdir " + workdir + kTinyRun, dir);
   check_one_line_error(r, workdir);
 }
 
@@ -151,7 +146,7 @@ namespace {
 const std::string kMoeConfig =
     std::string(VMOE_SOURCE_DIR) + "/configs/experiments/fashion_vmoe_ti.textproto";
 // 2 images per routing group so that the 200 evaluation images form whole groups.
-const std::string kTinyMoe = kTiny + " --set model.moe.images_per_group=2";
+const std::string kTinyMoe = kTinyRun + " --set model.moe.images_per_group=2";
 
 }  // namespace
 
@@ -172,7 +167,7 @@ TEST_CASE("cli: V-MoE trains, logs per-layer routing metrics and sweeps test-tim
     std::getline(metrics, l);
     return l;
   }());
-  // kTiny keeps 2 blocks: Every-2 puts the one MoE layer in block 1.
+  // kTinyRun keeps 2 blocks: Every-2 puts the one MoE layer in block 1.
   CHECK_FALSE(first.contains("moe/block_03/dropped_fraction"));
   for (const char* key :
        {"train/aux_loss", "moe/block_01/importance_loss", "moe/block_01/load_loss",
@@ -259,7 +254,7 @@ TEST_CASE("cli: test-time capacity options need a V-MoE and valid values") {
   }
   const fs::path dir = scratch("capacity_errors");
   const fs::path work = dir / "work";
-  REQUIRE(run_vmoe("train --config " + kConfig + " --workdir " + work.string() + kTiny, dir)
+  REQUIRE(run_vmoe("train --config " + kConfig + " --workdir " + work.string() + kTinyRun, dir)
               .exit_code == 0);
   check_one_line_error(run_vmoe("eval --workdir " + work.string() + " --capacity-factor 0.5", dir),
                        "need a V-MoE model");
@@ -274,13 +269,13 @@ TEST_CASE("cli: mixup trains with soft targets, and is refused with the sigmoid 
   }
   const fs::path dir = scratch("mixup");
   RunResult r = run_vmoe("train --config " + kConfig + " --workdir " + (dir / "w").string() +
-                             kTiny + " --set data.mixup_alpha=0.2",
+                             kTinyRun + " --set data.mixup_alpha=0.2",
                          dir);
   INFO("stderr: " << r.err);
   CHECK(r.exit_code == 0);
   CHECK(r.out.find("test accuracy: ") != std::string::npos);
   check_one_line_error(
-      run_vmoe("train --config " + kConfig + " --workdir " + (dir / "w2").string() + kTiny +
+      run_vmoe("train --config " + kConfig + " --workdir " + (dir / "w2").string() + kTinyRun +
                    " --set data.mixup_alpha=0.2 --set train.loss=SIGMOID_XENT",
                dir),
       "data.mixup_alpha > 0 needs train.loss SOFTMAX_XENT");

@@ -19,9 +19,7 @@ using RunResult = vmoe::testing::CommandResult;
 
 namespace {
 
-RunResult run_vmoe(const std::string& args, const fs::path& dir) {
-  return vmoe::testing::run_command(std::string(VMOE_BINARY) + " " + args, dir);
-}
+using vmoe::testing::run_vmoe;
 
 // The CHW pixel byte of CIFAR fixture record r, channel c, pixel p.
 uint8_t pixel(int r, int c, int p) {

@@ -16,17 +16,12 @@ namespace {
 using vmoe::testing::slurp;
 using RunResult = vmoe::testing::CommandResult;
 
-RunResult run_vmoe(const std::string& args, const fs::path& dir) {
-  return vmoe::testing::run_command(std::string(VMOE_BINARY) + " " + args, dir);
-}
+using vmoe::testing::run_vmoe;
 
 const std::string kConfig =
     std::string(VMOE_SOURCE_DIR) + "/configs/experiments/fashion_vit_ti.textproto";
 const std::string kData = "/usr/share/datasets/fashion-mnist";
-// 3 steps on 256 training images (so every class has at least 5), 200 test images.
-const std::string kTiny =
-    " --set train.num_steps=3 --set data.num_train_examples=256 --set eval.num_examples=200"
-    " --set model.num_layers=2 --set data.batch_size=32 --set output.progress=NONE";
+using vmoe::testing::kTinyRun;
 
 using vmoe::testing::check_one_line_error;
 
@@ -39,7 +34,7 @@ TEST_CASE("cli: eval --fewshot prints a table, writes fewshot.csv and is determi
   }
   const fs::path dir = vmoe::testing::scratch_dir("cli_fewshot");
   const fs::path work = dir / "work";
-  REQUIRE(run_vmoe("train --config " + kConfig + " --workdir " + work.string() + kTiny, dir)
+  REQUIRE(run_vmoe("train --config " + kConfig + " --workdir " + work.string() + kTinyRun, dir)
               .exit_code == 0);
   RunResult r = run_vmoe("eval --workdir " + work.string() + " --fewshot 1,5", dir);
   INFO("stdout: " << r.out << "\nstderr: " << r.err);

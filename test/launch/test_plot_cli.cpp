@@ -19,9 +19,7 @@ namespace {
 
 using vmoe::testing::CommandResult;
 
-CommandResult run_vmoe(const std::string& args, const fs::path& dir) {
-  return vmoe::testing::run_command(std::string(VMOE_BINARY) + " " + args, dir);
-}
+using vmoe::testing::run_vmoe;
 
 const std::string kData = "/usr/share/datasets/fashion-mnist";
 const std::string kMoeConfig =
