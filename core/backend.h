@@ -1,18 +1,30 @@
-// A backend is a table of kernels for one device type. Ops (core/ops_*.cpp) check arguments,
-// allocate outputs and call these; kernels may assume checked, contiguous inputs unless a
-// comment says "strided". The CPU backend (core/cpu/) is the reference for every other one.
+// A backend is a table of memory functions and kernels for one device type, filled by name
+// (designated initialisers). Ops (core/ops_*.cpp) check arguments, allocate outputs and call
+// these; kernels may assume checked, contiguous inputs unless a comment says "strided".
+// Entries marked optional may be nullptr; `supports` says which dtypes an entry handles, so
+// that a test reports what a backend lacks as skipped, never as passed. The CPU backend
+// (core/cpu/) is the reference for every other one.
 #pragma once
 #include <cstdint>
 
+#include "core/allocator.h"
+#include "core/optim/update_options.h"
 #include "core/rng.h"
+#include "core/slot_layout.h"
 #include "core/tensor.h"
 
 namespace vmoe {
 
-enum class BinaryOp : uint8_t { add, sub, mul, div };
+enum class BinaryOp : uint8_t { add, sub, mul, div, equal };  // equal: 1 where a == b, else 0
 enum class UnaryOp : uint8_t { neg, exp, log, tanh, sigmoid, relu, sqrt, square, gelu, normal_cdf };
+enum class SoftmaxKind : bool { plain = false, log = true };
+enum class Distribution : bool { uniform = false, normal = true };
+enum class PatchDirection : bool { to_patches = false, to_images = true };
+enum class ScanDirection : bool { forward = false, reverse = true };
+enum class SortOrder : bool { ascending = false, descending = true };
 
 // C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] for b < batch; row-major; strides in elements.
+// a, b, c are device pointers (Tensor::device_data()).
 struct GemmArgs {
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0, batch = 1;
@@ -25,55 +37,148 @@ struct GemmArgs {
   DType dtype = DType::f32;
 };
 
+// One fused optimizer update over flat [n] buffers of one dtype (f32 or f64). When
+// grad_norm_sq ([] f64, the squared global gradient norm) is given and max_norm > 0, the
+// gradients are first scaled by max_norm / norm where norm > max_norm (global-norm clipping).
+struct UpdateArgs {
+  Tensor values, grads, decay_mask;  // [n]
+  Tensor slot_a, slot_b;             // AdamW: m, v; SGD: trace (slot_b undefined)
+  Tensor grad_norm_sq;               // [] f64, or undefined: no clipping
+  double max_norm = 0;
+  double lr = 0;
+  int64_t step = 1;  // 1-based update number (Adam's bias correction)
+};
+
+// The entries a backend may lack, for Backend::supports.
+enum class Entry : uint8_t {
+  copy,
+  fill,
+  binary,
+  unary,
+  unary_backward,
+  add_scaled,
+  scale,
+  sum_squares,
+  reduce_sum,
+  max_last,
+  gemm,
+  softmax,
+  softmax_backward,
+  layer_norm,
+  layer_norm_backward,
+  softmax_xent,
+  sigmoid_xent,
+  dropout_mask,
+  random_fill,
+  patches,
+  index_select,
+  index_add,
+  gather,
+  gather_backward,
+  topk,
+  argsort,
+  cumsum,
+  one_hot,
+  assign_slots,
+  adamw_update,
+  sgd_update
+};
+
 struct Backend {
+  const char* name = nullptr;
+
+  // ---- memory ----
+  Allocator* allocator = nullptr;  // every Storage of this device type comes from here
+  // Contiguous byte copies; host pointers are ordinary memory.
+  void (*copy_to_host)(const void* device_src, void* host_dst, size_t bytes) = nullptr;
+  void (*copy_from_host)(const void* host_src, void* device_dst, size_t bytes) = nullptr;
+  // Waits until the device has finished all work queued so far.
+  void (*synchronize)() = nullptr;
+
+  // ---- elementwise ----
   // strided -> strided copy with dtype conversion; shapes equal.
-  void (*copy)(const Tensor& src, const Tensor& dst);
-  void (*fill)(const Tensor& dst, double value);  // strided
+  void (*copy)(const Tensor& src, const Tensor& dst) = nullptr;
+  void (*fill)(const Tensor& dst, double value) = nullptr;  // strided
   // a, b: strided views already broadcast to out's shape.
-  void (*binary)(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
-  void (*unary)(UnaryOp op, const Tensor& x, const Tensor& out);
+  void (*binary)(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) = nullptr;
+  void (*unary)(UnaryOp op, const Tensor& x, const Tensor& out) = nullptr;
   // gx = gy * d op(x)/dx, given y = op(x).
   void (*unary_backward)(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy,
-                         const Tensor& gx);
-  void (*add_scaled)(const Tensor& dst, const Tensor& src, double alpha);  // dst += alpha*src
-  void (*scale)(const Tensor& dst, double s);
-  double (*sum_squares)(const Tensor& x);
+                         const Tensor& gx) = nullptr;
+  void (*add_scaled)(const Tensor& dst, const Tensor& src, double alpha) = nullptr;  // dst += a*src
+  void (*scale)(const Tensor& dst, double s) = nullptr;
+
+  // ---- reductions ----
+  // out [1] f64 += sum of x's squares (accumulated in double).
+  void (*sum_squares)(const Tensor& x, const Tensor& out) = nullptr;
   // out keeps x's rank with size 1 on reduced axes.
-  void (*reduce_sum)(const Tensor& x, const Tensor& out);
+  void (*reduce_sum)(const Tensor& x, const Tensor& out) = nullptr;
   // Max over the last axis of x [R, N] -> values [R], arg i64 [R].
-  void (*max_last)(const Tensor& x, const Tensor& values, const Tensor& arg);
-  void (*gemm)(const GemmArgs& args);
-  // Over the last axis; log selects log-softmax.
-  void (*softmax)(const Tensor& x, const Tensor& y, bool log);
-  void (*softmax_backward)(const Tensor& y, const Tensor& gy, const Tensor& gx, bool log);
-  // x [R, D]; mean, rstd [R] f64-free (same dtype as x).
+  void (*max_last)(const Tensor& x, const Tensor& values, const Tensor& arg) = nullptr;
+  // x viewed as [outer, n, inner]; reverse runs from the end (the backward of cumsum).
+  void (*cumsum)(const Tensor& x, int64_t outer, int64_t n, int64_t inner, ScanDirection dir,
+                 const Tensor& out) = nullptr;
+
+  // ---- matrix products ----
+  void (*gemm)(const GemmArgs& args) = nullptr;
+
+  // ---- neural-network ops ----
+  // Over the last axis.
+  void (*softmax)(const Tensor& x, const Tensor& y, SoftmaxKind kind) = nullptr;
+  void (*softmax_backward)(const Tensor& y, const Tensor& gy, const Tensor& gx,
+                           SoftmaxKind kind) = nullptr;
+  // x [R, D]; mean, rstd [R] (same dtype as x).
   void (*layer_norm)(const Tensor& x, const Tensor& scale, const Tensor& bias, double eps,
-                     const Tensor& y, const Tensor& mean, const Tensor& rstd);
+                     const Tensor& y, const Tensor& mean, const Tensor& rstd) = nullptr;
   void (*layer_norm_backward)(const Tensor& x, const Tensor& scale, const Tensor& mean,
                               const Tensor& rstd, const Tensor& gy, const Tensor& gx,
-                              const Tensor& gscale, const Tensor& gbias);
-  // logits [B, C], labels [B] -> per-example loss [B]; dlogits = d(mean loss)/dlogits.
+                              const Tensor& gscale, const Tensor& gbias) = nullptr;
+  // logits [B, C], labels i32 [B] -> per-example loss [B]; dlogits = d(mean loss)/dlogits.
+  // A label outside [0, C) is a kernel error (core/kernel_errors.h); its row gets loss 0.
   void (*softmax_xent)(const Tensor& logits, const Tensor& labels, const Tensor& loss,
-                       const Tensor& dlogits);
+                       const Tensor& dlogits) = nullptr;
   void (*sigmoid_xent)(const Tensor& logits, const Tensor& labels, const Tensor& loss,
-                       const Tensor& dlogits);
-  void (*dropout_mask)(const Tensor& mask, double rate, RngKey key, uint64_t offset);
-  void (*random_fill)(const Tensor& out, RngKey key, uint64_t offset, bool normal, double lo,
-                      double hi);
-  void (*patches)(const Tensor& images, int64_t p, const Tensor& out, bool backward);
-  void (*index_select)(const Tensor& x, const Tensor& idx, const Tensor& out);
-  void (*index_add)(const Tensor& src, const Tensor& idx, const Tensor& out);  // out += ...
-  void (*gather)(const Tensor& x, const Tensor& idx, const Tensor& out);
-  void (*gather_backward)(const Tensor& gy, const Tensor& idx, const Tensor& gx);
-  void (*topk)(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices);
-  void (*argsort)(const Tensor& x, bool descending, const Tensor& out);
-  // x viewed as [outer, n, inner]; reverse runs from the end (the backward of cumsum).
-  void (*cumsum)(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool reverse,
-                 const Tensor& out);
-  void (*one_hot)(const Tensor& idx, const Tensor& out);
+                       const Tensor& dlogits) = nullptr;
+  void (*dropout_mask)(const Tensor& mask, double rate, RngKey key, uint64_t offset) = nullptr;
+  void (*random_fill)(const Tensor& out, RngKey key, uint64_t offset, Distribution dist, double lo,
+                      double hi) = nullptr;
+  // to_patches: images [B, H, W, C] -> patches [B, N, p*p*C]; to_images writes images.
+  void (*patches)(const Tensor& images, int64_t p, const Tensor& patches,
+                  PatchDirection dir) = nullptr;
+
+  // ---- indexing (indices out of range are kernel errors; the element counts as absent) ----
+  void (*index_select)(const Tensor& x, const Tensor& idx, const Tensor& out) = nullptr;
+  void (*index_add)(const Tensor& src, const Tensor& idx, const Tensor& out) = nullptr;  // out +=
+  void (*gather)(const Tensor& x, const Tensor& idx, const Tensor& out) = nullptr;
+  void (*gather_backward)(const Tensor& gy, const Tensor& idx, const Tensor& gx) = nullptr;
+  void (*topk)(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices) = nullptr;
+  void (*argsort)(const Tensor& x, SortOrder order, const Tensor& out) = nullptr;  // stable
+  void (*one_hot)(const Tensor& idx, const Tensor& out) = nullptr;
+
+  // ---- routing ----
+  // experts [N, k] i64 (best first); order [N] i64: for each group, the group-local positions
+  // of its tokens in the order they take slots (a permutation of [0, S_g); Batch Prioritized
+  // Routing), or undefined for token order. -> combine_rows [N * k] i64 (buffer row of each
+  // assignment, -1 dropped), dispatch_rows [E * R] i64 (token of each row, -1 padding),
+  // expert_load [E] i64 (kept assignments per expert). k-major: every token's 1st choice
+  // before any token's 2nd.
+  void (*assign_slots)(const Tensor& experts, const Tensor& order, const SlotLayout& layout,
+                       const Tensor& combine_rows, const Tensor& dispatch_rows,
+                       const Tensor& expert_load) = nullptr;
+
+  // ---- optimizer updates (fused; gradients are not modified) ----
+  void (*adamw_update)(const UpdateArgs& args, const AdamWOptions& options) = nullptr;
+  void (*sgd_update)(const UpdateArgs& args, const SgdOptions& options) = nullptr;
+
+  // Whether `entry` handles `dtype` (nullptr: every dtype the op layer allows).
+  bool (*supports_dtype)(Entry entry, DType dtype) = nullptr;
 };
 
 const Backend& backend_for(Device device);
 const Backend& cpu_backend();
+const Backend& cpu_strict_backend();
+
+// Whether `backend` has `entry` and it handles `dtype`.
+bool backend_supports(const Backend& backend, Entry entry, DType dtype);
 
 }  // namespace vmoe

@@ -6,16 +6,18 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "core/slot_layout.h"
 #include "core/tensor.h"
 
 namespace vmoe {
 
 // ---- creation ----
-Tensor arange(int64_t n, DType dtype = DType::i64);
+Tensor arange(int64_t n, DType dtype = DType::i64, Device device = default_device());
 // N(0, 1) / U[lo, hi) values that are a pure function of (key, offset + flat index).
-Tensor randn(const Shape& shape, RngKey key, uint64_t offset = 0, DType dtype = DType::f32);
+Tensor randn(const Shape& shape, RngKey key, uint64_t offset = 0, DType dtype = DType::f32,
+             Device device = default_device());
 Tensor rand_uniform(const Shape& shape, RngKey key, double lo, double hi, uint64_t offset = 0,
-                    DType dtype = DType::f32);
+                    DType dtype = DType::f32, Device device = default_device());
 
 // ---- views and copies (differentiable) ----
 Tensor reshape(const Tensor& x, const Shape& shape);  // one -1 allowed; a view when possible
@@ -36,6 +38,8 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
+// 1 where a == b, else 0 (floats, broadcasting). Not differentiable.
+Tensor equal(const Tensor& a, const Tensor& b);
 Tensor add_scalar(const Tensor& a, double s);
 Tensor mul_scalar(const Tensor& a, double s);
 Tensor neg(const Tensor& x);
@@ -138,11 +142,25 @@ Tensor argmax(const Tensor& x);
 // One-hot i32/i64 [...] -> dtype [..., classes].
 Tensor one_hot(const Tensor& idx, int64_t classes, DType dtype = DType::f32);
 
+// ---- routing: V-MoE slot assignment on the device (core/slot_layout.h; not recorded) ----
+// For each group of `layout`, the group-local positions of its tokens by descending priority
+// [N] (stable: ties keep token order): Batch Prioritized Routing's order.
+Tensor priority_order(const Tensor& priority, const SlotLayout& layout);
+struct SlotAssignment {
+  Tensor combine_rows;   // [N * k] i64 buffer row of each (token, choice), -1 = dropped
+  Tensor dispatch_rows;  // [E * R] i64 token of each buffer row, -1 = padding
+  Tensor expert_load;    // [E] i64 kept assignments per expert
+};
+// experts [N, k] i64 chosen experts, best first; order: priority_order(...) or undefined for
+// token order. k-major: every token's 1st choice takes a slot before any token's 2nd.
+SlotAssignment assign_slots(const Tensor& experts, const Tensor& order, const SlotLayout& layout);
+
 // ---- in-place helpers for optimizers and gradients (not recorded) ----
 void add_(Tensor& dst, const Tensor& src, double alpha = 1.0);  // dst += alpha * src
 void scale_(Tensor& dst, double s);
-// Sum of squares of every element (double accumulation).
-double sum_squares(const Tensor& x);
+// Sum of squares of every element: a one-element f64 tensor [] on x's device (double
+// accumulation).
+Tensor sum_squares(const Tensor& x);
 
 // Axis normalisation shared by ops: negative axes count from the end.
 int64_t normalize_axis(int64_t axis, int64_t rank, const char* op);

@@ -47,6 +47,8 @@ Tensor binary_op(BinaryOp op, const char* name, const Tensor& a, const Tensor& b
           if (need_a) ga = sum_to(div(g, b), a.shape());
           if (need_b) gb = sum_to(neg(div(mul(g, a), mul(b, b))), b.shape());
           break;
+        case BinaryOp::equal:  // piecewise constant: no gradient (equal() never records)
+          break;
       }
       return std::vector<Tensor>{ga, gb};
     });
@@ -77,6 +79,11 @@ Tensor scalar_like(const Tensor& x, double s) {
 }
 
 }  // namespace
+
+Tensor equal(const Tensor& a, const Tensor& b) {
+  NoGrad no_grad;
+  return binary_op(BinaryOp::equal, "equal", a.detach(), b.detach());
+}
 
 Tensor add(const Tensor& a, const Tensor& b) {
   return binary_op(BinaryOp::add, "add", a, b);
@@ -143,9 +150,11 @@ void scale_(Tensor& dst, double s) {
   backend_for(dst.device()).scale(dst, s);
 }
 
-double sum_squares(const Tensor& x) {
+Tensor sum_squares(const Tensor& x) {
   check_defined("sum_squares", x, "x");
-  return backend_for(x.device()).sum_squares(contiguous(x));
+  Tensor out = Tensor::zeros({}, DType::f64, x.device());
+  backend_for(x.device()).sum_squares(contiguous(x), out);
+  return out;
 }
 
 }  // namespace vmoe

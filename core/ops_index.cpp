@@ -9,16 +9,11 @@ namespace vmoe {
 
 namespace {
 
-void check_row_indices(const char* op, const Tensor& idx, int64_t rows) {
+// Index values are checked by the kernels (core/kernel_errors.h): no host read here.
+void check_row_indices(const char* op, const Tensor& idx, const Tensor& data) {
   check_index(op, idx, "idx");
   if (idx.dim() != 1) op_error(op, "idx must be 1-D, got " + idx.desc());
-  Tensor i64 = contiguous(to_dtype(idx, DType::i64));
-  const int64_t* p = i64.data<int64_t>();
-  for (int64_t i = 0; i < i64.numel(); ++i) {
-    if (p[i] < -1 || p[i] >= rows)
-      op_error(op, "index " + std::to_string(p[i]) + " at position " + std::to_string(i) +
-                       " is outside [-1, " + std::to_string(rows) + ")");
-  }
+  check_same_device(op, idx, data);
 }
 
 Shape with_rows(const Shape& s, int64_t rows) {
@@ -32,7 +27,7 @@ Shape with_rows(const Shape& s, int64_t rows) {
 Tensor index_select(const Tensor& x_in, const Tensor& idx_in) {
   check_defined("index_select", x_in, "x");
   if (x_in.dim() < 1) op_error("index_select", "x must have rank >= 1, got " + x_in.desc());
-  check_row_indices("index_select", idx_in, x_in.size(0));
+  check_row_indices("index_select", idx_in, x_in);
   Tensor x = contiguous(x_in), idx = contiguous(idx_in);
   Tensor out = Tensor::empty(with_rows(x.shape(), idx.numel()), x.dtype(), x.device());
   backend_for(x.device()).index_select(x, idx, out);
@@ -47,7 +42,8 @@ Tensor index_select(const Tensor& x_in, const Tensor& idx_in) {
 Tensor index_add(int64_t rows, const Tensor& idx_in, const Tensor& src_in) {
   check_defined("index_add", src_in, "src");
   check_float("index_add", src_in, "src");
-  check_row_indices("index_add", idx_in, rows);
+  check_row_indices("index_add", idx_in, src_in);
+  if (rows < 0) op_error("index_add", "rows must be >= 0, got " + std::to_string(rows));
   if (src_in.dim() < 1 || src_in.size(0) != idx_in.numel())
     op_error("index_add",
              "src " + src_in.desc() + " needs one row per index, got " + idx_in.desc());
@@ -71,15 +67,8 @@ Tensor gather(const Tensor& x_in, const Tensor& idx_in) {
     if (x_in.shape()[size_t(i)] != idx_in.shape()[size_t(i)])
       op_error("gather",
                "x " + x_in.desc() + " and idx " + idx_in.desc() + " differ outside the last axis");
+  check_same_device("gather", x_in, idx_in);
   Tensor x = contiguous(x_in), idx = contiguous(idx_in);
-  {
-    Tensor i64 = contiguous(to_dtype(idx, DType::i64));
-    const int64_t* p = i64.data<int64_t>();
-    for (int64_t i = 0; i < i64.numel(); ++i)
-      if (p[i] < 0 || p[i] >= x.size(-1))
-        op_error("gather", "index " + std::to_string(p[i]) + " outside [0, " +
-                               std::to_string(x.size(-1)) + ")");
-  }
   Tensor out = Tensor::empty(idx.shape(), x.dtype(), x.device());
   backend_for(x.device()).gather(x, idx, out);
   if (needs_grad({&x})) {
@@ -115,7 +104,8 @@ Tensor argsort(const Tensor& x_in, Order order) {
   if (x_in.dim() < 1) op_error("argsort", "x must have rank >= 1, got " + x_in.desc());
   Tensor x = contiguous(x_in);
   Tensor out = Tensor::empty(x.shape(), DType::i64, x.device());
-  backend_for(x.device()).argsort(x, order == Order::descending, out);
+  backend_for(x.device())
+      .argsort(x, order == Order::descending ? SortOrder::descending : SortOrder::ascending, out);
   return out;
 }
 
@@ -134,13 +124,8 @@ Tensor argmax(const Tensor& x_in) {
 
 Tensor one_hot(const Tensor& idx_in, int64_t classes, DType dtype) {
   check_index("one_hot", idx_in, "idx");
+  if (classes < 1) op_error("one_hot", "classes must be >= 1, got " + std::to_string(classes));
   Tensor idx = contiguous(idx_in);
-  Tensor i64 = contiguous(to_dtype(idx, DType::i64));
-  const int64_t* p = i64.data<int64_t>();
-  for (int64_t i = 0; i < i64.numel(); ++i)
-    if (p[i] < 0 || p[i] >= classes)
-      op_error("one_hot",
-               "index " + std::to_string(p[i]) + " outside [0, " + std::to_string(classes) + ")");
   Shape shape = idx.shape();
   shape.push_back(classes);
   Tensor out = Tensor::empty(shape, dtype, idx.device());

@@ -28,9 +28,9 @@ Tensor matmul_core(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
   g.n = n;
   g.k = k;
   g.batch = batch;
-  g.a = a.raw_data();
-  g.b = b.raw_data();
-  g.c = out.raw_data();
+  g.a = a.device_raw();
+  g.b = b.device_raw();
+  g.c = out.device_raw();
   g.lda = ac;
   g.ldb = bc;
   g.ldc = n;
@@ -96,7 +96,9 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
     op_error("linear", "bias " + bias.desc() + " does not match kernel " + w.desc());
   Tensor x = contiguous(x_in);
   Tensor wc = contiguous(w);
-  const int64_t rows = x.numel() / k;
+  int64_t rows = 1;  // not numel / k: K may be 0
+  for (int64_t i = 0; i + 1 < x.dim(); ++i)
+    rows *= x.size(i);
   Shape out_shape = x.shape();
   out_shape.back() = n;
   Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
@@ -111,9 +113,9 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   g.m = rows;
   g.n = n;
   g.k = k;
-  g.a = x.raw_data();
-  g.b = wc.raw_data();
-  g.c = out.raw_data();
+  g.a = x.device_raw();
+  g.b = wc.device_raw();
+  g.c = out.device_raw();
   g.lda = k;
   g.ldb = n;
   g.ldc = n;

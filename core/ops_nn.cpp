@@ -8,19 +8,19 @@ namespace vmoe {
 
 namespace {
 
-Tensor softmax_impl(const Tensor& x_in, bool log, const char* name) {
+Tensor softmax_impl(const Tensor& x_in, SoftmaxKind kind, const char* name) {
   check_defined(name, x_in, "x");
   check_float(name, x_in, "x");
   if (x_in.dim() < 1 || x_in.size(-1) == 0)
     op_error(name, "needs a non-empty last axis, got " + x_in.desc());
   Tensor x = contiguous(x_in);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  backend_for(x.device()).softmax(x, y, log);
+  backend_for(x.device()).softmax(x, y, kind);
   if (needs_grad({&x})) {
     Tensor saved = y.detach();
-    record(name, y, {x}, [saved, log](const Tensor& g) {
+    record(name, y, {x}, [saved, kind](const Tensor& g) {
       Tensor gx = Tensor::empty(saved.shape(), saved.dtype(), saved.device());
-      backend_for(saved.device()).softmax_backward(saved, contiguous(g), gx, log);
+      backend_for(saved.device()).softmax_backward(saved, contiguous(g), gx, kind);
       return std::vector<Tensor>{gx};
     });
   }
@@ -32,13 +32,8 @@ void check_labels(const char* op, const Tensor& logits, const Tensor& labels) {
   if (labels.dtype() != DType::i32) op_error(op, "labels must be i32, got " + labels.desc());
   if (labels.dim() != 1 || labels.size(0) != logits.size(0))
     op_error(op, "labels " + labels.desc() + " do not match logits " + logits.desc());
-  Tensor l = contiguous(labels);
-  const int32_t* p = l.data<int32_t>();
-  for (int64_t i = 0; i < l.numel(); ++i) {
-    if (p[i] < 0 || p[i] >= logits.size(1))
-      op_error(op, "label " + std::to_string(p[i]) + " at position " + std::to_string(i) +
-                       " is outside [0, " + std::to_string(logits.size(1)) + ")");
-  }
+  check_same_device(op, logits, labels);
+  // Label values are checked by the kernel (core/kernel_errors.h): no host read here.
 }
 
 using XentKernel = void (*)(const Tensor&, const Tensor&, const Tensor&, const Tensor&);
@@ -68,10 +63,10 @@ Tensor xent_impl(const Tensor& logits_in, const Tensor& labels, XentKernel kerne
 }  // namespace
 
 Tensor softmax(const Tensor& x) {
-  return softmax_impl(x, false, "softmax");
+  return softmax_impl(x, SoftmaxKind::plain, "softmax");
 }
 Tensor log_softmax(const Tensor& x) {
-  return softmax_impl(x, true, "log_softmax");
+  return softmax_impl(x, SoftmaxKind::log, "log_softmax");
 }
 
 Tensor layer_norm(const Tensor& x_in, const Tensor& scale, const Tensor& bias, double eps) {
@@ -132,12 +127,12 @@ Tensor image_to_patches(const Tensor& images_in, int64_t p) {
              "patch size " + std::to_string(p) + " does not tile images " + images_in.desc());
   Tensor images = contiguous(images_in);
   Tensor out = Tensor::empty({b, (h / p) * (w / p), p * p * c}, images.dtype(), images.device());
-  backend_for(images.device()).patches(images, p, out, false);
+  backend_for(images.device()).patches(images, p, out, PatchDirection::to_patches);
   if (needs_grad({&images})) {
     Shape ishape = images.shape();
     record("image_to_patches", out, {images}, [ishape, p](const Tensor& g) {
       Tensor gi = Tensor::empty(ishape, g.dtype(), g.device());
-      backend_for(g.device()).patches(gi, p, contiguous(g), true);
+      backend_for(g.device()).patches(gi, p, contiguous(g), PatchDirection::to_images);
       return std::vector<Tensor>{gi};
     });
   }

@@ -131,12 +131,12 @@ Tensor cumsum(const Tensor& x_in, int64_t axis) {
     inner *= x.shape()[size_t(i)];
   const int64_t n = x.shape()[size_t(a)];
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  backend_for(x.device()).cumsum(x, outer, n, inner, false, out);
+  backend_for(x.device()).cumsum(x, outer, n, inner, ScanDirection::forward, out);
   if (needs_grad({&x})) {
     record("cumsum", out, {x}, [outer, n, inner](const Tensor& g_in) {
       Tensor g = contiguous(g_in);
       Tensor gx = Tensor::empty(g.shape(), g.dtype(), g.device());
-      backend_for(g.device()).cumsum(g, outer, n, inner, true, gx);
+      backend_for(g.device()).cumsum(g, outer, n, inner, ScanDirection::reverse, gx);
       return std::vector<Tensor>{gx};
     });
   }

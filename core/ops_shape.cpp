@@ -28,23 +28,28 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   return out;
 }
 
-Tensor arange(int64_t n, DType dtype) {
-  std::vector<int64_t> v(size_t(std::max<int64_t>(n, 0)));
-  std::iota(v.begin(), v.end(), 0);
-  Tensor t = Tensor::from_vector(v, {int64_t(v.size())});
-  return dtype == DType::i64 ? t : to_dtype(t, dtype);
+Tensor arange(int64_t n, DType dtype, Device device) {
+  // The cumulative sum of (0, 1, 1, ..., 1), made on the device: no host data to copy.
+  if (n < 0) op_error("arange", "n must be >= 0, got " + std::to_string(n));
+  const Backend& b = backend_for(device);
+  Tensor steps = Tensor::full({n + 1}, 1.0, DType::i64, device);
+  b.fill(steps.slice(0, 0, 1), 0.0);
+  Tensor out = Tensor::empty({n + 1}, DType::i64, device);
+  b.cumsum(steps, 1, n + 1, 1, ScanDirection::forward, out);
+  out = out.slice(0, 0, n);
+  return dtype == DType::i64 ? out : to_dtype(out, dtype);
 }
 
-Tensor randn(const Shape& shape, RngKey key, uint64_t offset, DType dtype) {
-  Tensor t = Tensor::empty(shape, dtype);
-  backend_for(t.device()).random_fill(t, key, offset, true, 0, 0);
+Tensor randn(const Shape& shape, RngKey key, uint64_t offset, DType dtype, Device device) {
+  Tensor t = Tensor::empty(shape, dtype, device);
+  backend_for(device).random_fill(t, key, offset, Distribution::normal, 0, 0);
   return t;
 }
 
 Tensor rand_uniform(const Shape& shape, RngKey key, double lo, double hi, uint64_t offset,
-                    DType dtype) {
-  Tensor t = Tensor::empty(shape, dtype);
-  backend_for(t.device()).random_fill(t, key, offset, false, lo, hi);
+                    DType dtype, Device device) {
+  Tensor t = Tensor::empty(shape, dtype, device);
+  backend_for(device).random_fill(t, key, offset, Distribution::uniform, lo, hi);
   return t;
 }
 

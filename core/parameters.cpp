@@ -22,7 +22,8 @@ void initialize(Tensor& t, const InitSpec& spec, RngKey key) {
   if (spec.same_for_leading && t.dim() >= 1) {
     InitSpec one = spec;
     one.same_for_leading = false;
-    Tensor first = Tensor::empty(Shape(t.shape().begin() + 1, t.shape().end()), t.dtype());
+    Tensor first =
+        Tensor::empty(Shape(t.shape().begin() + 1, t.shape().end()), t.dtype(), t.device());
     initialize(first, one, key);
     for (int64_t i = 0; i < t.size(0); ++i) {
       Tensor row = t.slice(0, i, i + 1).reshape(first.shape());
@@ -40,14 +41,14 @@ void initialize(Tensor& t, const InitSpec& spec, RngKey key) {
       fill_(t, spec.value);
       return;
     case InitSpec::Kind::normal:
-      v = randn(shape, key, 0, DType::f64) * spec.value;
+      v = randn(shape, key, 0, DType::f64, t.device()) * spec.value;
       break;
     case InitSpec::Kind::uniform:
-      v = rand_uniform(shape, key, -spec.value, spec.value, 0, DType::f64);
+      v = rand_uniform(shape, key, -spec.value, spec.value, 0, DType::f64, t.device());
       break;
     case InitSpec::Kind::xavier_uniform: {
       const double limit = std::sqrt(6.0 / (spec.fan_in + spec.fan_out));
-      v = rand_uniform(shape, key, -limit, limit, 0, DType::f64);
+      v = rand_uniform(shape, key, -limit, limit, 0, DType::f64, t.device());
       break;
     }
     case InitSpec::Kind::lecun_normal: {
@@ -63,7 +64,7 @@ void initialize(Tensor& t, const InitSpec& spec, RngKey key) {
         while (std::abs(z) >= 2.0);
         x = z * std;
       }
-      v = Tensor::from_vector(values, shape);
+      v = Tensor::from_vector(values, shape, t.device());  // drawn on the host: init only
       break;
     }
   }
@@ -99,9 +100,10 @@ void initialize_experts(Tensor& local, const InitSpec& spec, RngKey key, int64_t
 
 }  // namespace
 
-void ParameterStore::allocate(uint64_t seed, DType dtype) {
+void ParameterStore::allocate(uint64_t seed, DType dtype, Device device) {
   if (allocated_) throw std::logic_error("ParameterStore::allocate() called twice");
   dtype_ = dtype;
+  device_ = device;
   int64_t sizes[kNumShardings] = {0, 0};
   for (ParamInfo& p : infos_) {
     p.local_shape = p.shape;
@@ -117,9 +119,9 @@ void ParameterStore::allocate(uint64_t seed, DType dtype) {
     sizes[size_t(p.sharding)] += shape_numel(p.local_shape);
   }
   for (int s = 0; s < kNumShardings; ++s) {
-    flat_values_[s] = Tensor::zeros({sizes[s]}, dtype);
-    flat_grads_[s] = Tensor::zeros({sizes[s]}, dtype);
-    flat_decay_[s] = Tensor::zeros({sizes[s]}, dtype);
+    flat_values_[s] = Tensor::zeros({sizes[s]}, dtype, device);
+    flat_grads_[s] = Tensor::zeros({sizes[s]}, dtype, device);
+    flat_decay_[s] = Tensor::zeros({sizes[s]}, dtype, device);
   }
   const RngKey root{seed, 0};
   for (const ParamInfo& p : infos_) {

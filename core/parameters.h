@@ -67,8 +67,9 @@ class ParameterStore {
   const ExpertShard& expert_shard() const { return shard_; }
   // Allocates the flat buffers and initialises every parameter from `seed`; the values of a
   // parameter depend only on (seed, its name), not on declaration order, and an expert's
-  // values only on (seed, name, expert index), not on which process holds it.
-  void allocate(uint64_t seed, DType dtype = DType::f32);
+  // values only on (seed, name, expert index), not on which process holds it. Values,
+  // gradients (and the optimizers' state) live on `device`.
+  void allocate(uint64_t seed, DType dtype = DType::f32, Device device = default_device());
   bool allocated() const { return allocated_; }
 
   // The local value (expert parameters: this process's experts).
@@ -81,6 +82,7 @@ class ParameterStore {
   size_t size() const { return infos_.size(); }
   int64_t num_elements() const;  // global count, over all experts
   DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
 
   // [n] flat value / gradient buffer of one sharding class (may be empty).
   const Tensor& flat_values(Sharding s) const { return flat_values_[size_t(s)]; }
@@ -96,6 +98,7 @@ class ParameterStore {
   std::vector<Tensor> values_, grads_;
   Tensor flat_values_[kNumShardings], flat_grads_[kNumShardings], flat_decay_[kNumShardings];
   DType dtype_ = DType::f32;
+  Device device_ = kCpu;
   ExpertShard shard_;
   bool allocated_ = false;
 };

@@ -1,4 +1,6 @@
-// A reference-counted, 64-byte aligned buffer on one device. Tensors are views into a Storage.
+// A reference-counted buffer on one device, allocated through that device's backend (its
+// caching allocator). Tensors are views into a Storage. data() is a device pointer: only the
+// backend's kernels and copies may dereference it.
 #pragma once
 #include <cstddef>
 #include <memory>

@@ -115,13 +115,49 @@ std::string Tensor::desc() const {
   return shape_str(shape()) + " " + dtype_name(dtype());
 }
 
-void* Tensor::raw_data() const {
+void* Tensor::device_raw() const {
   const TensorImpl& t = checked(impl_);
   return static_cast<char*>(t.storage->data()) + t.offset * int64_t(dtype_size(t.dtype));
 }
 
+// Host access to memory the host cannot read is a bug in the caller: say which call and how
+// to fix it.
+static void require_host_readable(const Tensor& t, const char* call) {
+  if (!t.device().host_readable()) {
+    throw std::logic_error(std::string("Tensor::") + call + " on " + t.device().str() +
+                           " memory (" + t.desc() +
+                           "): the host cannot read it; copy it with .to(kCpu) or .cpu() first");
+  }
+}
+
+void* Tensor::raw_data() const {
+  require_host_readable(*this, "data()");
+  return device_raw();
+}
+
+Tensor Tensor::to(Device target) const {
+  const Device source = device();
+  if (source == target) return *this;
+  const Tensor src = detach().contiguous();
+  Tensor out = empty(shape(), dtype(), target);
+  const size_t bytes = size_t(numel()) * dtype_size(dtype());
+  if (bytes == 0) return out;
+  if (source.host_readable()) {
+    backend_for(target).copy_from_host(src.device_raw(), out.device_raw(), bytes);
+  } else if (target.host_readable()) {
+    backend_for(source).copy_to_host(src.device_raw(), out.device_raw(), bytes);
+  } else {
+    // Between two devices: staged through the host (peer copies belong to the device backend
+    // once there is more than one non-host device in a process).
+    Tensor staged = src.to(kCpu);
+    backend_for(target).copy_from_host(staged.device_raw(), out.device_raw(), bytes);
+  }
+  return out;
+}
+
 template <class T>
 std::vector<T> Tensor::to_vector() const {
+  require_host_readable(*this, "to_vector()");
   Tensor c = contiguous();
   const T* p = c.data<T>();
   return std::vector<T>(p, p + c.numel());
@@ -131,8 +167,10 @@ template std::vector<double> Tensor::to_vector<double>() const;
 template std::vector<int32_t> Tensor::to_vector<int32_t>() const;
 template std::vector<int64_t> Tensor::to_vector<int64_t>() const;
 template std::vector<uint8_t> Tensor::to_vector<uint8_t>() const;
+template std::vector<BFloat16> Tensor::to_vector<BFloat16>() const;
 
 double Tensor::item() const {
+  require_host_readable(*this, "item()");
   if (numel() != 1) throw std::invalid_argument("item() needs one element, got " + desc());
   Tensor d = to_dtype(*this, DType::f64).contiguous();
   return *d.data<double>();

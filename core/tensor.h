@@ -54,13 +54,18 @@ class Tensor {
   Tensor() = default;
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  // Uninitialised, contiguous.
-  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = kCpu);
-  static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = kCpu);
+  // Uninitialised, contiguous. The device defaults to default_device() (kCpu unless a test
+  // main changed it).
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32,
+                      Device device = default_device());
+  static Tensor zeros(const Shape& shape, DType dtype = DType::f32,
+                      Device device = default_device());
   static Tensor full(const Shape& shape, double value, DType dtype = DType::f32,
-                     Device device = kCpu);
+                     Device device = default_device());
+  // Host values copied to `device`.
   template <class T>
-  static Tensor from_vector(const std::vector<T>& values, const Shape& shape);
+  static Tensor from_vector(const std::vector<T>& values, const Shape& shape,
+                            Device device = default_device());
   // A view over existing storage.
   static Tensor view_of(std::shared_ptr<Storage> storage, const Shape& shape, const Shape& strides,
                         int64_t offset, DType dtype);
@@ -80,13 +85,27 @@ class Tensor {
   // "[2, 3] f32" — for error messages.
   std::string desc() const;
 
-  // Pointer to element [0, ..., 0]; T must match dtype().
+  // Host pointer to element [0, ..., 0]; T must match dtype(). Only for memory the host can
+  // read (device().host_readable()); anything else is an error naming the call: copy with
+  // to(kCpu) / cpu() first.
   template <class T>
   T* data() const;
   void* raw_data() const;
   template <class T>
-  std::vector<T> to_vector() const;  // contiguous copy in row-major order
-  double item() const;               // value of a one-element tensor as double
+  std::vector<T> to_vector() const;  // contiguous copy in row-major order (host memory only)
+  double item() const;               // value of a one-element tensor as double (host only)
+
+  // Pointer to element [0, ..., 0] in the device's own address space, unchecked: for backend
+  // kernels and copies, and for transports that take device pointers (GEMM arguments, NCCL).
+  // Host code never dereferences it.
+  template <class T>
+  T* device_data() const;
+  void* device_raw() const;
+
+  // The one way data moves between devices: a contiguous copy on `device` (this tensor itself
+  // when it is already there). Not recorded by autograd.
+  Tensor to(Device device) const;
+  Tensor cpu() const { return to(kCpu); }
 
   // Autograd.
   bool requires_grad() const;
@@ -136,14 +155,23 @@ T* Tensor::data() const {
 }
 
 template <class T>
-Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape) {
+T* Tensor::device_data() const {
+  if (dtype() != dtype_of<T>()) {
+    throw std::invalid_argument(std::string("tensor ") + desc() + " accessed as " +
+                                dtype_name(dtype_of<T>()));
+  }
+  return static_cast<T*>(device_raw());
+}
+
+template <class T>
+Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
   if (int64_t(values.size()) != shape_numel(shape)) {
     throw std::invalid_argument("from_vector: " + std::to_string(values.size()) +
                                 " values do not fill shape " + shape_str(shape));
   }
-  Tensor t = empty(shape, dtype_of<T>());
+  Tensor t = empty(shape, dtype_of<T>(), kCpu);
   std::copy(values.begin(), values.end(), t.data<T>());
-  return t;
+  return t.to(device);
 }
 
 }  // namespace vmoe

@@ -90,7 +90,7 @@ TrainCheckpointing::Decision TrainCheckpointing::after_step(int64_t steps_done) 
   }
   // Signals reach ranks at different moments and clocks differ: agree before acting.
   if (groups_->world_size() > 1) {
-    Tensor votes = Tensor::from_vector(std::vector<int64_t>{flags & 1, flags & 2}, {2});
+    Tensor votes = Tensor::from_vector(std::vector<int64_t>{flags & 1, flags & 2}, {2}, kCpu);
     groups_->world->all_reduce(votes, ReduceOp::max);
     const std::vector<int64_t> v = votes.to_vector<int64_t>();
     flags = v[0] | v[1];

@@ -266,7 +266,7 @@ Tensor to_tensor(const H5Array& a, const std::string& path) {
     throw std::runtime_error("cannot export dataset " + in_quotes(path) + " of type " +
                              h5_type_name(a.type) + ": weights files hold f32 or f64");
   }
-  Tensor t = Tensor::empty(a.shape, dtype);
+  Tensor t = Tensor::empty(a.shape, dtype, kCpu);
   std::copy(a.bytes.begin(), a.bytes.end(), static_cast<uint8_t*>(t.raw_data()));
   return t;
 }

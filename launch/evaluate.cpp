@@ -4,18 +4,20 @@
 #include <algorithm>
 
 #include "core/autograd.h"
+#include "core/kernel_errors.h"
+#include "core/ops.h"
 #include "data/data_error.h"
 #include "data/eval_batches.h"
 
 namespace vmoe {
 
-Tensor batch_images(const data::Batch& batch) {
+Tensor batch_images(const data::Batch& batch, Device device) {
   return Tensor::from_vector(batch.images,
-                             {batch.batch_size, batch.height, batch.width, batch.channels});
+                             {batch.batch_size, batch.height, batch.width, batch.channels}, device);
 }
 
-Tensor batch_labels(const data::Batch& batch) {
-  return Tensor::from_vector(batch.labels, {batch.batch_size});
+Tensor batch_labels(const data::Batch& batch, Device device) {
+  return Tensor::from_vector(batch.labels, {batch.batch_size}, device);
 }
 
 EvalResult evaluate(const VisionTransformer& model, const data::ImageDataset& dataset,
@@ -76,7 +78,11 @@ EvalResult evaluate(const VisionTransformer& model, int64_t num_examples,
   const bool moe = model.config().moe.has_value();
   // Batches are split over ranks in whole routing groups (whole images for a dense model).
   const int64_t unit = moe ? model.config().moe->images_per_group : 1;
-  double loss_sum = 0, correct = 0, examples = 0, flops = 0, dropped = 0;
+  const Device device = model.device();
+  // [loss sum, correct, dropped fraction sum] over the examples, kept on the device and read
+  // once at the end.
+  Tensor sums = Tensor::zeros({3}, DType::f64, device);
+  double examples = 0, flops = 0;
   for (int64_t start = 0; start < n; start += batch_size) {
     const int64_t count = std::min(batch_size, n - start);
     const int64_t units = (count + unit - 1) / unit;
@@ -88,34 +94,40 @@ EvalResult evaluate(const VisionTransformer& model, int64_t num_examples,
     if (hi == lo) {
       // Nothing for this rank in a small last batch. An expert-parallel model still takes part
       // in every exchange: one image, routed in its own group, result discarded.
-      if (moe && ranks > 1) model(batch_images(batch_of(start, 1)), ctx);
+      if (moe && ranks > 1) model(batch_images(batch_of(start, 1), device), ctx);
       continue;
     }
     data::Batch b = batch_of(start + lo, hi - lo);
-    Tensor labels = batch_labels(b);
-    VitOutput out = model(batch_images(b), ctx);
+    const Tensor labels = batch_labels(b, device);
+    VitOutput out = model(batch_images(b, device), ctx);
+    const double images = double(b.batch_size);
+    Tensor dropped = Tensor::zeros({1}, DType::f64, device);
     for (const MoeReport& m : out.moe) {
       flops += m.flops;
-      dropped += m.dropped_fraction / double(out.moe.size()) * double(b.batch_size);
+      dropped = dropped + m.stats.slice(0, kDroppedFraction, kDroppedFraction + 1) *
+                              (images / double(out.moe.size()));
     }
-    loss_sum += classification_loss(out.logits, labels, loss).item() * double(b.batch_size);
-    correct += double(count_correct(out.logits, labels));
-    examples += double(b.batch_size);
+    const Tensor batch_loss = to_dtype(classification_loss(out.logits, labels, loss), DType::f64);
+    add_(sums, concat({batch_loss.reshape({1}) * images,
+                       count_correct(out.logits, labels).reshape({1}), dropped},
+                      0));
+    examples += images;
   }
+  check_kernel_errors(device);
+  std::vector<double> v = sums.cpu().to_vector<double>();
+  v.insert(v.end(), {examples, flops});
   if (ranks > 1) {
-    Tensor sums =
-        Tensor::from_vector(std::vector<double>{loss_sum, correct, examples, flops, dropped}, {5});
-    world->all_reduce(sums);
-    const std::vector<double> v = sums.to_vector<double>();
-    loss_sum = v[0], correct = v[1], examples = v[2], flops = v[3], dropped = v[4];
+    Tensor all = Tensor::from_vector(v, {int64_t(v.size())}, kCpu);
+    world->all_reduce(all);
+    v = all.to_vector<double>();
   }
   EvalResult r;
-  r.examples = int64_t(examples);
-  if (examples > 0) {
-    r.loss = loss_sum / examples;
-    r.accuracy = correct / examples;
-    r.moe_gflops_per_image = flops / examples / 1e9;
-    r.dropped_fraction = dropped / examples;
+  r.examples = int64_t(v[3]);
+  if (v[3] > 0) {
+    r.loss = v[0] / v[3];
+    r.accuracy = v[1] / v[3];
+    r.moe_gflops_per_image = v[4] / v[3] / 1e9;
+    r.dropped_fraction = v[2] / v[3];
   }
   return r;
 }

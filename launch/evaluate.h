@@ -47,8 +47,8 @@ EvalResult evaluate(const VisionTransformer& model, int64_t num_examples,
 EvalBatchFn source_eval_batches(const data::ImageSource& source,
                                 const data::PreprocessOptions& preprocess);
 
-// Wraps a data batch's buffers into tensors: images [B, H, W, C] f32, labels [B] i32.
-Tensor batch_images(const data::Batch& batch);
-Tensor batch_labels(const data::Batch& batch);
+// A data batch's buffers as tensors on `device`: images [B, H, W, C] f32, labels [B] i32.
+Tensor batch_images(const data::Batch& batch, Device device);
+Tensor batch_labels(const data::Batch& batch, Device device);
 
 }  // namespace vmoe

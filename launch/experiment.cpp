@@ -70,6 +70,17 @@ DType param_dtype_from(const config::ModelConfig& m) {
   return t;
 }
 
+Device device_from(const config::TrainConfig& train) {
+  switch (train.device()) {
+    case config::TrainConfig::CPU_STRICT:
+      return kCpuStrict;
+    case config::TrainConfig::CUDA:
+      return {DeviceType::cuda, 0};
+    default:
+      return kCpu;
+  }
+}
+
 LossKind loss_from(const config::TrainConfig& train) {
   return train.loss() == config::TrainConfig::SIGMOID_XENT ? LossKind::sigmoid_xent
                                                            : LossKind::softmax_xent;

@@ -35,9 +35,9 @@ data::FeatureSet pre_logits(const SavedModel& saved, const data::ImageSource& so
     data::Batch b = batch_of(s, std::min(batch, n - s));
     ForwardContext ctx = routing;
     ctx.first_example = s;
-    VitOutput out = saved.model->operator()(batch_images(b), ctx);
+    VitOutput out = saved.model->operator()(batch_images(b, saved.model->device()), ctx);
     f.dim = out.pre_logits.size(1);
-    const std::vector<float> v = to_dtype(out.pre_logits, DType::f32).to_vector<float>();
+    const std::vector<float> v = to_dtype(out.pre_logits, DType::f32).cpu().to_vector<float>();
     f.features.insert(f.features.end(), v.begin(), v.end());
     f.labels.insert(f.labels.end(), b.labels.begin(), b.labels.end());
   }

@@ -50,7 +50,7 @@ data::ImageDataset read_h5_images(const std::string& path, const config::Config&
 
 template <class T>
 void append(std::vector<T>& dst, const Tensor& t) {
-  std::vector<T> v = t.to_vector<T>();
+  std::vector<T> v = t.cpu().to_vector<T>();
   dst.insert(dst.end(), v.begin(), v.end());
 }
 
@@ -89,7 +89,7 @@ int run_predict(const PredictArgs& args) {
         data::eval_batch(ds, s, std::min(batch, end - s), normalization_from(cfg.data()));
     ForwardContext ctx{Mode::eval, {}, s};
     ctx.record_routing = true;
-    VitOutput out = saved.model->operator()(batch_images(b), ctx);
+    VitOutput out = saved.model->operator()(batch_images(b, saved.model->device()), ctx);
     classes = out.logits.size(1);
     rep = out.pre_logits.size(1);
     append(logits, to_dtype(out.logits, DType::f32));
@@ -103,10 +103,11 @@ int run_predict(const PredictArgs& args) {
       append(r.experts, to_dtype(m.routing.experts, DType::i32));
       append(r.weights, m.routing.weights);
       append(r.kept, m.routing.kept);
-      if (r.load.empty()) r.load.assign(m.expert_load.size(), 0);
-      for (size_t e = 0; e < m.expert_load.size(); ++e)
-        r.load[e] += m.expert_load[e];
-      r.dropped += m.dropped_fraction;
+      const MoeStats stats = MoeStats::read(m);
+      if (r.load.empty()) r.load.assign(stats.expert_load.size(), 0);
+      for (size_t e = 0; e < stats.expert_load.size(); ++e)
+        r.load[e] += stats.expert_load[e];
+      r.dropped += stats.dropped_fraction;
     }
     ++batches;
   }

@@ -117,12 +117,12 @@ int run_routing_map(const RoutingMapArgs& args) {
     ctx.record_routing = true;
     ctx.eval_capacity_factor = args.capacity_factor;
     ctx.eval_batch_priority = args.bpr.empty() ? -1 : args.bpr == "on" ? 1 : 0;
-    VitOutput out = saved.model->operator()(batch_images(b), ctx);
+    VitOutput out = saved.model->operator()(batch_images(b, saved.model->device()), ctx);
     std::vector<PatchRouting> layers;
     for (const MoeReport& m : out.moe) {
       const std::vector<int32_t> experts =
-          to_dtype(m.routing.experts, DType::i32).to_vector<int32_t>();
-      const std::vector<uint8_t> kept = m.routing.kept.to_vector<uint8_t>();
+          to_dtype(m.routing.experts, DType::i32).cpu().to_vector<int32_t>();
+      const std::vector<uint8_t> kept = m.routing.kept.cpu().to_vector<uint8_t>();
       const int64_t k = m.routing.experts.size(1);
       PatchRouting r{m.block, {}, {}};
       for (int64_t p = 0; p < patches; ++p) {

@@ -31,7 +31,7 @@ SavedModel load_saved_model(const std::string& workdir, const std::string& weigh
   }
   m.params = std::make_unique<ParameterStore>();
   m.model = std::make_unique<VisionTransformer>(*m.params, vit_config_from(m.config.model()));
-  m.params->allocate(0, param_dtype_from(m.config.model()));
+  m.params->allocate(0, param_dtype_from(m.config.model()), device_from(m.config.train()));
   load_weights(m.weights_path, *m.params);
   return m;
 }

@@ -10,6 +10,8 @@
 #include <optional>
 #include <thread>
 
+#include "core/kernel_errors.h"
+#include "core/ops.h"
 #include "core/optim/optimizer.h"
 #include "data/image_source.h"
 #include "data/threaded_loader.h"
@@ -28,37 +30,21 @@ namespace vmoe {
 
 namespace {
 
-// Averages of the MoE layers' figures over a logging window: "moe/block_01/dropped_fraction"...
-class MoeWindow {
- public:
-  void add(const std::vector<MoeReport>& reports) {
-    for (const MoeReport& r : reports) {
-      const std::string p = "moe/" + VisionTransformer::block_prefix(r.block).substr(8) + "/";
-      double max_load = 0, total = 0;
-      for (int64_t l : r.expert_load) {
-        max_load = std::max(max_load, double(l));
-        total += double(l);
-      }
-      const double mean_load = r.expert_load.empty() ? 0 : total / double(r.expert_load.size());
-      sums_[p + "importance_loss"] += r.importance_loss;
-      sums_[p + "load_loss"] += r.load_loss;
-      sums_[p + "dropped_fraction"] += r.dropped_fraction;
-      sums_[p + "load_max_over_mean"] += mean_load > 0 ? max_load / mean_load : 0;
-    }
-    ++count_;
+// The window's averaged figures as metrics: "train/loss", "moe/block_01/dropped_fraction"...
+void add_window_metrics(const StepFigures& f, double images, std::map<std::string, double>& out) {
+  out["train/loss"] = f.loss;
+  out["train/accuracy"] = images > 0 ? f.correct / images : 0;
+  out["train/grad_norm"] = f.grad_norm;
+  if (f.moe.empty()) return;
+  out["train/aux_loss"] = f.aux_loss;
+  for (const MoeFigures& m : f.moe) {
+    const std::string p = "moe/" + VisionTransformer::block_prefix(m.block).substr(8) + "/";
+    out[p + "importance_loss"] = m.importance_loss;
+    out[p + "load_loss"] = m.load_loss;
+    out[p + "dropped_fraction"] = m.dropped_fraction;
+    out[p + "load_max_over_mean"] = m.load_max_over_mean;
   }
-  // Adds the window's averages to `out` and starts a new window.
-  void flush(std::map<std::string, double>& out) {
-    for (const auto& [key, sum] : sums_)
-      out[key] = sum / double(count_);
-    sums_.clear();
-    count_ = 0;
-  }
-
- private:
-  std::map<std::string, double> sums_;
-  int64_t count_ = 0;
-};
+}
 
 std::map<std::string, double> eval_metrics(const EvalResult& r) {
   return {
@@ -181,7 +167,8 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   }
   VisionTransformer model(params, vit_config_from(cfg.model()), exchange);
   if (ranks > 1) params.set_expert_shard(groups.expert_shard());
-  params.allocate(cfg.train().seed(), param_dtype_from(cfg.model()));
+  const Device device = device_from(cfg.train());
+  params.allocate(cfg.train().seed(), param_dtype_from(cfg.model()), device);
   std::unique_ptr<GradientReducer> reducer;
   if (ranks > 1) {
     // Initialisation is a pure function of the seed; the broadcast guards against any rank
@@ -223,10 +210,12 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   using clock = std::chrono::steady_clock;
   const auto run_start = clock::now();
   auto window_start = clock::now();
-  double window_loss = 0, window_norm = 0, window_aux = 0;
+  // The steps' figures summed on the device since the last log: read back only when a step is
+  // logged or saved (a step in between reads nothing from the device).
+  Tensor window;
   double window_wait = 0;  // seconds spent in loader.next() during the window
-  MoeWindow moe_window;
-  int64_t window_steps = 0, window_correct = 0, window_images = 0;
+  int64_t window_steps = 0, window_images = 0;
+  double shown_loss = 0;  // the last logged loss, for the progress bar
   int64_t last_saved_step = start.step;
   data::Batch batch;
   for (int64_t step = start.step; step < total_steps; ++step) {
@@ -238,43 +227,48 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
     const Tensor soft_targets =
         batch.targets.empty()
             ? Tensor()
-            : Tensor::from_vector(batch.targets, {batch.batch_size, int64_t(batch.targets.size()) /
-                                                                        batch.batch_size});
-    StepResult r = train_step(model, params, *optimizer, schedule, batch_images(batch),
-                              batch_labels(batch), step, first_example, step_options, soft_targets);
-    if (!std::isfinite(r.loss)) {
-      throw std::runtime_error(
-          "training diverged: loss is " + std::to_string(r.loss) + " at step " +
-          std::to_string(step + 1) +
-          " (try a lower optimizer.learning_rate or optimizer.grad_clip_norm)");
-    }
-    window_loss += r.loss;
-    window_aux += r.aux_loss;
-    window_norm += r.grad_norm;
-    moe_window.add(r.moe);
-    window_correct += r.correct;
+            : Tensor::from_vector(
+                  batch.targets,
+                  {batch.batch_size, int64_t(batch.targets.size()) / batch.batch_size}, device);
+    StepResult r =
+        train_step(model, params, *optimizer, schedule, batch_images(batch, device),
+                   batch_labels(batch, device), step, first_example, step_options, soft_targets);
+    if (window.defined())
+      add_(window, r.figures);
+    else
+      window = r.figures.clone();
     window_images += global_batch;
     ++window_steps;
     const double seconds = std::chrono::duration<double>(clock::now() - window_start).count();
     const double images_per_s = seconds > 0 ? double(window_images) / seconds : 0;
-    progress.update(step, window_loss / double(window_steps), images_per_s);
-    if ((step + 1) % log_every == 0 || step + 1 == total_steps) {
-      std::map<std::string, double> line{
-          {"train/loss", window_loss / double(window_steps)},
-          {"train/accuracy", double(window_correct) / double(window_images)},
-          {"train/lr", r.lr},
-          {"train/grad_norm", window_norm / double(window_steps)},
-          {"train/images_per_s", images_per_s},
-          {"train/data_wait_fraction", seconds > 0 ? window_wait / seconds : 0},
-          {"train/epoch", double(step + 1) / double(loader.steps_per_epoch())}};
-      if (!r.moe.empty()) line["train/aux_loss"] = window_aux / double(window_steps);
-      moe_window.flush(line);
-      if (metrics) metrics->write(step + 1, line);
-      window_loss = window_norm = window_aux = window_wait = 0;
-      window_steps = window_correct = window_images = 0;
-      window_start = clock::now();
-    }
+    progress.update(step, shown_loss, images_per_s);
+    const bool log_now = (step + 1) % log_every == 0 || step + 1 == total_steps;
     const TrainCheckpointing::Decision save = checkpoints.after_step(step + 1);
+    if (log_now || save.save) {
+      // The one read back of these steps: errors found by kernels, then the figures.
+      check_kernel_errors(device);
+      const StepFigures f = r.read(window, double(window_steps));
+      if (!std::isfinite(f.loss)) {
+        throw std::runtime_error(
+            "training diverged: the mean loss of steps " + std::to_string(step + 2 - window_steps) +
+            "-" + std::to_string(step + 1) + " is " + std::to_string(f.loss) +
+            " (try a lower optimizer.learning_rate or optimizer.grad_clip_norm)");
+      }
+      if (log_now) {
+        shown_loss = f.loss;
+        std::map<std::string, double> line{
+            {"train/lr", r.lr},
+            {"train/images_per_s", images_per_s},
+            {"train/data_wait_fraction", seconds > 0 ? window_wait / seconds : 0},
+            {"train/epoch", double(step + 1) / double(loader.steps_per_epoch())}};
+        add_window_metrics(f, double(window_images), line);
+        if (metrics) metrics->write(step + 1, line);
+        window = Tensor();
+        window_wait = 0;
+        window_steps = window_images = 0;
+        window_start = clock::now();
+      }
+    }
     if (save.save) {
       const data::ThreadedLoader::Position at = loader.position();
       const std::string path =

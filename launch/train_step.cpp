@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "core/autograd.h"
+#include "core/ops.h"
 #include "core/optim/grad_clip.h"
 
 namespace vmoe {
@@ -14,46 +15,62 @@ Tensor classification_loss(const Tensor& logits, const Tensor& labels, LossKind 
                                         : sigmoid_cross_entropy(logits, labels);
 }
 
-int64_t count_correct(const Tensor& logits, const Tensor& labels) {
-  Tensor pred = argmax(logits.detach());
-  const int64_t* p = pred.data<int64_t>();
-  Tensor l = labels.contiguous();
-  const int32_t* y = l.data<int32_t>();
-  int64_t hits = 0;
-  for (int64_t i = 0; i < pred.numel(); ++i)
-    hits += p[i] == y[i];
-  return hits;
+Tensor count_correct(const Tensor& logits, const Tensor& labels) {
+  NoGrad no_grad;
+  const Tensor predicted = to_dtype(argmax(logits.detach()), DType::f64);
+  return sum_all(equal(predicted, to_dtype(labels, DType::f64)));
 }
 
 namespace {
 
-// Averages / sums a step's figures over all ranks with one all-reduce.
-void reduce_over_ranks(StepResult& r, Communicator& world) {
-  std::vector<double> v{r.loss, r.aux_loss, double(r.correct)};
-  for (const MoeReport& m : r.moe) {
-    v.insert(v.end(), {m.importance_loss, m.load_loss, m.gshard_loss, m.dropped_fraction});
-    for (int64_t l : m.expert_load)
-      v.push_back(double(l));
+// The figures of a MoE layer before the reduction over ranks: its four statistics, then the
+// expert loads [E].
+Tensor moe_layer_figures(const MoeReport& m) {
+  return concat({m.stats, m.expert_load}, 0);
+}
+
+// Sums the ranks' figures, then averages what is a mean per rank (losses, drop fractions)
+// and turns the global loads into max / mean. `pre`: [loss, aux, correct, per layer: 4 stats,
+// E loads].
+Tensor global_figures(Tensor pre, const std::vector<MoeReport>& moe, const Tensor& grad_norm_sq,
+                      Communicator* world) {
+  double inv = 1.0;
+  if (world && world->size() > 1) {
+    world->all_reduce(pre);
+    inv = 1.0 / double(world->size());
   }
-  Tensor t = Tensor::from_vector(v, {int64_t(v.size())});
-  world.all_reduce(t);
-  v = t.to_vector<double>();
-  const double inv = 1.0 / double(world.size());
-  size_t i = 0;
-  r.loss = v[i++] * inv;
-  r.aux_loss = v[i++] * inv;
-  r.correct = int64_t(std::llround(v[i++]));
-  for (MoeReport& m : r.moe) {
-    m.importance_loss = v[i++] * inv;
-    m.load_loss = v[i++] * inv;
-    m.gshard_loss = v[i++] * inv;
-    m.dropped_fraction = v[i++] * inv;
-    for (int64_t& l : m.expert_load)
-      l = int64_t(std::llround(v[i++]));
+  std::vector<Tensor> parts{pre.slice(0, 0, 2) * inv, sqrt(grad_norm_sq).reshape({1}),
+                            pre.slice(0, 2, 3)};
+  int64_t at = 3;
+  for (const MoeReport& m : moe) {
+    const int64_t e = m.expert_load.numel();
+    const Tensor loads = pre.slice(0, at + kNumMoeStats, at + kNumMoeStats + e);
+    // mean > 0 unless nothing was kept at all; then max is 0 too and the ratio 0.
+    const Tensor max_over_mean = max(loads, 0) / (mean_all(loads) + 1e-300);
+    parts.push_back(pre.slice(0, at, at + kNumMoeStats) * inv);
+    parts.push_back(max_over_mean.reshape({1}));
+    at += kNumMoeStats + e;
   }
+  return concat(parts, 0);
 }
 
 }  // namespace
+
+StepFigures StepResult::read(const Tensor& sums, double steps) const {
+  const std::vector<double> v = sums.cpu().to_vector<double>();
+  StepFigures f;
+  f.loss = v[kLoss] / steps;
+  f.aux_loss = v[kAuxLoss] / steps;
+  f.grad_norm = v[kGradNorm] / steps;
+  f.correct = v[kCorrect];
+  for (size_t l = 0; l < moe_blocks.size(); ++l) {
+    const double* m = v.data() + kStepFigures + int64_t(l) * kMoeFigures;
+    f.moe.push_back({moe_blocks[l], m[kMoeImportanceLoss] / steps, m[kMoeLoadLoss] / steps,
+                     m[kMoeGshardLoss] / steps, m[kMoeDroppedFraction] / steps,
+                     m[kMoeLoadMaxOverMean] / steps});
+  }
+  return f;
+}
 
 Tensor soft_target_loss(const Tensor& logits, const Tensor& targets, LossKind kind) {
   if (kind != LossKind::softmax_xent) {
@@ -77,36 +94,40 @@ StepResult train_step(const VisionTransformer& model, ParameterStore& params, Op
                      first_example};
   params.zero_grads();
   VitOutput out = model(images, ctx);
-  Tensor loss = soft_targets.defined() ? soft_target_loss(out.logits, soft_targets, options.loss)
-                                       : classification_loss(out.logits, labels, options.loss);
-  StepResult r;
-  r.loss = loss.item();
-  if (out.aux_loss.defined()) {
-    r.aux_loss = out.aux_loss.item();
-    loss = loss + out.aux_loss;
-  }
+  const Tensor loss = soft_targets.defined()
+                          ? soft_target_loss(out.logits, soft_targets, options.loss)
+                          : classification_loss(out.logits, labels, options.loss);
+  const Tensor total = out.aux_loss.defined() ? loss + out.aux_loss : loss;
+  Tensor grad_norm_sq;
   if (GradientReducer* reducer = options.reducer) {
     reducer->begin();
     {
       LeafGradReadyHook hook([reducer](const Tensor& leaf) { reducer->leaf_ready(leaf); });
-      loss.backward();
+      total.backward();
     }
     reducer->finish();
-    r.grad_norm = reducer->global_grad_norm();
+    grad_norm_sq = reducer->grad_norm_squared();
   } else {
-    loss.backward();
-    r.grad_norm = global_grad_norm(params);
+    total.backward();
+    grad_norm_sq = grad_norm_squared(params);
   }
-  for (MoeReport& m : out.moe) {
-    m.aux_loss = Tensor();
-    r.moe.push_back(std::move(m));
-  }
-  r.correct = count_correct(out.logits, labels);
-  clip_grads_to_norm(params, r.grad_norm, options.grad_clip_norm);
+  StepResult r;
   r.lr = schedule.at(step);
-  optimizer.step(params, r.lr);
-  if (options.reducer && options.reducer->groups().world_size() > 1)
-    reduce_over_ranks(r, *options.reducer->groups().world);
+  optimizer.step(params, r.lr, {grad_norm_sq, options.grad_clip_norm});
+
+  NoGrad no_grad;
+  const Device device = loss.device();
+  std::vector<Tensor> pre{to_dtype(loss.detach(), DType::f64).reshape({1}),
+                          out.aux_loss.defined()
+                              ? to_dtype(out.aux_loss.detach(), DType::f64).reshape({1})
+                              : Tensor::zeros({1}, DType::f64, device),
+                          count_correct(out.logits, labels).reshape({1})};
+  for (const MoeReport& m : out.moe) {
+    pre.push_back(moe_layer_figures(m));
+    r.moe_blocks.push_back(m.block);
+  }
+  Communicator* world = options.reducer ? options.reducer->groups().world.get() : nullptr;
+  r.figures = global_figures(concat(pre, 0), out.moe, grad_norm_sq, world);
   return r;
 }
 

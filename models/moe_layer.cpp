@@ -1,6 +1,8 @@
 // MoE layer forward: routing, dispatch, experts, combine, auxiliary losses and report.
 #include "models/moe_layer.h"
 
+#include <algorithm>
+
 #include "core/autograd.h"
 #include "models/moe_losses.h"
 #include "models/routing.h"
@@ -42,39 +44,32 @@ Tensor MoeLayer::operator()(const Tensor& x, const ForwardContext& ctx, uint64_t
   if (noisy) {
     // Keyed by the global token index, so the noise does not depend on the batch split.
     Tensor noise = randn({n, e}, derive(ctx.key, "router_noise", block),
-                         uint64_t(ctx.first_example * t * e), logits.dtype());
+                         uint64_t(ctx.first_example * t * e), logits.dtype(), x.device());
     noisy_logits = logits + noise * sigma;
     p = softmax(noisy_logits);
   }
   TopK top = topk(p, k);  // values [N, k] (combine weights), indices [N, k]
-  const std::vector<int64_t> chosen = top.indices.to_vector<int64_t>();
-  std::vector<double> priority(static_cast<size_t>(n));
-  {
-    const std::vector<double> w = to_dtype(top.values.detach(), DType::f64).to_vector<double>();
-    for (int64_t i = 0; i < n; ++i)
-      priority[size_t(i)] = w[size_t(i * k)];
-  }
-  const RoutingPlan plan =
-      plan_routing(chosen, priority, n, k, e, config_.images_per_group * t, capacity_factor,
-                   bpr ? TokenOrder::batch_priority : TokenOrder::vanilla);
-  const int64_t rows = plan.rows_per_expert;
+  // Slots are assigned on the device: the token order (BPR: each group's tokens by their
+  // largest routing weight, a stable sort), then the k-major fill of every expert's capacity.
+  const SlotLayout layout = routing_layout(n, k, e, config_.images_per_group * t, capacity_factor);
+  const Tensor order =
+      bpr ? priority_order(top.values.detach().slice(1, 0, 1).reshape({n}), layout) : Tensor();
+  const SlotAssignment slots = assign_slots(top.indices, order, layout);
+  const int64_t rows = layout.rows_per_expert;
 
-  Tensor dispatched =
-      index_select(xf, Tensor::from_vector(plan.dispatch_rows, {e * rows})).reshape({e, rows, d});
+  Tensor dispatched = index_select(xf, slots.dispatch_rows).reshape({e, rows, d});
   Tensor expert_out = (*exchange_)(
-      dispatched, [this](const Tensor& tokens) { return experts_(tokens); });  // [E, R, D]
-  Tensor picked = index_select(expert_out.reshape({e * rows, d}),
-                               Tensor::from_vector(plan.combine_rows, {n * k}));        // [N*k, D]
+      dispatched, [this](const Tensor& tokens) { return experts_(tokens); });           // [E, R, D]
+  Tensor picked = index_select(expert_out.reshape({e * rows, d}), slots.combine_rows);  // [N*k, D]
   Tensor out = sum((picked * top.values.reshape({n * k, 1})).reshape({n, k, d}), {1});  // [N, D]
 
   if (ctx.moe_reports) {
     MoeReport report;
     report.block = int64_t(block);
-    const int64_t groups = int64_t(plan.group_start.size());
+    const int64_t groups = layout.groups();
     Tensor importance, load, gshard;
-    std::vector<double> top1_fraction;
     for (int64_t g = 0; g < groups; ++g) {
-      const int64_t s0 = plan.group_start[size_t(g)], s = plan.group_tokens[size_t(g)];
+      const int64_t s0 = g * layout.group_size, s = std::min(layout.group_size, n - s0);
       Tensor imp = importance_loss(p_clean.slice(0, s0, s0 + s));
       importance = importance.defined() ? importance + imp : imp;
       if (noisy) {
@@ -84,35 +79,39 @@ Tensor MoeLayer::operator()(const Tensor& x, const ForwardContext& ctx, uint64_t
         load = load.defined() ? load + l : l;
       }
       if (config_.gshard_loss_weight > 0) {
-        std::vector<double> frac(size_t(e), 0.0);
-        for (int64_t i = s0; i < s0 + s; ++i)
-          frac[size_t(chosen[size_t(i * k)])] += 1.0 / double(s);
-        Tensor f = to_dtype(Tensor::from_vector(frac, {e}), p.dtype());
-        Tensor gl = gshard_loss(p.slice(0, s0, s0 + s), f);
+        // [E] fraction of the group's tokens whose first choice is each expert (a constant).
+        Tensor first = top.indices.slice(0, s0, s0 + s).slice(1, 0, 1).reshape({s});
+        Tensor frac = mean(one_hot(first, e, p.dtype()), {0});
+        Tensor gl = gshard_loss(p.slice(0, s0, s0 + s), frac);
         gshard = gshard.defined() ? gshard + gl : gl;
       }
     }
     const double inv_groups = 1.0 / double(groups);
     Tensor aux = importance * (config_.importance_loss_weight * inv_groups);
-    report.importance_loss = importance.item() * inv_groups;
-    if (load.defined()) {
-      aux = aux + load * (config_.load_loss_weight * inv_groups);
-      report.load_loss = load.item() * inv_groups;
-    }
-    if (gshard.defined()) {
-      aux = aux + gshard * (config_.gshard_loss_weight * inv_groups);
-      report.gshard_loss = gshard.item() * inv_groups;
-    }
+    if (load.defined()) aux = aux + load * (config_.load_loss_weight * inv_groups);
+    if (gshard.defined()) aux = aux + gshard * (config_.gshard_loss_weight * inv_groups);
     report.aux_loss = aux;
-    report.dropped_fraction = double(plan.dropped) / double(n * k);
-    report.expert_load = plan.expert_load;
+    {
+      // Statistics for logging, kept on the device (MoeStats::read brings them to the host).
+      NoGrad no_grad;
+      const Device device = x.device();
+      auto stat = [&](const Tensor& v) {
+        return v.defined() ? to_dtype(v.detach(), DType::f64).reshape({1}) * inv_groups
+                           : Tensor::zeros({1}, DType::f64, device);
+      };
+      report.expert_load = to_dtype(slots.expert_load, DType::f64);
+      Tensor dropped = sum_all(report.expert_load).reshape({1}) * (-1.0 / double(n * k)) + 1.0;
+      report.stats = concat({stat(importance), stat(load), stat(gshard), dropped}, 0);
+    }
     report.flops = 2.0 * double(n * d * e) + 4.0 * double(e * rows * d * mlp_dim_);
     if (ctx.record_routing) {
-      std::vector<uint8_t> kept(plan.combine_rows.size());
+      // Tools only (predict, routing maps): read the plan back once.
+      const std::vector<int64_t> combine = slots.combine_rows.cpu().to_vector<int64_t>();
+      std::vector<uint8_t> kept(combine.size());
       for (size_t i = 0; i < kept.size(); ++i)
-        kept[i] = plan.combine_rows[i] >= 0;
+        kept[i] = combine[i] >= 0;
       report.routing = {top.indices, to_dtype(top.values.detach(), DType::f32),
-                        Tensor::from_vector(kept, {n, k})};
+                        Tensor::from_vector(kept, {n, k}, x.device())};
     }
     ctx.moe_reports->push_back(std::move(report));
   }

@@ -1,6 +1,7 @@
 // What one MoE layer reports about a forward pass: its weighted auxiliary loss (part of the
-// training loss), the loss terms, load balance, drops, compute, and optionally the routing of
-// every token.
+// training loss), the loss terms, load balance and drops as tensors on the layer's device (so
+// that a training step reads nothing back; MoeStats reads them when a step is logged),
+// compute, and optionally the routing of every token.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -16,16 +17,31 @@ struct RoutingRecord {
   Tensor kept;     // [N, k] u8 1 if the assignment got a slot
 };
 
+// Layout of MoeReport::stats.
+enum MoeStat : int64_t {
+  kImportanceLoss = 0,  // mean over groups, unweighted
+  kLoadLoss,            // training only (0 otherwise)
+  kGshardLoss,          // 0 unless its weight is > 0
+  kDroppedFraction,     // dropped assignments / (tokens * k)
+  kNumMoeStats
+};
+
 struct MoeReport {
-  int64_t block = 0;           // encoder block index
-  Tensor aux_loss;             // scalar, weighted sum of the auxiliary losses (differentiable)
-  double importance_loss = 0;  // mean over groups, unweighted
-  double load_loss = 0;        // training only
-  double gshard_loss = 0;
-  double dropped_fraction = 0;       // dropped assignments / (tokens * k)
-  std::vector<int64_t> expert_load;  // [E] kept assignments per expert
-  double flops = 0;                  // router + experts, forward
+  int64_t block = 0;   // encoder block index
+  Tensor aux_loss;     // scalar, weighted sum of the auxiliary losses (differentiable)
+  Tensor stats;        // [kNumMoeStats] f64 on the layer's device, see MoeStat
+  Tensor expert_load;  // [E] f64 on the layer's device: kept assignments per expert
+  double flops = 0;    // router + experts, forward (from shapes: no device data)
   RoutingRecord routing;
+};
+
+// A report's figures on the host (one host read each of stats and expert_load): for logging
+// steps, evaluation and tools.
+struct MoeStats {
+  double importance_loss = 0, load_loss = 0, gshard_loss = 0, dropped_fraction = 0;
+  std::vector<int64_t> expert_load;  // [E]
+
+  static MoeStats read(const MoeReport& report);
 };
 
 }  // namespace vmoe

@@ -33,6 +33,8 @@ class VisionTransformer {
   VitOutput operator()(const Tensor& images, const ForwardContext& ctx) const;
 
   const VitConfig& config() const { return config_; }
+  // Where its parameters (and so its activations) live.
+  Device device() const { return store_->device(); }
   const std::vector<std::unique_ptr<EncoderBlock>>& blocks() const { return blocks_; }
   // Name of block i's parameter prefix: "encoder/block_03".
   static std::string block_prefix(int64_t i);

@@ -11,6 +11,7 @@
 #include <regex>
 #include <stdexcept>
 
+#include "core/ops.h"
 #include "parallel/hdf5_file.h"
 #include "parallel/hdf5_handle.h"
 #include "parallel/mpi_communicator.h"
@@ -130,27 +131,59 @@ void read_tensor(hid_t file, const std::string& path, const std::string& name,
       H5Dread(ds.get(), native_type(dtype), mem_space.get(), file_space.get(), H5P_DEFAULT, local));
 }
 
-// Every tensor of a checkpoint: (dataset name, parameter, local data) in a fixed order.
+// Every tensor of a checkpoint: (dataset name, parameter, flat buffer holding it at
+// info->offset) in a fixed order.
 struct TensorRef {
   std::string name;
   const ParamInfo* info;
-  uint8_t* data;
+  size_t buffer;  // index into CheckpointTensors::buffers
 };
 
-std::vector<TensorRef> checkpoint_tensors(const ParameterStore& params,
-                                          const Optimizer& optimizer) {
-  std::vector<TensorRef> out;
-  const size_t elem = dtype_size(params.dtype());
-  for (const ParamInfo& p : params.infos()) {
-    auto* base = static_cast<uint8_t*>(params.flat_values(p.sharding).raw_data());
-    out.push_back({"params/" + p.name, &p, base + size_t(p.offset) * elem});
+// The flat buffers (parameter values of each sharding class, optimizer slots) on the store's
+// device, and the tensors they hold. HDF5 reads and writes host memory: the buffers are staged
+// through host copies (host_buffers) unless the host can read them.
+struct CheckpointTensors {
+  std::vector<Tensor> buffers;
+  std::vector<TensorRef> refs;
+
+  // Host memory holding each buffer's values (the buffer itself when the host can read it).
+  std::vector<Tensor> host_buffers() const {
+    std::vector<Tensor> out;
+    for (const Tensor& b : buffers)
+      out.push_back(b.cpu());
+    return out;
   }
+  // Copies host buffers back to the device buffers they were staged from.
+  void store(const std::vector<Tensor>& host) const {
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      if (host[i].storage() == buffers[i].storage()) continue;  // not staged
+      Tensor dst = buffers[i];
+      copy_(dst, host[i].to(dst.device()));
+    }
+  }
+  // Host address of `ref`'s local data inside `host` (from host_buffers()).
+  void* data(const std::vector<Tensor>& host, const TensorRef& ref) const {
+    const Tensor& b = host[ref.buffer];
+    return static_cast<uint8_t*>(b.raw_data()) + size_t(ref.info->offset) * dtype_size(b.dtype());
+  }
+};
+
+CheckpointTensors checkpoint_tensors(const ParameterStore& params, const Optimizer& optimizer) {
+  CheckpointTensors out;
+  size_t values[kNumShardings];
+  for (int s = 0; s < kNumShardings; ++s) {
+    values[s] = out.buffers.size();
+    out.buffers.push_back(params.flat_values(Sharding(s)));
+  }
+  for (const ParamInfo& p : params.infos())
+    out.refs.push_back({"params/" + p.name, &p, values[size_t(p.sharding)]});
   for (const OptimizerSlot& slot : optimizer.slots()) {
     if (slot.flat.numel() == 0) continue;
-    auto* base = static_cast<uint8_t*>(slot.flat.raw_data());
+    const size_t buffer = out.buffers.size();
+    out.buffers.push_back(slot.flat);
     for (const ParamInfo& p : params.infos()) {
       if (p.sharding != slot.sharding) continue;
-      out.push_back({"optimizer/" + slot.name + "/" + p.name, &p, base + size_t(p.offset) * elem});
+      out.refs.push_back({"optimizer/" + slot.name + "/" + p.name, &p, buffer});
     }
   }
   return out;
@@ -248,7 +281,8 @@ std::string save_checkpoint(const std::filesystem::path& dir, const ParameterSto
       if (entry.path().extension() == ".tmp") std::filesystem::remove(entry.path(), ec);
   }
   groups.world->barrier();
-  const std::vector<TensorRef> tensors = checkpoint_tensors(params, optimizer);
+  const CheckpointTensors tensors = checkpoint_tensors(params, optimizer);
+  const std::vector<Tensor> host = tensors.host_buffers();
   try {
     hdf5_init();
     Hdf5Lock lock;
@@ -260,8 +294,10 @@ std::string save_checkpoint(const std::filesystem::path& dir, const ParameterSto
       VMOE_H5_CHECK(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE));
     }
     H5FileId file{VMOE_H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()))};
-    for (const TensorRef& t : tensors)
-      write_tensor(file.get(), dxpl.get(), t.name, *t.info, t.data, params.dtype(), groups);
+    for (const TensorRef& t : tensors.refs) {
+      write_tensor(file.get(), dxpl.get(), t.name, *t.info, tensors.data(host, t), params.dtype(),
+                   groups);
+    }
     file.close();
   } catch (const Hdf5Error& e) {
     throw_save_failure(final_path, tmp, e.what());
@@ -269,7 +305,7 @@ std::string save_checkpoint(const std::filesystem::path& dir, const ParameterSto
   groups.world->barrier();  // every rank's part is in the file
   if (root) {
     try {
-      write_metadata(tmp, tensors, groups, info, optimizer_name, params.dtype());
+      write_metadata(tmp, tensors.refs, groups, info, optimizer_name, params.dtype());
       fsync_path(tmp, false);
     } catch (const std::runtime_error& e) {
       throw_save_failure(final_path, tmp, e.what());
@@ -309,13 +345,20 @@ CheckpointInfo load_checkpoint(const std::string& path, ParameterStore& params,
     info.config_text = f.get_attr_string("config");
     info.optimizer = f.get_attr_string("optimizer");
   }
-  const std::vector<TensorRef> tensors = checkpoint_tensors(params, optimizer);
-  hdf5_init();
-  Hdf5Lock lock;
-  H5FileId file{VMOE_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))};
-  const int64_t first = params.expert_shard().num_experts > 0 ? params.expert_shard().first : 0;
-  for (const TensorRef& t : tensors)
-    read_tensor(file.get(), path, t.name, *t.info, t.data, params.dtype(), first);
+  const CheckpointTensors tensors = checkpoint_tensors(params, optimizer);
+  // Staged buffers start from the current values, so that the copy back leaves any element no
+  // dataset covers as it was.
+  const std::vector<Tensor> host = tensors.host_buffers();
+  {
+    hdf5_init();
+    Hdf5Lock lock;
+    H5FileId file{VMOE_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))};
+    const int64_t first = params.expert_shard().num_experts > 0 ? params.expert_shard().first : 0;
+    for (const TensorRef& t : tensors.refs) {
+      read_tensor(file.get(), path, t.name, *t.info, tensors.data(host, t), params.dtype(), first);
+    }
+  }
+  tensors.store(host);
   optimizer.set_steps(info.optimizer_steps);
   return info;
 }

@@ -1,7 +1,8 @@
 // Communicator: the collectives the rest of vmoe uses, behind one interface with a
-// single-process, an MPI (CPU tensors) and later an NCCL (CUDA tensors) implementation.
-// Every collective must be called in the same order by every rank of the communicator.
-// Tensors are contiguous; counts are in elements of the tensor's dtype.
+// single-process, an MPI (host memory; tensors on other devices are staged through host
+// copies) and later an NCCL (CUDA tensors) implementation. Every collective must be called in
+// the same order by every rank of the communicator. Tensors are contiguous, and the tensors of
+// one call are on one device; counts are in elements of the tensor's dtype.
 #pragma once
 #include <exception>
 #include <memory>
@@ -25,7 +26,9 @@ class PendingOp {
 };
 
 // Handle of a non-blocking collective. The tensors given to the call stay alive until it
-// completes; the destructor waits for an operation nobody waited on.
+// completes; the destructor waits for an operation nobody waited on. The results are in the
+// output tensors once wait() returned or done() returned true (a transport that stages device
+// tensors through host memory copies them back then).
 class CommRequest {
  public:
   CommRequest() = default;  // an already completed request

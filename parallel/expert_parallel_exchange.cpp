@@ -2,7 +2,6 @@
 #include "parallel/expert_parallel_exchange.h"
 
 #include <algorithm>
-#include <cstring>
 #include <stdexcept>
 
 #include "core/autograd.h"
@@ -39,43 +38,41 @@ struct ChunkLayout {
   }
 };
 
+// Every copy below runs on the tensors' device through its backend (copy_ of strided views):
+// nothing here reads tensor memory on the host.
+
 // Rows [lo, lo + n) of every expert of full [E, R, D] <-> packed [E, n, D] (owner-major,
-// because experts are assigned to owners in consecutive blocks).
-void pack_rows(const Tensor& full, int64_t lo, int64_t n, Tensor& packed) {
-  const int64_t e = full.size(0), r = full.size(1);
-  const size_t row = size_t(full.size(2)) * dtype_size(full.dtype());
-  const auto* src = static_cast<const uint8_t*>(full.raw_data());
-  auto* dst = static_cast<uint8_t*>(packed.raw_data());
-  for (int64_t i = 0; i < e; ++i)
-    std::memcpy(dst + size_t(i * n) * row, src + size_t(i * r + lo) * row, size_t(n) * row);
+// because experts are assigned to owners in consecutive blocks); packed is flat [E * n * D].
+void pack_rows(const Tensor& full, int64_t lo, int64_t n, const Tensor& packed) {
+  if (n == 0 || full.numel() == 0) return;
+  Tensor dst = packed.reshape({full.size(0), n, full.size(2)});
+  copy_(dst, full.detach().slice(1, lo, lo + n));
 }
-void unpack_rows(const Tensor& packed, int64_t lo, int64_t n, Tensor& full) {
-  const int64_t e = full.size(0), r = full.size(1);
-  const size_t row = size_t(full.size(2)) * dtype_size(full.dtype());
-  const auto* src = static_cast<const uint8_t*>(packed.raw_data());
-  auto* dst = static_cast<uint8_t*>(full.raw_data());
-  for (int64_t i = 0; i < e; ++i)
-    std::memcpy(dst + size_t(i * r + lo) * row, src + size_t(i * n) * row, size_t(n) * row);
+void unpack_rows(const Tensor& packed, int64_t lo, int64_t n, const Tensor& full) {
+  if (n == 0 || full.numel() == 0) return;
+  Tensor dst = full.slice(1, lo, lo + n);
+  copy_(dst, packed.reshape({full.size(0), n, full.size(2)}));
 }
 
-// Received blocks [source j][local expert l][n_j rows][D] <-> experts' input [E_local, total, D]
-// (source-major within each expert). to_experts = false copies the other way.
-void reorder(const ChunkLayout& L, int64_t c, Tensor& by_source, Tensor& by_expert,
-             bool to_experts) {
-  const size_t row = size_t(L.dim) * dtype_size(by_expert.dtype());
-  const int64_t total = L.total(c);
-  auto* s = static_cast<uint8_t*>(by_source.raw_data());
-  auto* x = static_cast<uint8_t*>(by_expert.raw_data());
+// Which way reorder() copies.
+enum class Reorder : bool { to_experts = false, to_sources = true };
+
+// Received blocks [source j][local expert l][n_j rows][D] (by_source, flat) <-> experts' input
+// [E_local, total, D] (source-major within each expert): one strided copy per source.
+void reorder(const ChunkLayout& L, int64_t c, const Tensor& by_source, const Tensor& by_expert,
+             Reorder direction) {
   int64_t source_offset = 0, row_in_expert = 0;  // in rows
   for (int64_t j = 0; j < L.ranks; ++j) {
     const int64_t nj = L.n(j, c);
-    for (int64_t l = 0; l < L.local_experts; ++l) {
-      uint8_t* a = s + size_t(source_offset + l * nj) * row;
-      uint8_t* b = x + size_t(l * total + row_in_expert) * row;
-      if (to_experts)
-        std::memcpy(b, a, size_t(nj) * row);
+    if (nj > 0 && L.local_experts > 0 && L.dim > 0) {
+      const int64_t rows = L.local_experts * nj;
+      Tensor block = by_source.slice(0, source_offset * L.dim, (source_offset + rows) * L.dim)
+                         .reshape({L.local_experts, nj, L.dim});
+      Tensor rows_of_j = by_expert.slice(1, row_in_expert, row_in_expert + nj);
+      if (direction == Reorder::to_experts)
+        copy_(rows_of_j, block);
       else
-        std::memcpy(a, b, size_t(nj) * row);
+        copy_(block, rows_of_j);
     }
     source_offset += L.local_experts * nj;
     row_in_expert += nj;
@@ -87,22 +84,25 @@ struct SavedChunks {
   std::shared_ptr<Communicator> group;
   ChunkLayout layout;
   DType dtype;
+  Device device;
   std::vector<Tensor> inputs, outputs;  // [C] x_c [E_local, total_c, D], y_c
 };
 
 std::vector<Tensor> exchange_backward(SavedChunks& saved, const Tensor& grad_output) {
   const ChunkLayout& L = saved.layout;
   Communicator& group = *saved.group;
-  const Tensor g = grad_output.contiguous();
-  Tensor grad_input = Tensor::zeros({L.experts, L.rows[size_t(L.me)], L.dim}, saved.dtype);
+  const Tensor g = grad_output.detach().contiguous();
+  const DType dtype = saved.dtype;
+  const Device device = saved.device;
+  Tensor grad_input = Tensor::zeros({L.experts, L.rows[size_t(L.me)], L.dim}, dtype, device);
   const size_t chunks = size_t(L.chunks);
   std::vector<CommRequest> to_owners(chunks), to_sources(chunks);
   std::vector<Tensor> at_owner(chunks), back(chunks);
   auto post_output_grad = [&](int64_t c) {
     const int64_t n = L.n(L.me, c);
-    Tensor send = Tensor::empty({L.experts * n * L.dim}, saved.dtype);
+    Tensor send = Tensor::empty({L.experts * n * L.dim}, dtype, device);
     pack_rows(g, L.lo(L.me, c), n, send);
-    at_owner[size_t(c)] = Tensor::empty({L.local_experts * L.total(c) * L.dim}, saved.dtype);
+    at_owner[size_t(c)] = Tensor::empty({L.local_experts * L.total(c) * L.dim}, dtype, device);
     to_owners[size_t(c)] = group.iall_to_all_v(send, L.counts_to_owners(c), at_owner[size_t(c)],
                                                L.counts_from_sources(c));
   };
@@ -111,18 +111,18 @@ std::vector<Tensor> exchange_backward(SavedChunks& saved, const Tensor& grad_out
     if (c > 0) post_output_grad(c - 1);
     to_owners[size_t(c)].wait();
     const int64_t total = L.total(c);
-    Tensor gx = Tensor::zeros({L.local_experts, total, L.dim}, saved.dtype);
+    Tensor gx = Tensor::zeros({L.local_experts, total, L.dim}, dtype, device);
     const Tensor& y = saved.outputs[size_t(c)];
     if (total > 0 && y.requires_grad()) {
-      Tensor gy = Tensor::empty({L.local_experts, total, L.dim}, saved.dtype);
-      reorder(L, c, at_owner[size_t(c)], gy, true);
+      Tensor gy = Tensor::empty({L.local_experts, total, L.dim}, dtype, device);
+      reorder(L, c, at_owner[size_t(c)], gy, Reorder::to_experts);
       run_backward(y, gy);
       Tensor x_grad = saved.inputs[size_t(c)].grad();
-      if (x_grad.defined()) gx = x_grad.contiguous();
+      if (x_grad.defined()) gx = x_grad.detach().contiguous();
     }
-    Tensor send = Tensor::empty({L.local_experts * total * L.dim}, saved.dtype);
-    reorder(L, c, send, gx, false);
-    back[size_t(c)] = Tensor::empty({L.experts * L.n(L.me, c) * L.dim}, saved.dtype);
+    Tensor send = Tensor::empty({L.local_experts * total * L.dim}, dtype, device);
+    reorder(L, c, send, gx, Reorder::to_sources);
+    back[size_t(c)] = Tensor::empty({L.experts * L.n(L.me, c) * L.dim}, dtype, device);
     to_sources[size_t(c)] =
         group.iall_to_all_v(send, L.counts_from_sources(c), back[size_t(c)], L.counts_to_owners(c));
     saved.inputs[size_t(c)] = Tensor();
@@ -176,6 +176,7 @@ Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in,
   }
   const Tensor dispatched = dispatched_in.detach().contiguous();
   const DType dtype = dispatched.dtype();
+  const Device device = dispatched.device();
   ChunkLayout L;
   L.ranks = group_->size();
   L.me = group_->rank();
@@ -183,8 +184,9 @@ Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in,
   L.local_experts = experts_per_rank();
   L.dim = dispatched.size(2);
   {
-    Tensor mine = Tensor::from_vector(std::vector<int64_t>{dispatched.size(1)}, {1});
-    Tensor all = Tensor::empty({L.ranks}, DType::i64);
+    // Shapes are known on the host: the row counts travel in host tensors.
+    Tensor mine = Tensor::from_vector(std::vector<int64_t>{dispatched.size(1)}, {1}, kCpu);
+    Tensor all = Tensor::empty({L.ranks}, DType::i64, kCpu);
     group_->all_gather(mine, all);
     L.rows = all.to_vector<int64_t>();
   }
@@ -195,7 +197,8 @@ Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in,
   auto saved = std::make_shared<SavedChunks>();
   saved->group = group_;
   saved->dtype = dtype;
-  Tensor out = Tensor::zeros({L.experts, L.rows[size_t(L.me)], L.dim}, dtype);
+  saved->device = device;
+  Tensor out = Tensor::zeros({L.experts, L.rows[size_t(L.me)], L.dim}, dtype, device);
   const size_t chunks = size_t(L.chunks);
   std::vector<CommRequest> to_owners(chunks), to_sources(chunks);
   std::vector<Tensor> at_owner(chunks), back(chunks);
@@ -204,9 +207,9 @@ Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in,
 
   auto post_tokens = [&](int64_t c) {
     const int64_t n = L.n(L.me, c);
-    Tensor send = Tensor::empty({L.experts * n * L.dim}, dtype);
+    Tensor send = Tensor::empty({L.experts * n * L.dim}, dtype, device);
     pack_rows(dispatched, L.lo(L.me, c), n, send);
-    at_owner[size_t(c)] = Tensor::empty({L.local_experts * L.total(c) * L.dim}, dtype);
+    at_owner[size_t(c)] = Tensor::empty({L.local_experts * L.total(c) * L.dim}, dtype, device);
     to_owners[size_t(c)] = group_->iall_to_all_v(send, L.counts_to_owners(c), at_owner[size_t(c)],
                                                  L.counts_from_sources(c));
   };
@@ -215,8 +218,8 @@ Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in,
     if (c + 1 < L.chunks) post_tokens(c + 1);
     to_owners[size_t(c)].wait();
     const int64_t total = L.total(c);
-    Tensor x = Tensor::empty({L.local_experts, total, L.dim}, dtype);
-    reorder(L, c, at_owner[size_t(c)], x, true);
+    Tensor x = Tensor::empty({L.local_experts, total, L.dim}, dtype, device);
+    reorder(L, c, at_owner[size_t(c)], x, Reorder::to_experts);
     at_owner[size_t(c)] = Tensor();
     Tensor y = x;
     if (total > 0) {
@@ -227,9 +230,9 @@ Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in,
       }
     }
     Tensor y_data = y.detach().contiguous();
-    Tensor send = Tensor::empty({L.local_experts * total * L.dim}, dtype);
-    reorder(L, c, send, y_data, false);
-    back[size_t(c)] = Tensor::empty({L.experts * L.n(L.me, c) * L.dim}, dtype);
+    Tensor send = Tensor::empty({L.local_experts * total * L.dim}, dtype, device);
+    reorder(L, c, send, y_data, Reorder::to_sources);
+    back[size_t(c)] = Tensor::empty({L.experts * L.n(L.me, c) * L.dim}, dtype, device);
     to_sources[size_t(c)] = group_->iall_to_all_v(send, L.counts_from_sources(c), back[size_t(c)],
                                                   L.counts_to_owners(c));
     if (recording) {

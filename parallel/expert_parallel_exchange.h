@@ -5,6 +5,9 @@
 // and the outputs come back with a second all-to-all. The exchange of chunk c + 1 and the
 // return of chunk c - 1 are in flight while chunk c is computed; backward runs the mirror
 // image in reverse chunk order. Ranks may hold different R (evaluation of uneven slices).
+// Every buffer lives on the dispatched tensor's device and packing / unpacking are backend
+// copies of views: nothing here reads tensor memory on the host (a communicator that needs host
+// memory, such as MPI, stages device tensors itself).
 #pragma once
 #include <memory>
 

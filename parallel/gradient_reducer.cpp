@@ -1,8 +1,6 @@
 // Bucketed, overlapped gradient all-reduce.
 #include "parallel/gradient_reducer.h"
 
-#include <cmath>
-
 #include "core/ops.h"
 #include "core/optim/grad_clip.h"
 
@@ -74,12 +72,12 @@ void GradientReducer::finish() {
   }
 }
 
-double GradientReducer::global_grad_norm() const {
-  const double replicated = grad_sum_squares(*params_, Sharding::replicated);
-  double experts = grad_sum_squares(*params_, Sharding::expert);
+Tensor GradientReducer::grad_norm_squared() const {
+  const Tensor replicated = vmoe::grad_norm_squared(*params_, Sharding::replicated);
+  Tensor experts = vmoe::grad_norm_squared(*params_, Sharding::expert);
   // Replicas hold identical expert gradients; the expert group holds every expert once.
-  if (groups_.expert->size() > 1) experts = all_reduce_scalar(*groups_.expert, experts);
-  return std::sqrt(replicated + experts);
+  if (groups_.expert->size() > 1) groups_.expert->all_reduce(experts);
+  return replicated + experts;
 }
 
 }  // namespace vmoe

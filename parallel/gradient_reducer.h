@@ -28,8 +28,10 @@ class GradientReducer {
   void leaf_ready(const Tensor& leaf);
   void finish();
 
-  // Global L2 norm of the (reduced) gradients over all experts and replicated parameters.
-  double global_grad_norm() const;
+  // [] f64 on the store's device: the squared global L2 norm of the (reduced) gradients over
+  // all experts and replicated parameters, for GradClip. Nothing is read back to the host; the
+  // experts' part is all-reduced over the expert group (collective over it).
+  Tensor grad_norm_squared() const;
 
   const ProcessGroups& groups() const { return groups_; }
   size_t num_buckets() const { return buckets_.size(); }

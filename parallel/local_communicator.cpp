@@ -1,9 +1,10 @@
 // The single-process communicator and the argument checks shared by every communicator.
 #include "parallel/local_communicator.h"
 
-#include <cstring>
 #include <stdexcept>
 #include <string>
+
+#include "core/ops.h"
 
 namespace vmoe {
 
@@ -18,11 +19,12 @@ std::string counts_str(const std::vector<int64_t>& counts) {
   return s + "]";
 }
 
-// Byte range [begin, end) of a contiguous tensor.
+// Whether the byte ranges of two contiguous tensors intersect (device addresses are compared,
+// never dereferenced).
 bool overlaps(const Tensor& a, const Tensor& b) {
   if (a.storage() != b.storage() || a.numel() == 0 || b.numel() == 0) return false;
-  const auto* a0 = static_cast<const char*>(a.raw_data());
-  const auto* b0 = static_cast<const char*>(b.raw_data());
+  const auto* a0 = static_cast<const char*>(a.device_raw());
+  const auto* b0 = static_cast<const char*>(b.device_raw());
   const auto* a1 = a0 + size_t(a.numel()) * dtype_size(a.dtype());
   const auto* b1 = b0 + size_t(b.numel()) * dtype_size(b.dtype());
   return a0 < b1 && b0 < a1;
@@ -35,15 +37,24 @@ void check_pair(const Communicator& comm, const char* op, const Tensor& send, co
     throw std::invalid_argument(comm_check::where(comm, op) + ": send " + send.desc() +
                                 " and recv " + recv.desc() + " have different dtypes");
   }
+  if (send.device() != recv.device()) {
+    throw std::invalid_argument(comm_check::where(comm, op) + ": send " + send.desc() + " is on " +
+                                send.device().str() + " but recv " + recv.desc() + " is on " +
+                                recv.device().str());
+  }
   if (overlaps(send, recv)) {
     throw std::invalid_argument(comm_check::where(comm, op) + ": send " + send.desc() +
                                 " and recv " + recv.desc() + " overlap in memory");
   }
 }
 
-void copy_bytes(const Tensor& from, const Tensor& to, int64_t elements) {
-  if (elements == 0) return;
-  std::memcpy(to.raw_data(), from.raw_data(), size_t(elements) * dtype_size(from.dtype()));
+// Copies the elements of contiguous `from` into contiguous `to` (same count, any shapes)
+// through their device's backend.
+void copy_elements(const Tensor& from, const Tensor& to) {
+  const int64_t n = from.numel();
+  if (n == 0) return;
+  Tensor dst = to.detach().reshape({n});
+  copy_(dst, from.detach().reshape({n}));
 }
 
 }  // namespace
@@ -58,10 +69,6 @@ std::string where(const Communicator& comm, const char* op) {
 void tensor(const Communicator& comm, const char* op, const char* role, const Tensor& t) {
   if (!t.defined()) {
     throw std::invalid_argument(where(comm, op) + ": " + role + " tensor is undefined");
-  }
-  if (t.device().type != DeviceType::cpu) {
-    throw std::invalid_argument(where(comm, op) + ": " + role + " " + t.desc() + " is on " +
-                                t.device().str() + ", expected a CPU tensor");
   }
   if (!t.is_contiguous()) {
     throw std::invalid_argument(where(comm, op) + ": " + role + " " + t.desc() +
@@ -165,13 +172,13 @@ void LocalCommunicator::all_reduce(Tensor& t, ReduceOp /*op*/) {
 
 void LocalCommunicator::all_to_all(const Tensor& send, Tensor& recv) {
   comm_check::all_to_all(*this, "all_to_all", send, recv);
-  copy_bytes(send, recv, send.numel());
+  copy_elements(send, recv);
 }
 
 void LocalCommunicator::all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_counts,
                                      Tensor& recv, const std::vector<int64_t>& recv_counts) {
   comm_check::all_to_all_v(*this, "all_to_all_v", send, send_counts, recv, recv_counts);
-  copy_bytes(send, recv, send.numel());
+  copy_elements(send, recv);
 }
 
 void LocalCommunicator::broadcast(Tensor& t, int root) {
@@ -180,7 +187,7 @@ void LocalCommunicator::broadcast(Tensor& t, int root) {
 
 void LocalCommunicator::all_gather(const Tensor& send, Tensor& recv) {
   comm_check::all_gather(*this, "all_gather", send, recv);
-  copy_bytes(send, recv, send.numel());
+  copy_elements(send, recv);
 }
 
 CommRequest LocalCommunicator::iall_reduce(Tensor t, ReduceOp /*op*/) {
@@ -190,14 +197,14 @@ CommRequest LocalCommunicator::iall_reduce(Tensor t, ReduceOp /*op*/) {
 
 CommRequest LocalCommunicator::iall_to_all(Tensor send, Tensor recv) {
   comm_check::all_to_all(*this, "iall_to_all", send, recv);
-  copy_bytes(send, recv, send.numel());
+  copy_elements(send, recv);
   return CommRequest();
 }
 
 CommRequest LocalCommunicator::iall_to_all_v(Tensor send, std::vector<int64_t> send_counts,
                                              Tensor recv, std::vector<int64_t> recv_counts) {
   comm_check::all_to_all_v(*this, "iall_to_all_v", send, send_counts, recv, recv_counts);
-  copy_bytes(send, recv, send.numel());
+  copy_elements(send, recv);
   return CommRequest();
 }
 
@@ -208,7 +215,7 @@ CommRequest LocalCommunicator::ibroadcast(Tensor t, int root) {
 
 CommRequest LocalCommunicator::iall_gather(Tensor send, Tensor recv) {
   comm_check::all_gather(*this, "iall_gather", send, recv);
-  copy_bytes(send, recv, send.numel());
+  copy_elements(send, recv);
   return CommRequest();
 }
 

@@ -1,7 +1,8 @@
 // LocalCommunicator: the single-process Communicator (size 1, rank 0), where every collective
-// is a copy or a no-op. It makes the same argument checks as the MPI implementation, so code
-// that runs in one process does not start failing on several. The checks themselves
-// (namespace comm_check) are shared by every implementation.
+// is a copy (through the tensors' backend, so any device works) or a no-op. It makes the same
+// argument checks as the MPI implementation, so code that runs in one process does not start
+// failing on several. The checks themselves (namespace comm_check) are shared by every
+// implementation.
 #pragma once
 #include <memory>
 #include <string>
@@ -51,20 +52,21 @@ namespace comm_check {
 
 // "all_to_all on communicator 'world' (rank 1 of 4)".
 std::string where(const Communicator& comm, const char* op);
-// `t` is defined, contiguous and on the CPU; `role` is "send", "recv" or "tensor".
+// `t` is defined and contiguous (any device: an implementation that needs host memory stages
+// it); `role` is "send", "recv" or "tensor".
 void tensor(const Communicator& comm, const char* op, const char* role, const Tensor& t);
 // t can be reduced (bf16 cannot).
 void all_reduce(const Communicator& comm, const char* op, const Tensor& t);
-// send [size * b] and recv [size * b] of one dtype, not overlapping.
+// send [size * b] and recv [size * b] of one dtype, on one device, not overlapping.
 void all_to_all(const Communicator& comm, const char* op, const Tensor& send, const Tensor& recv);
 // One count per rank, non-negative, summing to send.numel() / recv.numel(); what this rank
-// sends to itself equals what it receives from itself; one dtype, not overlapping.
+// sends to itself equals what it receives from itself; one dtype, one device, not overlapping.
 void all_to_all_v(const Communicator& comm, const char* op, const Tensor& send,
                   const std::vector<int64_t>& send_counts, const Tensor& recv,
                   const std::vector<int64_t>& recv_counts);
 // 0 <= root < size.
 void broadcast(const Communicator& comm, const char* op, const Tensor& t, int root);
-// send [b] -> recv [size * b] of one dtype, not overlapping.
+// send [b] -> recv [size * b] of one dtype, on one device, not overlapping.
 void all_gather(const Communicator& comm, const char* op, const Tensor& send, const Tensor& recv);
 // color >= 0.
 void split(const Communicator& comm, int color);

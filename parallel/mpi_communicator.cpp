@@ -16,6 +16,7 @@
 #include <sys/prctl.h>
 #endif
 
+#include "core/ops.h"
 #include "parallel/local_communicator.h"
 #include "parallel/mpi_check.h"
 
@@ -249,25 +250,66 @@ namespace {
 using detail::MpiOpState;
 using detail::MpiProgress;
 
-// The request of a non-blocking MpiCommunicator call: waits for the progress thread's signal.
+// MPI reads and writes host memory. A tensor whose memory the host can read is handed to MPI
+// as it is (zero copy); any other tensor is staged through a host copy: its values are copied
+// to the host before the call (Tensor::cpu()), and what MPI wrote into a host buffer is copied
+// back to the device tensor after completion (at once for a blocking call, in wait() or
+// done() for a non-blocking one, on the calling thread). Device-aware transports (NCCL, a
+// later issue) take the device pointers (Tensor::device_data()) instead and stage nothing.
+class Staging {
+ public:
+  // Host memory holding t's values: t itself when the host can read it.
+  Tensor input(const Tensor& t) { return t.device().host_readable() ? t : t.cpu(); }
+  // Host memory MPI writes t's result into: t itself when the host can read it, else a host
+  // buffer (holding t's values when `with_values`, e.g. for an in-place reduction) that
+  // finish() copies back into t.
+  Tensor output(const Tensor& t, bool with_values) {
+    if (t.device().host_readable()) return t;
+    Tensor host = with_values ? t.cpu() : Tensor::empty(t.shape(), t.dtype(), kCpu);
+    back_.emplace_back(t, host);
+    return host;
+  }
+  // Copies the host results back into their device tensors (once).
+  void finish() {
+    std::vector<std::pair<Tensor, Tensor>> back = std::move(back_);
+    back_.clear();
+    for (auto& [device_tensor, host] : back) {
+      if (host.numel() == 0) continue;
+      Tensor dst = device_tensor.detach();
+      copy_(dst, host.to(dst.device()));
+    }
+  }
+
+ private:
+  std::vector<std::pair<Tensor, Tensor>> back_;  // (device tensor, host buffer)
+};
+
+// The request of a non-blocking MpiCommunicator call: waits for the progress thread's signal,
+// then copies staged results back to their device tensors.
 class MpiPendingOp final : public PendingOp {
  public:
-  MpiPendingOp(std::shared_ptr<MpiProgress> progress, std::shared_ptr<MpiOpState> state)
-      : progress_(std::move(progress)), state_(std::move(state)) {}
+  MpiPendingOp(std::shared_ptr<MpiProgress> progress, std::shared_ptr<MpiOpState> state,
+               Staging staging)
+      : progress_(std::move(progress)), state_(std::move(state)), staging_(std::move(staging)) {}
 
   void wait() override {
     progress_->wait(*state_);
     if (state_->status.load(std::memory_order_acquire) == MpiOpState::kFailed) {
       throw MpiError(state_->error);
     }
+    staging_.finish();
   }
   bool done() override {
-    return state_->status.load(std::memory_order_acquire) != MpiOpState::kPending;
+    const int status = state_->status.load(std::memory_order_acquire);
+    if (status == MpiOpState::kPending) return false;
+    if (status == MpiOpState::kDone) staging_.finish();
+    return true;
   }
 
  private:
   std::shared_ptr<MpiProgress> progress_;
   std::shared_ptr<MpiOpState> state_;
+  Staging staging_;
 };
 
 MPI_Datatype mpi_type(DType t) {
@@ -380,15 +422,21 @@ MpiCommunicator::~MpiCommunicator() {
 void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
   comm_check::all_reduce(*this, "all_reduce", t);
   const int n = fit_int(*this, "all_reduce", "tensor", t.numel());
+  Staging staging;
+  const Tensor host = staging.output(t, true);
   VMOE_MPI_CHECK(
-      MPI_Allreduce(MPI_IN_PLACE, t.raw_data(), n, mpi_type(t.dtype()), mpi_op(op), comm_));
+      MPI_Allreduce(MPI_IN_PLACE, host.raw_data(), n, mpi_type(t.dtype()), mpi_op(op), comm_));
+  staging.finish();
 }
 
 void MpiCommunicator::all_to_all(const Tensor& send, Tensor& recv) {
   comm_check::all_to_all(*this, "all_to_all", send, recv);
   const int block = fit_int(*this, "all_to_all", "the block", send.numel() / size_);
   const MPI_Datatype type = mpi_type(send.dtype());
-  VMOE_MPI_CHECK(MPI_Alltoall(send.raw_data(), block, type, recv.raw_data(), block, type, comm_));
+  Staging staging;
+  const Tensor s = staging.input(send), r = staging.output(recv, false);
+  VMOE_MPI_CHECK(MPI_Alltoall(s.raw_data(), block, type, r.raw_data(), block, type, comm_));
+  staging.finish();
 }
 
 void MpiCommunicator::all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_counts,
@@ -398,14 +446,20 @@ void MpiCommunicator::all_to_all_v(const Tensor& send, const std::vector<int64_t
   int_counts(*this, "all_to_all_v", "send", send_counts, send.numel(), sc, sd);
   int_counts(*this, "all_to_all_v", "recv", recv_counts, recv.numel(), rc, rd);
   const MPI_Datatype type = mpi_type(send.dtype());
-  VMOE_MPI_CHECK(MPI_Alltoallv(send.raw_data(), sc.data(), sd.data(), type, recv.raw_data(),
-                               rc.data(), rd.data(), type, comm_));
+  Staging staging;
+  const Tensor s = staging.input(send), r = staging.output(recv, false);
+  VMOE_MPI_CHECK(MPI_Alltoallv(s.raw_data(), sc.data(), sd.data(), type, r.raw_data(), rc.data(),
+                               rd.data(), type, comm_));
+  staging.finish();
 }
 
 void MpiCommunicator::broadcast(Tensor& t, int root) {
   comm_check::broadcast(*this, "broadcast", t, root);
   const int n = fit_int(*this, "broadcast", "tensor", t.numel());
-  VMOE_MPI_CHECK(MPI_Bcast(t.raw_data(), n, mpi_type(t.dtype()), root, comm_));
+  Staging staging;
+  const Tensor host = staging.output(t, rank_ == root);
+  VMOE_MPI_CHECK(MPI_Bcast(host.raw_data(), n, mpi_type(t.dtype()), root, comm_));
+  staging.finish();
 }
 
 void MpiCommunicator::all_gather(const Tensor& send, Tensor& recv) {
@@ -413,7 +467,10 @@ void MpiCommunicator::all_gather(const Tensor& send, Tensor& recv) {
   const int n = fit_int(*this, "all_gather", "send", send.numel());
   fit_int(*this, "all_gather", "recv", recv.numel());  // MPI computes displacements in int
   const MPI_Datatype type = mpi_type(send.dtype());
-  VMOE_MPI_CHECK(MPI_Allgather(send.raw_data(), n, type, recv.raw_data(), n, type, comm_));
+  Staging staging;
+  const Tensor s = staging.input(send), r = staging.output(recv, false);
+  VMOE_MPI_CHECK(MPI_Allgather(s.raw_data(), n, type, r.raw_data(), n, type, comm_));
+  staging.finish();
 }
 
 void MpiCommunicator::barrier() {
@@ -423,17 +480,20 @@ void MpiCommunicator::barrier() {
 namespace {
 
 // Posts one non-blocking call on this thread (`post` fills the request) and hands the
-// request to the progress thread.
+// request to the progress thread. `staging` holds the device tensors whose host buffers (in
+// state->buffers) MPI writes.
 template <class Post>
 CommRequest start(const std::shared_ptr<MpiProgress>& progress, std::shared_ptr<MpiOpState> state,
-                  Post&& post) {
+                  Staging staging, Post&& post) {
   progress->check_running(state->where);
   MPI_Request request = MPI_REQUEST_NULL;
   post(*state, &request);
   progress->submit(request, state);
-  return CommRequest(std::make_unique<MpiPendingOp>(progress, std::move(state)));
+  return CommRequest(
+      std::make_unique<MpiPendingOp>(progress, std::move(state), std::move(staging)));
 }
 
+// `buffers`: the host memory MPI uses until completion.
 std::shared_ptr<MpiOpState> new_state(const Communicator& comm, const char* op,
                                       std::vector<Tensor> buffers) {
   auto state = std::make_shared<MpiOpState>();
@@ -448,10 +508,12 @@ CommRequest MpiCommunicator::iall_reduce(Tensor t, ReduceOp op) {
   comm_check::all_reduce(*this, "iall_reduce", t);
   const int n = fit_int(*this, "iall_reduce", "tensor", t.numel());
   const MPI_Comm comm = comm_;
-  return start(progress_, new_state(*this, "iall_reduce", {t}),
+  Staging staging;
+  const Tensor host = staging.output(t, true);
+  return start(progress_, new_state(*this, "iall_reduce", {host}), std::move(staging),
                [&](MpiOpState&, MPI_Request* request) {
-                 VMOE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.raw_data(), n, mpi_type(t.dtype()),
-                                               mpi_op(op), comm, request));
+                 VMOE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, host.raw_data(), n,
+                                               mpi_type(t.dtype()), mpi_op(op), comm, request));
                });
 }
 
@@ -460,17 +522,21 @@ CommRequest MpiCommunicator::iall_to_all(Tensor send, Tensor recv) {
   const int block = fit_int(*this, "iall_to_all", "the block", send.numel() / size_);
   const MPI_Datatype type = mpi_type(send.dtype());
   const MPI_Comm comm = comm_;
-  return start(progress_, new_state(*this, "iall_to_all", {send, recv}),
+  Staging staging;
+  const Tensor s = staging.input(send), r = staging.output(recv, false);
+  return start(progress_, new_state(*this, "iall_to_all", {s, r}), std::move(staging),
                [&](MpiOpState&, MPI_Request* request) {
-                 VMOE_MPI_CHECK(MPI_Ialltoall(send.raw_data(), block, type, recv.raw_data(), block,
-                                              type, comm, request));
+                 VMOE_MPI_CHECK(MPI_Ialltoall(s.raw_data(), block, type, r.raw_data(), block, type,
+                                              comm, request));
                });
 }
 
 CommRequest MpiCommunicator::iall_to_all_v(Tensor send, std::vector<int64_t> send_counts,
                                            Tensor recv, std::vector<int64_t> recv_counts) {
   comm_check::all_to_all_v(*this, "iall_to_all_v", send, send_counts, recv, recv_counts);
-  auto state = new_state(*this, "iall_to_all_v", {send, recv});
+  Staging staging;
+  const Tensor s = staging.input(send), r = staging.output(recv, false);
+  auto state = new_state(*this, "iall_to_all_v", {s, r});
   // The count and displacement arrays live in the state: MPI reads them until completion.
   int_counts(*this, "iall_to_all_v", "send", send_counts, send.numel(), state->send_counts,
              state->send_displs);
@@ -478,20 +544,24 @@ CommRequest MpiCommunicator::iall_to_all_v(Tensor send, std::vector<int64_t> sen
              state->recv_displs);
   const MPI_Datatype type = mpi_type(send.dtype());
   const MPI_Comm comm = comm_;
-  return start(progress_, std::move(state), [&](MpiOpState& s, MPI_Request* request) {
-    VMOE_MPI_CHECK(MPI_Ialltoallv(send.raw_data(), s.send_counts.data(), s.send_displs.data(), type,
-                                  recv.raw_data(), s.recv_counts.data(), s.recv_displs.data(), type,
-                                  comm, request));
-  });
+  return start(
+      progress_, std::move(state), std::move(staging), [&](MpiOpState& st, MPI_Request* request) {
+        VMOE_MPI_CHECK(MPI_Ialltoallv(s.raw_data(), st.send_counts.data(), st.send_displs.data(),
+                                      type, r.raw_data(), st.recv_counts.data(),
+                                      st.recv_displs.data(), type, comm, request));
+      });
 }
 
 CommRequest MpiCommunicator::ibroadcast(Tensor t, int root) {
   comm_check::broadcast(*this, "ibroadcast", t, root);
   const int n = fit_int(*this, "ibroadcast", "tensor", t.numel());
   const MPI_Comm comm = comm_;
+  Staging staging;
+  const Tensor host = staging.output(t, rank_ == root);
   return start(
-      progress_, new_state(*this, "ibroadcast", {t}), [&](MpiOpState&, MPI_Request* request) {
-        VMOE_MPI_CHECK(MPI_Ibcast(t.raw_data(), n, mpi_type(t.dtype()), root, comm, request));
+      progress_, new_state(*this, "ibroadcast", {host}), std::move(staging),
+      [&](MpiOpState&, MPI_Request* request) {
+        VMOE_MPI_CHECK(MPI_Ibcast(host.raw_data(), n, mpi_type(t.dtype()), root, comm, request));
       });
 }
 
@@ -501,18 +571,20 @@ CommRequest MpiCommunicator::iall_gather(Tensor send, Tensor recv) {
   fit_int(*this, "iall_gather", "recv", recv.numel());
   const MPI_Datatype type = mpi_type(send.dtype());
   const MPI_Comm comm = comm_;
-  return start(progress_, new_state(*this, "iall_gather", {send, recv}),
-               [&](MpiOpState&, MPI_Request* request) {
-                 VMOE_MPI_CHECK(MPI_Iallgather(send.raw_data(), n, type, recv.raw_data(), n, type,
-                                               comm, request));
-               });
+  Staging staging;
+  const Tensor s = staging.input(send), r = staging.output(recv, false);
+  return start(
+      progress_, new_state(*this, "iall_gather", {s, r}), std::move(staging),
+      [&](MpiOpState&, MPI_Request* request) {
+        VMOE_MPI_CHECK(MPI_Iallgather(s.raw_data(), n, type, r.raw_data(), n, type, comm, request));
+      });
 }
 
 CommRequest MpiCommunicator::ibarrier() {
   const MPI_Comm comm = comm_;
-  return start(progress_, new_state(*this, "ibarrier", {}), [&](MpiOpState&, MPI_Request* request) {
-    VMOE_MPI_CHECK(MPI_Ibarrier(comm, request));
-  });
+  return start(
+      progress_, new_state(*this, "ibarrier", {}), Staging(),
+      [&](MpiOpState&, MPI_Request* request) { VMOE_MPI_CHECK(MPI_Ibarrier(comm, request)); });
 }
 
 std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, std::string name) const {

@@ -1,7 +1,10 @@
-// MpiCommunicator: the Communicator over an MPI communicator, for CPU tensors. Blocking
-// collectives call the blocking MPI functions; non-blocking ones post the MPI_I* call on the
-// calling thread (so every rank posts its collectives in program order) and hand the request
-// to a per-process progress thread, the only thread that tests it. Open MPI has no
+// MpiCommunicator: the Communicator over an MPI communicator. MPI works on host memory: host
+// tensors go to MPI as they are (zero copy); tensors of a device the host cannot read are
+// staged through host copies (values copied to the host before the call, results copied back
+// after completion; device-aware transports such as NCCL take device pointers instead).
+// Blocking collectives call the blocking MPI functions; non-blocking ones post the MPI_I* call
+// on the calling thread (so every rank posts its collectives in program order) and hand the
+// request to a per-process progress thread, the only thread that tests it. Open MPI has no
 // asynchronous progress of its own, so without that thread a large MPI_Ialltoall would not
 // move while the caller computes.
 #pragma once

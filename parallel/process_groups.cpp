@@ -52,7 +52,7 @@ ExpertShard ProcessGroups::expert_shard() const {
 Tensor gather_experts(const ProcessGroups& groups, const Tensor& local) {
   Shape global = local.shape();
   global[0] *= groups.expert->size();
-  Tensor out = Tensor::empty(global, local.dtype());
+  Tensor out = Tensor::empty(global, local.dtype(), local.device());
   Tensor flat = out.reshape({out.numel()});
   groups.expert->all_gather(local.contiguous().reshape({local.numel()}), flat);
   return out;

@@ -30,8 +30,8 @@ int expert_group_size(int64_t num_experts, int world_size);
 void validate_layout(int world_size, int64_t num_experts, int64_t global_batch,
                      int64_t images_per_group);
 
-// An expert parameter's global value [E, ...] from every owner's [E / Pe, ...] slice
-// (collective over the expert group).
+// An expert parameter's global value [E, ...] from every owner's [E / Pe, ...] slice, on
+// local's device (collective over the expert group).
 Tensor gather_experts(const ProcessGroups& groups, const Tensor& local);
 
 // Splits `world` (collective). Throws if the experts cannot be split evenly.

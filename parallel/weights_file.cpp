@@ -47,7 +47,8 @@ void save_weights(const std::string& path, const std::vector<NamedTensor>& param
   {
     Hdf5File file(tmp, Hdf5File::Mode::Create);
     for (const NamedTensor& p : params) {
-      Tensor v = p.value.contiguous();
+      // HDF5 writes host memory: a device tensor is copied to the host first.
+      const Tensor v = p.value.detach().cpu().contiguous();
       file.write(kPrefix + p.name, h5_type(v.dtype()), v.shape(), v.raw_data());
     }
     file.set_attr("config", config_text);
@@ -75,11 +76,11 @@ void load_weights(const std::string& path, ParameterStore& params) {
                                "' has shape " + shape_str(a.shape) + ", the model expects " +
                                shape_str(info.shape));
     }
-    Tensor src;
+    Tensor src;  // on the host, then copied to the store's device
     if (a.type == H5Type::f32) {
-      src = Tensor::empty(a.shape, DType::f32);
+      src = Tensor::empty(a.shape, DType::f32, kCpu);
     } else if (a.type == H5Type::f64) {
-      src = Tensor::empty(a.shape, DType::f64);
+      src = Tensor::empty(a.shape, DType::f64, kCpu);
     } else {
       throw std::runtime_error("weights file '" + path + "': parameter '" + info.name +
                                "' is not a float dataset");
@@ -90,7 +91,7 @@ void load_weights(const std::string& path, ParameterStore& params) {
       src = src.slice(0, shard.first, shard.first + shard.count);
     }
     Tensor dst = params.value(info.name).detach();
-    copy_(dst, to_dtype(src, dst.dtype()));
+    copy_(dst, to_dtype(src, dst.dtype()).to(dst.device()));
   }
 }
 

@@ -1,48 +1,216 @@
-// The CPU backend table and device dispatch.
+// The two backends made of the CPU kernels: `cpu` (host memory the host reads directly) and
+// `cpu_strict`, the test device (core/device.h): the same kernels reached only through this
+// table, its own allocator whose fresh blocks are filled with 0xFF (NaN for floats, -1 for
+// integers, so code that relies on zeroed memory fails), and every copy to or from the host
+// counted.
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
 #include "core/cpu/kernels.h"
+#include "core/transfer_counts.h"
 
 namespace vmoe {
 
-const Backend& cpu_backend() {
-  static const Backend table{
-      cpu::copy,
-      cpu::fill,
-      cpu::binary,
-      cpu::unary,
-      cpu::unary_backward,
-      cpu::add_scaled,
-      cpu::scale,
-      cpu::sum_squares,
-      cpu::reduce_sum,
-      cpu::max_last,
-      cpu::gemm,
-      cpu::softmax,
-      cpu::softmax_backward,
-      cpu::layer_norm,
-      cpu::layer_norm_backward,
-      cpu::softmax_xent,
-      cpu::sigmoid_xent,
-      cpu::dropout_mask,
-      cpu::random_fill,
-      cpu::patches,
-      cpu::index_select,
-      cpu::index_add,
-      cpu::gather,
-      cpu::gather_backward,
-      cpu::topk,
-      cpu::argsort,
-      cpu::cumsum,
-      cpu::one_hot,
+namespace {
+
+Backend cpu_kernels() {
+  return Backend{
+      .copy = cpu::copy,
+      .fill = cpu::fill,
+      .binary = cpu::binary,
+      .unary = cpu::unary,
+      .unary_backward = cpu::unary_backward,
+      .add_scaled = cpu::add_scaled,
+      .scale = cpu::scale,
+      .sum_squares = cpu::sum_squares,
+      .reduce_sum = cpu::reduce_sum,
+      .max_last = cpu::max_last,
+      .cumsum = cpu::cumsum,
+      .gemm = cpu::gemm,
+      .softmax = cpu::softmax,
+      .softmax_backward = cpu::softmax_backward,
+      .layer_norm = cpu::layer_norm,
+      .layer_norm_backward = cpu::layer_norm_backward,
+      .softmax_xent = cpu::softmax_xent,
+      .sigmoid_xent = cpu::sigmoid_xent,
+      .dropout_mask = cpu::dropout_mask,
+      .random_fill = cpu::random_fill,
+      .patches = cpu::patches,
+      .index_select = cpu::index_select,
+      .index_add = cpu::index_add,
+      .gather = cpu::gather,
+      .gather_backward = cpu::gather_backward,
+      .topk = cpu::topk,
+      .argsort = cpu::argsort,
+      .one_hot = cpu::one_hot,
+      .assign_slots = cpu::assign_slots,
+      .adamw_update = cpu::adamw_update,
+      .sgd_update = cpu::sgd_update,
+      .supports_dtype = cpu::supports_dtype,
   };
+}
+
+// 64-byte aligned (AVX-512 loads).
+void* aligned_allocate(size_t bytes) {
+  return std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
+void aligned_free(void* p, size_t) {
+  std::free(p);
+}
+
+void host_copy(const void* src, void* dst, size_t bytes) {
+  std::memcpy(dst, src, bytes);
+}
+void no_synchronize() {}
+
+// The strict device's allocator: a cache of its own, and every block it hands out poisoned.
+class PoisoningAllocator final : public Allocator {
+ public:
+  void* allocate(size_t bytes) override {
+    void* p = cache_.allocate(bytes);
+    std::memset(p, 0xFF, bytes);
+    return p;
+  }
+  void deallocate(void* p, size_t bytes) override { cache_.deallocate(p, bytes); }
+  AllocatorStats stats() const override { return cache_.stats(); }
+  void reset_peak() override { cache_.reset_peak(); }
+  void empty_cache() override { cache_.empty_cache(); }
+
+ private:
+  CachingAllocator cache_{{aligned_allocate, aligned_free}};
+};
+
+void strict_to_host(const void* src, void* dst, size_t bytes) {
+  count_to_host(DeviceType::cpu_strict, int64_t(bytes));
+  std::memcpy(dst, src, bytes);
+}
+void strict_from_host(const void* src, void* dst, size_t bytes) {
+  count_from_host(DeviceType::cpu_strict, int64_t(bytes));
+  std::memcpy(dst, src, bytes);
+}
+void strict_synchronize() {
+  count_synchronization(DeviceType::cpu_strict);
+}
+
+}  // namespace
+
+const Backend& cpu_backend() {
+  static CachingAllocator allocator({aligned_allocate, aligned_free});
+  static const Backend table = [] {
+    Backend b = cpu_kernels();
+    b.name = "cpu";
+    b.allocator = &allocator;
+    b.copy_to_host = host_copy;
+    b.copy_from_host = host_copy;
+    b.synchronize = no_synchronize;
+    return b;
+  }();
+  return table;
+}
+
+const Backend& cpu_strict_backend() {
+  static PoisoningAllocator allocator;
+  static const Backend table = [] {
+    Backend b = cpu_kernels();
+    b.name = "cpu_strict";
+    b.allocator = &allocator;
+    b.copy_to_host = strict_to_host;
+    b.copy_from_host = strict_from_host;
+    b.synchronize = strict_synchronize;
+    return b;
+  }();
   return table;
 }
 
 const Backend& backend_for(Device device) {
-  if (device.type == DeviceType::cpu) return cpu_backend();
+  switch (device.type) {
+    case DeviceType::cpu:
+      return cpu_backend();
+    case DeviceType::cpu_strict:
+      return cpu_strict_backend();
+    case DeviceType::cuda:
+      break;
+  }
   throw std::runtime_error("no backend for device " + device.str() +
                            " in this build (configure with -DVMOE_CUDA=ON)");
+}
+
+namespace {
+
+bool has_entry(const Backend& b, Entry entry) {
+  switch (entry) {
+    case Entry::copy:
+      return b.copy;
+    case Entry::fill:
+      return b.fill;
+    case Entry::binary:
+      return b.binary;
+    case Entry::unary:
+      return b.unary;
+    case Entry::unary_backward:
+      return b.unary_backward;
+    case Entry::add_scaled:
+      return b.add_scaled;
+    case Entry::scale:
+      return b.scale;
+    case Entry::sum_squares:
+      return b.sum_squares;
+    case Entry::reduce_sum:
+      return b.reduce_sum;
+    case Entry::max_last:
+      return b.max_last;
+    case Entry::gemm:
+      return b.gemm;
+    case Entry::softmax:
+      return b.softmax;
+    case Entry::softmax_backward:
+      return b.softmax_backward;
+    case Entry::layer_norm:
+      return b.layer_norm;
+    case Entry::layer_norm_backward:
+      return b.layer_norm_backward;
+    case Entry::softmax_xent:
+      return b.softmax_xent;
+    case Entry::sigmoid_xent:
+      return b.sigmoid_xent;
+    case Entry::dropout_mask:
+      return b.dropout_mask;
+    case Entry::random_fill:
+      return b.random_fill;
+    case Entry::patches:
+      return b.patches;
+    case Entry::index_select:
+      return b.index_select;
+    case Entry::index_add:
+      return b.index_add;
+    case Entry::gather:
+      return b.gather;
+    case Entry::gather_backward:
+      return b.gather_backward;
+    case Entry::topk:
+      return b.topk;
+    case Entry::argsort:
+      return b.argsort;
+    case Entry::cumsum:
+      return b.cumsum;
+    case Entry::one_hot:
+      return b.one_hot;
+    case Entry::assign_slots:
+      return b.assign_slots;
+    case Entry::adamw_update:
+      return b.adamw_update;
+    case Entry::sgd_update:
+      return b.sgd_update;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool backend_supports(const Backend& backend, Entry entry, DType dtype) {
+  return has_entry(backend, entry) &&
+         (backend.supports_dtype == nullptr || backend.supports_dtype(entry, dtype));
 }
 
 }  // namespace vmoe

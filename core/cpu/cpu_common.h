@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/kernel_errors.h"
 #include "core/tensor.h"
 
 namespace vmoe::cpu {
@@ -14,6 +15,22 @@ inline constexpr int64_t kParallelGrain = 1 << 15;
 [[noreturn]] inline void unsupported(const char* kernel, DType t) {
   throw std::invalid_argument(std::string(kernel) + ": dtype " + dtype_name(t) +
                               " is not supported on cpu");
+}
+
+// Serial pass before a kernel's parallel loop: the first of p[0, n) outside [lo, hi) is a
+// kernel error on `device` ("op: index 9 at position 3 is outside [-1, 5)"). On the strict
+// device the kernel goes on and treats out-of-range elements as absent.
+template <class I>
+void check_in_range(Device device, const char* op, const char* what, const I* p, int64_t n,
+                    int64_t lo, int64_t hi) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (int64_t(p[i]) < lo || int64_t(p[i]) >= hi) {
+      kernel_error(device, std::string(op) + ": " + what + " " + std::to_string(int64_t(p[i])) +
+                               " at position " + std::to_string(i) + " is outside [" +
+                               std::to_string(lo) + ", " + std::to_string(hi) + ")");
+      return;
+    }
+  }
 }
 
 // Calls fn(T{}) with T the C++ type of a floating dtype (f32, f64).

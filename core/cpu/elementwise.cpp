@@ -177,8 +177,8 @@ void dispatch_unary(UnaryOp op, Fn&& fn) {
 
 void copy(const Tensor& src, const Tensor& dst) {
   const DType ts = src.dtype(), td = dst.dtype();
-  char* sbase = static_cast<char*>(src.raw_data());
-  char* dbase = static_cast<char*>(dst.raw_data());
+  char* sbase = static_cast<char*>(src.device_raw());
+  char* dbase = static_cast<char*>(dst.device_raw());
   const size_t es = dtype_size(ts), ed = dtype_size(td);
   if (ts == td && src.is_contiguous() && dst.is_contiguous()) {
     std::memcpy(dbase, sbase, size_t(src.numel()) * es);
@@ -208,14 +208,14 @@ void copy(const Tensor& src, const Tensor& dst) {
 }
 
 void fill(const Tensor& dst, double value) {
-  char* base = static_cast<char*>(dst.raw_data());
+  char* base = static_cast<char*>(dst.device_raw());
   const DType t = dst.dtype();
   if (value == 0 && dst.is_contiguous()) {
     std::memset(base, 0, size_t(dst.numel()) * dtype_size(t));
     return;
   }
   if (t == DType::f32 && dst.is_contiguous()) {
-    std::fill_n(static_cast<float*>(dst.raw_data()), dst.numel(), float(value));
+    std::fill_n(static_cast<float*>(dst.device_raw()), dst.numel(), float(value));
     return;
   }
   for_each_run<1>(dst.shape(), {&dst.strides()},
@@ -228,9 +228,9 @@ void fill(const Tensor& dst, double value) {
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   dispatch_float(out.dtype(), "binary", [&]<class T>(T) {
-    const T* pa = a.data<T>();
-    const T* pb = b.data<T>();
-    T* po = out.data<T>();
+    const T* pa = a.device_data<T>();
+    const T* pb = b.device_data<T>();
+    T* po = out.device_data<T>();
     for_each_run<3>(out.shape(), {&a.strides(), &b.strides(), &out.strides()},
                     [&](std::array<int64_t, 3> off, int64_t n, std::array<int64_t, 3> inc) {
                       const T* x = pa + off[0];
@@ -254,6 +254,10 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
                           for (int64_t i = 0; i < n; ++i)
                             z[i * so] = x[i * sa] / y[i * sb];
                           break;
+                        case BinaryOp::equal:
+                          for (int64_t i = 0; i < n; ++i)
+                            z[i * so] = x[i * sa] == y[i * sb] ? T(1) : T(0);
+                          break;
                       }
                     });
   });
@@ -261,8 +265,8 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
 
 void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
   dispatch_float(out.dtype(), "unary", [&]<class T>(T) {
-    const T* px = x.data<T>();
-    T* po = out.data<T>();
+    const T* px = x.device_data<T>();
+    T* po = out.device_data<T>();
     const int64_t n = x.numel();
     dispatch_unary(op, [&](auto op_c) { unary_loop<decltype(op_c)::value, T>(px, po, n); });
   });
@@ -271,10 +275,10 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
 void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy,
                     const Tensor& gx) {
   dispatch_float(gx.dtype(), "unary_backward", [&]<class T>(T) {
-    const T* px = x.data<T>();
-    const T* py = y.data<T>();
-    const T* pg = gy.data<T>();
-    T* po = gx.data<T>();
+    const T* px = x.device_data<T>();
+    const T* py = y.device_data<T>();
+    const T* pg = gy.device_data<T>();
+    T* po = gx.device_data<T>();
     const int64_t n = x.numel();
     dispatch_unary(
         op, [&](auto op_c) { unary_backward_loop<decltype(op_c)::value, T>(px, py, pg, po, n); });
@@ -283,8 +287,8 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& 
 
 void add_scaled(const Tensor& dst, const Tensor& src, double alpha) {
   dispatch_float(dst.dtype(), "add_scaled", [&]<class T>(T) {
-    T* pd = dst.data<T>();
-    const T* ps = src.data<T>();
+    T* pd = dst.device_data<T>();
+    const T* ps = src.device_data<T>();
     for_each_run<2>(dst.shape(), {&dst.strides(), &src.strides()},
                     [&](std::array<int64_t, 2> off, int64_t n, std::array<int64_t, 2> inc) {
                       T* d = pd + off[0];
@@ -298,7 +302,7 @@ void add_scaled(const Tensor& dst, const Tensor& src, double alpha) {
 
 void scale(const Tensor& dst, double s) {
   dispatch_float(dst.dtype(), "scale", [&]<class T>(T) {
-    T* pd = dst.data<T>();
+    T* pd = dst.device_data<T>();
     for_each_run<1>(dst.shape(), {&dst.strides()},
                     [&](std::array<int64_t, 1> off, int64_t n, std::array<int64_t, 1> inc) {
                       T* d = pd + off[0];
@@ -308,16 +312,16 @@ void scale(const Tensor& dst, double s) {
   });
 }
 
-double sum_squares(const Tensor& x) {
+void sum_squares(const Tensor& x, const Tensor& out) {
   double total = 0;
   dispatch_float(x.dtype(), "sum_squares", [&]<class T>(T) {
-    const T* p = x.data<T>();
+    const T* p = x.device_data<T>();
     const int64_t n = x.numel();
 #pragma omp parallel for reduction(+ : total) if (n > kParallelGrain)
     for (int64_t i = 0; i < n; ++i)
       total += double(p[i]) * double(p[i]);
   });
-  return total;
+  out.device_data<double>()[0] += total;
 }
 
 }  // namespace vmoe::cpu

@@ -11,15 +11,21 @@
 namespace vmoe::cpu {
 
 void index_select(const Tensor& x, const Tensor& idx, const Tensor& out) {
-  const int64_t m = idx.numel(), row = x.size(0) ? x.numel() / x.size(0) : 0;
+  // Not numel / rows: x may have no rows, and its -1 indices still give zero rows.
+  int64_t row = 1;
+  for (int64_t d = 1; d < x.dim(); ++d)
+    row *= x.size(d);
+  const int64_t m = idx.numel();
   const size_t bytes = size_t(row) * dtype_size(x.dtype());
-  const char* px = static_cast<const char*>(x.raw_data());
-  char* po = static_cast<char*>(out.raw_data());
+  const char* px = static_cast<const char*>(x.device_raw());
+  char* po = static_cast<char*>(out.device_raw());
   dispatch_index(idx.dtype(), "index_select", [&]<class I>(I) {
-    const I* pi = idx.data<I>();
+    const I* pi = idx.device_data<I>();
+    const int64_t rows = x.size(0);
+    check_in_range(x.device(), "index_select", "index", pi, m, -1, rows);
 #pragma omp parallel for if (m * row > kParallelGrain)
     for (int64_t i = 0; i < m; ++i) {
-      if (pi[i] < 0)
+      if (pi[i] < 0 || pi[i] >= rows)
         std::memset(po + size_t(i) * bytes, 0, bytes);
       else
         std::memcpy(po + size_t(i) * bytes, px + size_t(pi[i]) * bytes, bytes);
@@ -30,10 +36,12 @@ void index_select(const Tensor& x, const Tensor& idx, const Tensor& out) {
 void index_add(const Tensor& src, const Tensor& idx, const Tensor& out) {
   const int64_t m = idx.numel(), row = src.size(0) ? src.numel() / src.size(0) : 0;
   dispatch_float(src.dtype(), "index_add", [&]<class T>(T) {
-    const T* ps = src.data<T>();
-    T* po = out.data<T>();
+    const T* ps = src.device_data<T>();
+    T* po = out.device_data<T>();
     dispatch_index(idx.dtype(), "index_add", [&]<class I>(I) {
-      const I* pi = idx.data<I>();
+      const I* pi = idx.device_data<I>();
+      const int64_t rows = out.size(0);
+      check_in_range(out.device(), "index_add", "index", pi, m, -1, rows);
       // Rows may repeat in idx: split the columns between threads, never the rows.
       const int64_t chunk = std::max<int64_t>(16, row / 8);
       const int64_t chunks = (row + chunk - 1) / chunk;
@@ -41,7 +49,7 @@ void index_add(const Tensor& src, const Tensor& idx, const Tensor& out) {
       for (int64_t cidx = 0; cidx < chunks; ++cidx) {
         const int64_t c0 = cidx * chunk, c1 = std::min(row, c0 + chunk);
         for (int64_t i = 0; i < m; ++i) {
-          if (pi[i] < 0) continue;
+          if (pi[i] < 0 || pi[i] >= rows) continue;
           T* dst = po + pi[i] * row;
           const T* s = ps + i * row;
           for (int64_t c = c0; c < c1; ++c)
@@ -55,13 +63,16 @@ void index_add(const Tensor& src, const Tensor& idx, const Tensor& out) {
 void gather(const Tensor& x, const Tensor& idx, const Tensor& out) {
   const int64_t n = x.size(-1), k = idx.size(-1), rows = k ? idx.numel() / k : 0;
   dispatch_float(x.dtype(), "gather", [&]<class T>(T) {
-    const T* px = x.data<T>();
-    T* po = out.data<T>();
+    const T* px = x.device_data<T>();
+    T* po = out.device_data<T>();
     dispatch_index(idx.dtype(), "gather", [&]<class I>(I) {
-      const I* pi = idx.data<I>();
+      const I* pi = idx.device_data<I>();
+      check_in_range(x.device(), "gather", "index", pi, rows * k, 0, n);
       for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < k; ++j)
-          po[r * k + j] = px[r * n + pi[r * k + j]];
+        for (int64_t j = 0; j < k; ++j) {
+          const I at = pi[r * k + j];
+          po[r * k + j] = at >= 0 && at < n ? px[r * n + at] : T(0);
+        }
     });
   });
 }
@@ -69,14 +80,16 @@ void gather(const Tensor& x, const Tensor& idx, const Tensor& out) {
 void gather_backward(const Tensor& gy, const Tensor& idx, const Tensor& gx) {
   const int64_t n = gx.size(-1), k = idx.size(-1), rows = k ? idx.numel() / k : 0;
   dispatch_float(gx.dtype(), "gather_backward", [&]<class T>(T) {
-    const T* pg = gy.data<T>();
-    T* po = gx.data<T>();
+    const T* pg = gy.device_data<T>();
+    T* po = gx.device_data<T>();
     std::fill(po, po + gx.numel(), T(0));
     dispatch_index(idx.dtype(), "gather_backward", [&]<class I>(I) {
-      const I* pi = idx.data<I>();
+      const I* pi = idx.device_data<I>();
       for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < k; ++j)
-          po[r * n + pi[r * k + j]] += pg[r * k + j];
+        for (int64_t j = 0; j < k; ++j) {
+          const I at = pi[r * k + j];
+          if (at >= 0 && at < n) po[r * n + at] += pg[r * k + j];
+        }
     });
   });
 }
@@ -84,9 +97,9 @@ void gather_backward(const Tensor& gy, const Tensor& idx, const Tensor& gx) {
 void topk(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices) {
   const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
   dispatch_float(x.dtype(), "topk", [&]<class T>(T) {
-    const T* px = x.data<T>();
-    T* pv = values.data<T>();
-    int64_t* pi = indices.data<int64_t>();
+    const T* px = x.device_data<T>();
+    T* pv = values.device_data<T>();
+    int64_t* pi = indices.device_data<int64_t>();
 #pragma omp parallel for if (rows * n > kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
       const T* row = px + r * n;
@@ -104,10 +117,11 @@ void topk(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indice
   });
 }
 
-void argsort(const Tensor& x, bool descending, const Tensor& out) {
+void argsort(const Tensor& x, SortOrder order, const Tensor& out) {
+  const bool descending = order == SortOrder::descending;
   const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
   auto run = [&](const auto* px) {
-    int64_t* po = out.data<int64_t>();
+    int64_t* po = out.device_data<int64_t>();
 #pragma omp parallel for if (rows * n > kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
       const auto* row = px + r * n;
@@ -121,16 +135,16 @@ void argsort(const Tensor& x, bool descending, const Tensor& out) {
   };
   switch (x.dtype()) {
     case DType::f32:
-      run(x.data<float>());
+      run(x.device_data<float>());
       break;
     case DType::f64:
-      run(x.data<double>());
+      run(x.device_data<double>());
       break;
     case DType::i32:
-      run(x.data<int32_t>());
+      run(x.device_data<int32_t>());
       break;
     case DType::i64:
-      run(x.data<int64_t>());
+      run(x.device_data<int64_t>());
       break;
     default:
       unsupported("argsort", x.dtype());
@@ -140,12 +154,13 @@ void argsort(const Tensor& x, bool descending, const Tensor& out) {
 void one_hot(const Tensor& idx, const Tensor& out) {
   const int64_t classes = out.size(-1), n = idx.numel();
   dispatch_float(out.dtype(), "one_hot", [&]<class T>(T) {
-    T* po = out.data<T>();
+    T* po = out.device_data<T>();
     std::fill(po, po + out.numel(), T(0));
     dispatch_index(idx.dtype(), "one_hot", [&]<class I>(I) {
-      const I* pi = idx.data<I>();
+      const I* pi = idx.device_data<I>();
+      check_in_range(idx.device(), "one_hot", "index", pi, n, 0, classes);
       for (int64_t i = 0; i < n; ++i)
-        po[i * classes + pi[i]] = T(1);
+        if (pi[i] >= 0 && pi[i] < classes) po[i * classes + pi[i]] = T(1);
     });
   });
 }

@@ -12,11 +12,12 @@
 
 namespace vmoe::cpu {
 
-void softmax(const Tensor& x, const Tensor& y, bool log) {
+void softmax(const Tensor& x, const Tensor& y, SoftmaxKind kind) {
+  const bool log = kind == SoftmaxKind::log;
   const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
   dispatch_float(x.dtype(), "softmax", [&]<class T>(T) {
-    const T* px = x.data<T>();
-    T* py = y.data<T>();
+    const T* px = x.device_data<T>();
+    T* py = y.device_data<T>();
 #pragma omp parallel for if (rows * n > kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
       const T* in = px + r * n;
@@ -43,12 +44,13 @@ void softmax(const Tensor& x, const Tensor& y, bool log) {
   });
 }
 
-void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, bool log) {
+void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, SoftmaxKind kind) {
+  const bool log = kind == SoftmaxKind::log;
   const int64_t n = y.size(-1), rows = n ? y.numel() / n : 0;
   dispatch_float(y.dtype(), "softmax_backward", [&]<class T>(T) {
-    const T* py = y.data<T>();
-    const T* pg = gy.data<T>();
-    T* po = gx.data<T>();
+    const T* py = y.device_data<T>();
+    const T* pg = gy.device_data<T>();
+    T* po = gx.device_data<T>();
 #pragma omp parallel for if (rows * n > kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
       const T* yr = py + r * n;
@@ -75,12 +77,12 @@ void layer_norm(const Tensor& x, const Tensor& scale, const Tensor& bias, double
                 const Tensor& y, const Tensor& mean, const Tensor& rstd) {
   const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
   dispatch_float(x.dtype(), "layer_norm", [&]<class T>(T) {
-    const T* px = x.data<T>();
-    const T* ps = scale.data<T>();
-    const T* pb = bias.data<T>();
-    T* py = y.data<T>();
-    T* pm = mean.data<T>();
-    T* pr = rstd.data<T>();
+    const T* px = x.device_data<T>();
+    const T* ps = scale.device_data<T>();
+    const T* pb = bias.device_data<T>();
+    T* py = y.device_data<T>();
+    T* pm = mean.device_data<T>();
+    T* pr = rstd.device_data<T>();
 #pragma omp parallel for if (rows * d > kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
       const T* in = px + r * d;
@@ -107,12 +109,12 @@ void layer_norm_backward(const Tensor& x, const Tensor& scale, const Tensor& mea
                          const Tensor& gscale, const Tensor& gbias) {
   const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
   dispatch_float(x.dtype(), "layer_norm_backward", [&]<class T>(T) {
-    const T* px = x.data<T>();
-    const T* ps = scale.data<T>();
-    const T* pm = mean.data<T>();
-    const T* pr = rstd.data<T>();
-    const T* pg = gy.data<T>();
-    T* po = gx.data<T>();
+    const T* px = x.device_data<T>();
+    const T* ps = scale.device_data<T>();
+    const T* pm = mean.device_data<T>();
+    const T* pr = rstd.device_data<T>();
+    const T* pg = gy.device_data<T>();
+    T* po = gx.device_data<T>();
     const int threads = rows * d > kParallelGrain ? omp_get_max_threads() : 1;
     // Per-thread partial sums of the parameter gradients, added at the end.
     std::vector<T> partial(size_t(threads) * size_t(2 * d), T(0));
@@ -143,8 +145,8 @@ void layer_norm_backward(const Tensor& x, const Tensor& scale, const Tensor& mea
         }
       }
     }
-    T* os = gscale.data<T>();
-    T* ob = gbias.data<T>();
+    T* os = gscale.device_data<T>();
+    T* ob = gbias.device_data<T>();
     for (int64_t j = 0; j < d; ++j) {
       T s = 0, b = 0;
       for (int t = 0; t < threads; ++t) {
@@ -160,15 +162,21 @@ void layer_norm_backward(const Tensor& x, const Tensor& scale, const Tensor& mea
 void softmax_xent(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                   const Tensor& dlogits) {
   const int64_t b = logits.size(0), c = logits.size(1);
-  const int32_t* pl = labels.data<int32_t>();
+  const int32_t* pl = labels.device_data<int32_t>();
+  check_in_range(logits.device(), "softmax_cross_entropy", "label", pl, b, 0, c);
   dispatch_float(logits.dtype(), "softmax_cross_entropy", [&]<class T>(T) {
-    const T* px = logits.data<T>();
-    T* ploss = loss.data<T>();
-    T* pd = dlogits.data<T>();
+    const T* px = logits.device_data<T>();
+    T* ploss = loss.device_data<T>();
+    T* pd = dlogits.device_data<T>();
 #pragma omp parallel for if (b * c > kParallelGrain)
     for (int64_t i = 0; i < b; ++i) {
       const T* row = px + i * c;
       T* drow = pd + i * c;
+      if (pl[i] < 0 || pl[i] >= c) {  // a kernel error (reported above): the row counts as absent
+        ploss[i] = T(0);
+        std::fill(drow, drow + c, T(0));
+        continue;
+      }
       T m = row[0];
       for (int64_t j = 1; j < c; ++j)
         m = std::max(m, row[j]);
@@ -189,11 +197,12 @@ void softmax_xent(const Tensor& logits, const Tensor& labels, const Tensor& loss
 void sigmoid_xent(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                   const Tensor& dlogits) {
   const int64_t b = logits.size(0), c = logits.size(1);
-  const int32_t* pl = labels.data<int32_t>();
+  const int32_t* pl = labels.device_data<int32_t>();
+  check_in_range(logits.device(), "sigmoid_cross_entropy", "label", pl, b, 0, c);
   dispatch_float(logits.dtype(), "sigmoid_cross_entropy", [&]<class T>(T) {
-    const T* px = logits.data<T>();
-    T* ploss = loss.data<T>();
-    T* pd = dlogits.data<T>();
+    const T* px = logits.device_data<T>();
+    T* ploss = loss.device_data<T>();
+    T* pd = dlogits.device_data<T>();
 #pragma omp parallel for if (b * c > kParallelGrain)
     for (int64_t i = 0; i < b; ++i) {
       T total = 0;
@@ -212,7 +221,7 @@ void sigmoid_xent(const Tensor& logits, const Tensor& labels, const Tensor& loss
 void dropout_mask(const Tensor& mask, double rate, RngKey key, uint64_t offset) {
   const int64_t n = mask.numel();
   dispatch_float(mask.dtype(), "dropout", [&]<class T>(T) {
-    T* pm = mask.data<T>();
+    T* pm = mask.device_data<T>();
     const T keep_scale = T(1.0 / (1.0 - rate));
 #pragma omp parallel for if (n > kParallelGrain / 8)
     for (int64_t i = 0; i < n; ++i)
@@ -220,11 +229,12 @@ void dropout_mask(const Tensor& mask, double rate, RngKey key, uint64_t offset) 
   });
 }
 
-void random_fill(const Tensor& out, RngKey key, uint64_t offset, bool normal, double lo,
+void random_fill(const Tensor& out, RngKey key, uint64_t offset, Distribution dist, double lo,
                  double hi) {
+  const bool normal = dist == Distribution::normal;
   const int64_t n = out.numel();
   dispatch_float(out.dtype(), "random", [&]<class T>(T) {
-    T* p = out.data<T>();
+    T* p = out.device_data<T>();
 #pragma omp parallel for if (n > kParallelGrain / 8)
     for (int64_t i = 0; i < n; ++i) {
       const uint64_t at = offset + uint64_t(i);
@@ -233,13 +243,14 @@ void random_fill(const Tensor& out, RngKey key, uint64_t offset, bool normal, do
   });
 }
 
-void patches(const Tensor& images, int64_t p, const Tensor& out, bool backward) {
+void patches(const Tensor& images, int64_t p, const Tensor& out, PatchDirection dir) {
+  const bool backward = dir == PatchDirection::to_images;
   // images [B, H, W, C] <-> out [B, (H/p)*(W/p), p*p*C]
   const int64_t b = images.size(0), h = images.size(1), w = images.size(2), c = images.size(3);
   const int64_t gh = h / p, gw = w / p, row = p * c;
   dispatch_float(images.dtype(), "image_to_patches", [&]<class T>(T) {
-    T* pi = images.data<T>();
-    T* po = out.data<T>();
+    T* pi = images.device_data<T>();
+    T* po = out.device_data<T>();
 #pragma omp parallel for collapse(2) if (b * h * w * c > kParallelGrain)
     for (int64_t n = 0; n < b; ++n) {
       for (int64_t gy = 0; gy < gh; ++gy) {

@@ -61,8 +61,8 @@ void reduce_sum(const Tensor& x, const Tensor& out) {
     last = int64_t(d);
   }
   dispatch_float(x.dtype(), "reduce_sum", [&]<class T>(T) {
-    const T* px = x.data<T>();
-    T* po = out.data<T>();
+    const T* px = x.device_data<T>();
+    T* po = out.device_data<T>();
     if (first < 0) {
       std::copy(px, px + x.numel(), po);
     } else if (one_block) {
@@ -104,9 +104,9 @@ void reduce_sum(const Tensor& x, const Tensor& out) {
 void max_last(const Tensor& x, const Tensor& values, const Tensor& arg) {
   const int64_t n = x.size(-1), rows = x.numel() / std::max<int64_t>(n, 1);
   dispatch_float(x.dtype(), "max", [&]<class T>(T) {
-    const T* px = x.data<T>();
-    T* pv = values.data<T>();
-    int64_t* pa = arg.data<int64_t>();
+    const T* px = x.device_data<T>();
+    T* pv = values.device_data<T>();
+    int64_t* pa = arg.device_data<int64_t>();
 #pragma omp parallel for if (rows * n > kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
       const T* row = px + r * n;
@@ -119,8 +119,9 @@ void max_last(const Tensor& x, const Tensor& values, const Tensor& arg) {
   });
 }
 
-void cumsum(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool reverse,
+void cumsum(const Tensor& x, int64_t outer, int64_t n, int64_t inner, ScanDirection dir,
             const Tensor& out) {
+  const bool reverse = dir == ScanDirection::reverse;
   auto run = [&](auto* px, auto* po) {
     using T = std::remove_pointer_t<decltype(po)>;
 #pragma omp parallel for collapse(2) if (outer * n * inner > kParallelGrain)
@@ -138,16 +139,16 @@ void cumsum(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool rever
   };
   switch (x.dtype()) {
     case DType::f32:
-      run(x.data<float>(), out.data<float>());
+      run(x.device_data<float>(), out.device_data<float>());
       break;
     case DType::f64:
-      run(x.data<double>(), out.data<double>());
+      run(x.device_data<double>(), out.device_data<double>());
       break;
     case DType::i32:
-      run(x.data<int32_t>(), out.data<int32_t>());
+      run(x.device_data<int32_t>(), out.device_data<int32_t>());
       break;
     case DType::i64:
-      run(x.data<int64_t>(), out.data<int64_t>());
+      run(x.device_data<int64_t>(), out.device_data<int64_t>());
       break;
     default:
       unsupported("cumsum", x.dtype());

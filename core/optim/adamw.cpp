@@ -1,44 +1,29 @@
-// AdamW update over the flat parameter buffers.
+// AdamW update over the flat parameter buffers, through the backend's fused kernel.
 #include "core/optim/adamw.h"
 
-#include <cmath>
+#include "core/backend.h"
 
 namespace vmoe {
 
 AdamW::AdamW(const ParameterStore& params, AdamWOptions options) : options_(options) {
   for (int s = 0; s < kNumShardings; ++s) {
-    const int64_t n = params.flat_values(Sharding(s)).numel();
-    m_[s] = Tensor::zeros({n}, params.dtype());
-    v_[s] = Tensor::zeros({n}, params.dtype());
+    const Tensor& w = params.flat_values(Sharding(s));
+    m_[s] = Tensor::zeros({w.numel()}, w.dtype(), w.device());
+    v_[s] = Tensor::zeros({w.numel()}, w.dtype(), w.device());
   }
 }
 
-namespace {
-
-template <class T>
-void adamw_kernel(T* w, const T* g, T* m, T* v, const T* mask, int64_t n, double lr,
-                  const AdamWOptions& o, int64_t t) {
-  const double c1 = 1.0 / (1.0 - std::pow(o.b1, double(t)));
-  const double c2 = 1.0 / (1.0 - std::pow(o.b2, double(t)));
-  const T b1 = T(o.b1), b2 = T(o.b2), eps = T(o.eps);
-#pragma omp parallel for simd if (n > 32768)
-  for (int64_t i = 0; i < n; ++i) {
-    m[i] = b1 * m[i] + (T(1) - b1) * g[i];
-    v[i] = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
-    const T step = T(m[i] * c1) / (std::sqrt(T(v[i] * c2)) + eps);
-    const T decay = o.decay_masked_only ? mask[i] : T(1);
-    w[i] -= T(lr) * (step + T(o.weight_decay) * decay * w[i]);
-  }
-}
-
-}  // namespace
-
-void AdamW::step(ParameterStore& params, double lr) {
+void AdamW::step(ParameterStore& params, double lr, const GradClip& clip) {
   ++steps_;
-  for_each_flat_shard(params, [&]<class T>(FlatShard<T> f) {
-    adamw_kernel<T>(f.values, f.grads, m_[f.shard].template data<T>(),
-                    v_[f.shard].template data<T>(), f.decay, f.n, lr, options_, steps_);
-  });
+  for (int s = 0; s < kNumShardings; ++s) {
+    const Sharding sh = Sharding(s);
+    const Tensor& w = params.flat_values(sh);
+    if (w.numel() == 0) continue;
+    backend_for(w.device())
+        .adamw_update({w, params.flat_grads(sh), params.flat_decay_mask(sh), m_[s], v_[s],
+                       clip.grad_norm_sq, clip.max_norm, lr, steps_},
+                      options_);
+  }
 }
 
 std::vector<OptimizerSlot> AdamW::slots() const {

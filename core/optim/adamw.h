@@ -8,7 +8,7 @@ namespace vmoe {
 class AdamW final : public Optimizer {
  public:
   AdamW(const ParameterStore& params, AdamWOptions options);
-  void step(ParameterStore& params, double lr) override;
+  void step(ParameterStore& params, double lr, const GradClip& clip = {}) override;
   int64_t steps() const override { return steps_; }
   void set_steps(int64_t steps) override { steps_ = steps; }
   std::vector<OptimizerSlot> slots() const override;

@@ -1,18 +1,15 @@
-// Global-norm gradient clipping over every flat gradient buffer of a ParameterStore.
+// Gradient norms over the flat gradient buffers of a ParameterStore, computed on its device.
+// Clipping itself is folded into the optimizers' fused updates (GradClip in optimizer.h).
 #pragma once
 #include "core/parameters.h"
 
 namespace vmoe {
 
-// Squared L2 norm of one sharding class's (local) gradients.
-double grad_sum_squares(const ParameterStore& params, Sharding sharding);
-// Global L2 norm of all gradients of a single-process store.
+// [] f64 on the store's device: squared L2 norm of one sharding class's (local) gradients.
+Tensor grad_norm_squared(const ParameterStore& params, Sharding sharding);
+// [] f64 on the store's device: squared global L2 norm of a single-process store.
+Tensor grad_norm_squared(const ParameterStore& params);
+// The global norm read back to the host (one host read): for tests and tools, not the step.
 double global_grad_norm(const ParameterStore& params);
-// Scales the gradients by max_norm / norm when norm > max_norm > 0 (norm computed by the
-// caller, e.g. over all ranks).
-void clip_grads_to_norm(ParameterStore& params, double norm, double max_norm);
-// Scales the gradients so that their global norm is at most max_norm (0 = no clipping).
-// Returns the norm before clipping.
-double clip_grad_norm(ParameterStore& params, double max_norm);
 
 }  // namespace vmoe

@@ -7,7 +7,7 @@ namespace vmoe {
 class Sgd final : public Optimizer {
  public:
   Sgd(const ParameterStore& params, SgdOptions options);
-  void step(ParameterStore& params, double lr) override;
+  void step(ParameterStore& params, double lr, const GradClip& clip = {}) override;
   int64_t steps() const override { return steps_; }
   void set_steps(int64_t steps) override { steps_ = steps; }
   std::vector<OptimizerSlot> slots() const override;
