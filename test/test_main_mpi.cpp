@@ -1,6 +1,7 @@
 // The Catch2 main of MPI tests (vmoe_add_mpi_test): initialises MPI through MpiRuntime, which
 // stays alive for the whole run, runs the test cases on every rank (each rank reports its own
 // failures), and exits non-zero on every rank when an assertion failed on any rank.
+// VMOE_TEST_DEVICE sets the default device as in test_main.cpp.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "parallel/mpi_runtime.h"
+#include "test/core/device_testing.h"
 
 namespace vmoe {
 
@@ -36,6 +38,11 @@ int main(int argc, char* argv[]) {
       vmoe::abort_job(e.what());
     }
     vmoe::g_runtime = runtime.get();
+    try {
+      vmoe::testing::set_test_device_from_env();
+    } catch (const std::exception& e) {
+      vmoe::abort_job(e.what());
+    }
     std::shared_ptr<vmoe::Communicator> world = runtime->world();
     const std::string rank_tag =
         "[rank " + std::to_string(world->rank()) + "/" + std::to_string(world->size()) + "]";

@@ -9,7 +9,8 @@
 //   CHECK(r.ok);          // or VMOE_CHECK_GRADCHECK(fn, inputs) in a Catch2 test
 //
 // Inputs that require grad (f64, or f32 with loose options) are checked element by element;
-// the others are passed through unchanged (labels, indices, constants).
+// the others are passed through unchanged (labels, indices, constants). Everything runs on the
+// inputs' device (the default device in the suites); values come back through .cpu().
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -53,20 +54,18 @@ inline std::string multi_index(const Shape& shape, int64_t flat) {
   return shape_str(idx);
 }
 
+// The values of t as doubles, read back through a copy to the host.
 inline std::vector<double> as_f64(const Tensor& t) {
   NoGrad no_grad;
-  return to_dtype(t, DType::f64).to_vector<double>();
+  return to_dtype(t, DType::f64).cpu().to_vector<double>();
 }
 
-// Element `i` of a contiguous f32/f64 leaf.
-inline double peek(const Tensor& t, int64_t i) {
-  return t.dtype() == DType::f64 ? t.data<double>()[i] : double(t.data<float>()[i]);
-}
-
-// Sets element `i` of a contiguous f32/f64 leaf to v; returns the value actually stored.
+// Sets element `i` of a contiguous f32/f64 leaf to v on its device (a one-element fill of a
+// view: nothing is read back); returns the value actually stored.
 inline double poke(const Tensor& t, int64_t i, double v) {
-  if (t.dtype() == DType::f64) return t.data<double>()[i] = v;
-  return double(t.data<float>()[i] = float(v));
+  Tensor element = t.detach().reshape({-1}).slice(0, i, i + 1);
+  fill_(element, v);
+  return t.dtype() == DType::f64 ? v : double(float(v));
 }
 
 }  // namespace detail
@@ -102,7 +101,7 @@ inline GradcheckResult gradcheck(const TensorFn& fn, const std::vector<Tensor>& 
   if (!is_floating(out.dtype())) return fail("the output " + out.desc() + " is not floating");
   const Shape out_shape = out.shape();
   const std::vector<double> r =
-      randn(out_shape, opt.projection_key, 0, DType::f64).to_vector<double>();
+      randn(out_shape, opt.projection_key, 0, DType::f64, kCpu).to_vector<double>();
   auto project = [&](const Tensor& o) {
     const std::vector<double> v = detail::as_f64(o);
     double s = 0;
@@ -112,7 +111,7 @@ inline GradcheckResult gradcheck(const TensorFn& fn, const std::vector<Tensor>& 
   };
   const double f0 = project(out);
   if (out.requires_grad()) {
-    Tensor rt = to_dtype(Tensor::from_vector(r, out_shape), out.dtype());
+    Tensor rt = to_dtype(Tensor::from_vector(r, out_shape, out.device()), out.dtype());
     sum_all(mul(out, rt)).backward();
   }
   out = Tensor();
@@ -148,8 +147,9 @@ inline GradcheckResult gradcheck(const TensorFn& fn, const std::vector<Tensor>& 
                     x.desc());
       analytic = detail::as_f64(g);
     }
+    const std::vector<double> original = detail::as_f64(x);
     for (int64_t j = 0; j < x.numel(); ++j) {
-      const double orig = detail::peek(x, j);
+      const double orig = original[size_t(j)];
       const double hi = detail::poke(x, j, orig + opt.eps);
       const double f_hi = evaluate();
       const double lo = detail::poke(x, j, orig - opt.eps);

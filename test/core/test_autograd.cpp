@@ -20,7 +20,7 @@ Tensor leaf(const std::vector<double>& v, const Shape& shape) {
 
 std::vector<double> grad_of(const Tensor& t) {
   REQUIRE(t.grad().defined());
-  return t.grad().to_vector<double>();
+  return t.grad().cpu().to_vector<double>();
 }
 
 }  // namespace
@@ -87,7 +87,7 @@ TEST_CASE("autograd: NoGrad disables recording") {
   CHECK(grad_enabled());
   CHECK_FALSE(y.requires_grad());
   CHECK(y.grad_fn() == nullptr);
-  CHECK(y.to_vector<double>() == std::vector<double>{2, 4});
+  CHECK(y.cpu().to_vector<double>() == std::vector<double>{2, 4});
   CHECK_THROWS_AS(sum_all(y).backward(), std::invalid_argument);
   CHECK_FALSE(x.grad().defined());
   // Recording resumes after the guard.
@@ -133,7 +133,7 @@ TEST_CASE("autograd: a pre-set grad view is accumulated in place") {
   loss.backward();
   // dL/dw[i, j] = (i + 1) x[j]; dL/db = 2 b.
   const std::vector<double> expect_w = {1, 10, 100, 2, 20, 200}, expect_b = {-2, -4};
-  auto fv = flat.to_vector<double>();
+  auto fv = flat.cpu().to_vector<double>();
   CHECK(fv[0] == 0);
   CHECK(fv[1] == 0);
   for (size_t i = 0; i < 6; ++i)
@@ -146,13 +146,13 @@ TEST_CASE("autograd: a pre-set grad view is accumulated in place") {
   CHECK(w.grad().offset() == 2);
   // A second backward accumulates into the same buffer.
   sum_all(w).backward();
-  fv = flat.to_vector<double>();
+  fv = flat.cpu().to_vector<double>();
   for (size_t i = 0; i < 6; ++i)
     CHECK(fv[2 + i] == expect_w[i] + 1);
   CHECK(fv[8] == expect_b[0]);
   // Zeroing the buffer zeroes every gradient at once.
   fill_(flat, 0.0);
-  CHECK(w.grad().to_vector<double>() == std::vector<double>(6, 0.0));
+  CHECK(w.grad().cpu().to_vector<double>() == std::vector<double>(6, 0.0));
 }
 
 TEST_CASE("autograd: a pre-set f32 grad buffer behind a dtype cast") {
@@ -161,7 +161,7 @@ TEST_CASE("autograd: a pre-set f32 grad buffer behind a dtype cast") {
   Tensor buf = Tensor::zeros({2}, DType::f32);
   w32.set_grad(buf);
   sum_all(square(to_dtype(w32, DType::f64))).backward();
-  CHECK(buf.to_vector<float>() == std::vector<float>{2, 4});
+  CHECK(buf.cpu().to_vector<float>() == std::vector<float>{2, 4});
 }
 
 TEST_CASE("autograd: detach cuts history") {
@@ -176,7 +176,7 @@ TEST_CASE("autograd: detach cuts history") {
   Tensor v = x.detach();
   CHECK(v.storage() == x.storage());
   fill_(v, 0.0);
-  CHECK(x.to_vector<double>() == std::vector<double>{0, 0, 0});
+  CHECK(x.cpu().to_vector<double>() == std::vector<double>{0, 0, 0});
 }
 
 TEST_CASE("autograd: a long chain runs without recursion limits") {
@@ -187,7 +187,7 @@ TEST_CASE("autograd: a long chain runs without recursion limits") {
     y = add_scalar(y, 1.0);
   y.backward();
   CHECK(grad_of(x) == std::vector<double>{1});
-  CHECK(y.item() == 1.5 + n);
+  CHECK(y.cpu().item() == 1.5 + n);
 }
 
 TEST_CASE("autograd: gradient dtypes and shapes match the inputs") {
@@ -200,8 +200,8 @@ TEST_CASE("autograd: gradient dtypes and shapes match the inputs") {
   CHECK(a.grad().dtype() == DType::f32);
   CHECK(b.grad().shape() == Shape{3});
   // db = sum over rows of a.
-  CHECK(b.grad().to_vector<float>() == std::vector<float>{5, 7, 9});
-  CHECK(a.grad().to_vector<float>() == std::vector<float>{1, 2, 3, 1, 2, 3});
+  CHECK(b.grad().cpu().to_vector<float>() == std::vector<float>{5, 7, 9});
+  CHECK(a.grad().cpu().to_vector<float>() == std::vector<float>{1, 2, 3, 1, 2, 3});
 }
 
 TEST_CASE("autograd: the leaf hook reports each leaf once, when its gradient is final") {
@@ -210,7 +210,7 @@ TEST_CASE("autograd: the leaf hook reports each leaf once, when its gradient is 
   std::vector<std::pair<const void*, std::vector<double>>> reported;
   {
     LeafGradReadyHook hook([&](const Tensor& t) {
-      reported.push_back({t.impl().get(), t.grad().defined() ? t.grad().to_vector<double>()
+      reported.push_back({t.impl().get(), t.grad().defined() ? t.grad().cpu().to_vector<double>()
                                                              : std::vector<double>{}});
     });
     // a is used three times (its gradient is final only after the last use), b once.

@@ -44,7 +44,7 @@ Tensor uniform(const Shape& shape, uint64_t seed, double lo, double hi) {
 
 // Values at least 0.1 away from 0 (for relu and divisors), f64, requiring grad.
 Tensor away_from_zero(const Shape& shape, uint64_t seed) {
-  std::vector<double> v = randn(shape, RngKey{seed, 13}, 0, DType::f64).to_vector<double>();
+  std::vector<double> v = randn(shape, RngKey{seed, 13}, 0, DType::f64).cpu().to_vector<double>();
   for (double& x : v)
     x = x < 0 ? x - 0.1 : x + 0.1;
   return leaf(Tensor::from_vector(v, shape));
@@ -55,7 +55,7 @@ Tensor away_from_zero(const Shape& shape, uint64_t seed) {
 Tensor distinct(const Shape& shape, uint64_t seed) {
   const int64_t n = shape_numel(shape);
   Tensor order = argsort(randn({n}, RngKey{seed, 14}, 0, DType::f64));
-  std::vector<int64_t> perm = order.to_vector<int64_t>();
+  std::vector<int64_t> perm = order.cpu().to_vector<int64_t>();
   std::vector<double> v(size_t(n), 0.0);
   for (int64_t i = 0; i < n; ++i)
     v[size_t(perm[size_t(i)])] = 0.05 * double(i) - 1.0;
@@ -194,7 +194,7 @@ TEST_CASE("gradcheck: to_dtype") {
   REQUIRE(x32.grad().defined());
   CHECK(x32.grad().dtype() == DType::f32);
   CHECK(x32.grad().shape() == x32.shape());
-  for (float g : x32.grad().to_vector<float>())
+  for (float g : x32.grad().cpu().to_vector<float>())
     CHECK(g == 1.0f);
 }
 
@@ -478,8 +478,8 @@ TEST_CASE("gradcheck: dropout") {
     NoGrad no_grad;
     mask = dropout(Tensor::full({4, 6}, 1.0, DType::f64), rate, key, 5);
   }
-  const std::vector<double> g = x.grad().to_vector<double>();
-  const std::vector<double> m = mask.to_vector<double>();
+  const std::vector<double> g = x.grad().cpu().to_vector<double>();
+  const std::vector<double> m = mask.cpu().to_vector<double>();
   int64_t dropped = 0;
   for (size_t i = 0; i < g.size(); ++i) {
     CHECK(g[i] == m[i]);

@@ -13,6 +13,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "test/core/device_testing.h"
 
 using namespace vmoe;
 using Catch::Matchers::Contains;
@@ -33,7 +34,7 @@ Tensor i64(const std::vector<int64_t>& v, const Shape& s) {
 }
 
 std::vector<double> values(const Tensor& t) {
-  return to_dtype(t, DType::f64).to_vector<double>();
+  return to_dtype(t, DType::f64).cpu().to_vector<double>();
 }
 
 // x[i, j, k] = 100 i + 10 j + k for x [2, 3, 4]: every sum has a closed form.
@@ -81,7 +82,7 @@ TEST_CASE("ops: binary broadcasting values") {
     for (bool swapped : {false, true}) {
       Tensor out = swapped ? c.op(b, a) : c.op(a, b);
       REQUIRE(out.shape() == Shape{3, 4});
-      const std::vector<double> o = out.to_vector<double>();
+      const std::vector<double> o = out.cpu().to_vector<double>();
       for (size_t i = 0; i < 3; ++i)
         for (size_t j = 0; j < 4; ++j)
           CHECK(o[i * 4 + j] == (swapped ? c.ref(bv[j], av[i]) : c.ref(av[i], bv[j])));
@@ -89,23 +90,23 @@ TEST_CASE("ops: binary broadcasting values") {
   }
   // [3, 4] with [4]: row broadcast.
   Tensor m = f32({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {3, 4});
-  const std::vector<float> r = add(m, f32({100, 200, 300, 400}, {4})).to_vector<float>();
+  const std::vector<float> r = add(m, f32({100, 200, 300, 400}, {4})).cpu().to_vector<float>();
   for (int i = 0; i < 12; ++i)
     CHECK(r[size_t(i)] == float(i + 100 * (i % 4 + 1)));
   // A scalar [] on either side.
   Tensor s = f32({2}, {});
-  CHECK(sub(s, m).to_vector<float>()[5] == -3.0f);
-  CHECK(div(m, s).to_vector<float>()[5] == 2.5f);
+  CHECK(sub(s, m).cpu().to_vector<float>()[5] == -3.0f);
+  CHECK(div(m, s).cpu().to_vector<float>()[5] == 2.5f);
   CHECK(mul(s, s).shape() == Shape{});
   // A transposed (strided) operand: out[i, j] = m[j, i] * 2.
-  const std::vector<float> t = mul(transpose(m, 0, 1), f32({2}, {1})).to_vector<float>();
+  const std::vector<float> t = mul(transpose(m, 0, 1), f32({2}, {1})).cpu().to_vector<float>();
   REQUIRE(t.size() == 12);
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 3; ++j)
       CHECK(t[size_t(i * 3 + j)] == 2.0f * float(j * 4 + i));
   // [2, 3, 4] with [3, 1].
   Tensor big = add(coded_234(), f64({1000, 2000, 3000}, {3, 1}));
-  const std::vector<double> bg = big.to_vector<double>();
+  const std::vector<double> bg = big.cpu().to_vector<double>();
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 3; ++j)
       for (int k = 0; k < 4; ++k)
@@ -182,7 +183,15 @@ TEST_CASE("ops: in-place helpers add_, scale_, sum_squares, fill_, copy_") {
   CHECK(values(d) == std::vector<double>{-1, 0, 1, 2, 3, 4});
   scale_(d, 0.5);
   CHECK(values(d) == std::vector<double>{-0.5, 0, 0.5, 1, 1.5, 2});
-  CHECK(sum_squares(d) == 0.25 + 0.25 + 1 + 2.25 + 4);
+  // sum_squares: a [] f64 tensor on x's device, accumulated in double (also for f32).
+  Tensor ss = sum_squares(d);
+  CHECK(ss.shape() == Shape{});
+  CHECK(ss.dtype() == DType::f64);
+  CHECK(ss.device() == d.device());
+  CHECK(ss.cpu().item() == 0.25 + 0.25 + 1 + 2.25 + 4);
+  CHECK(sum_squares(f32({1e8f, 1}, {2})).cpu().item() == 1e16 + 1);
+  CHECK(sum_squares(Tensor::zeros({0}, DType::f32)).cpu().item() == 0.0);
+  CHECK(sum_squares(transpose(f64({1, 2, 3, 4}, {2, 2}), 0, 1)).cpu().item() == 30.0);
   // Into a strided view: column 1 of d.
   Tensor col = slice(d, 1, 1, 2);
   add_(col, f64({10, 20}, {2, 1}));
@@ -193,27 +202,27 @@ TEST_CASE("ops: in-place helpers add_, scale_, sum_squares, fill_, copy_") {
   // copy_ converts dtypes.
   Tensor f = Tensor::zeros({2, 3}, DType::f32);
   copy_(f, d);
-  CHECK(f.to_vector<float>() == std::vector<float>{-0.5f, -1, 0.5f, 1, -1, 2});
+  CHECK(f.cpu().to_vector<float>() == std::vector<float>{-0.5f, -1, 0.5f, 1, -1, 2});
   Tensor ints = Tensor::zeros({2, 3}, DType::i32);
   copy_(ints, f64({1, -2, 3, 4, 5, 6}, {2, 3}));
-  CHECK(ints.to_vector<int32_t>() == std::vector<int32_t>{1, -2, 3, 4, 5, 6});
+  CHECK(ints.cpu().to_vector<int32_t>() == std::vector<int32_t>{1, -2, 3, 4, 5, 6});
 }
 
 TEST_CASE("ops: creation") {
-  CHECK(arange(5).to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 3, 4});
-  CHECK(arange(3, DType::f32).to_vector<float>() == std::vector<float>{0, 1, 2});
+  CHECK(arange(5).cpu().to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 3, 4});
+  CHECK(arange(3, DType::f32).cpu().to_vector<float>() == std::vector<float>{0, 1, 2});
   CHECK(arange(0).numel() == 0);
-  CHECK(Tensor::full({2, 2}, 1.5, DType::f64).to_vector<double>() ==
+  CHECK(Tensor::full({2, 2}, 1.5, DType::f64).cpu().to_vector<double>() ==
         std::vector<double>{1.5, 1.5, 1.5, 1.5});
-  CHECK(Tensor::zeros({3}, DType::i64).to_vector<int64_t>() == std::vector<int64_t>{0, 0, 0});
+  CHECK(Tensor::zeros({3}, DType::i64).cpu().to_vector<int64_t>() == std::vector<int64_t>{0, 0, 0});
   Tensor r = randn({3, 4}, RngKey{1, 2}, 0, DType::f64);
   CHECK(r.shape() == Shape{3, 4});
   CHECK(r.dtype() == DType::f64);
   const auto u = values(rand_uniform({1000}, RngKey{3, 4}, -2.0, 5.0));
   CHECK(*std::min_element(u.begin(), u.end()) >= -2.0);
   CHECK(*std::max_element(u.begin(), u.end()) < 5.0);
-  CHECK(f64({2.5}, {1}).item() == 2.5);
-  CHECK(i32({-7}, {}).item() == -7.0);
+  CHECK(f64({2.5}, {1}).cpu().item() == 2.5);
+  CHECK(i32({-7}, {}).cpu().item() == -7.0);
 }
 
 // ---------------------------------------------------------------- reductions
@@ -247,10 +256,10 @@ TEST_CASE("ops: sum, mean, max over axes") {
   }
   CHECK(sum(x, {0, 2}, KeepDim::yes).shape() == Shape{1, 3, 1});
   // sum over everything: 12 * 100 + 8 * 10 * (0 + 1 + 2) + 6 * (0 + 1 + 2 + 3) = 1476.
-  CHECK(sum_all(x).item() == 1476);
+  CHECK(sum_all(x).cpu().item() == 1476);
   CHECK(sum_all(x).shape() == Shape{});
   CHECK(sum(x, {0, 1, 2}, KeepDim::yes).shape() == Shape{1, 1, 1});
-  CHECK(mean_all(x).item() == 1476.0 / 24);
+  CHECK(mean_all(x).cpu().item() == 1476.0 / 24);
   CHECK(sum(x, {}).shape() == x.shape());
   CHECK(values(sum(x, {})) == values(x));
   // mean over {1}: 100 i + 10 + k.
@@ -306,7 +315,7 @@ TEST_CASE("ops: sum_to") {
   CHECK(values(sum_to(x, {3, 1})) ==
         std::vector<double>{4 * 100 + 2 * 6, 4 * 100 + 80 + 12, 4 * 100 + 160 + 12});
   CHECK(values(sum_to(x, {4})) == values(sum(x, {0, 1})));
-  CHECK(sum_to(x, {}).item() == 1476);
+  CHECK(sum_to(x, {}).cpu().item() == 1476);
   CHECK(sum_to(x, {2, 1, 4}).shape() == Shape{2, 1, 4});
 }
 
@@ -315,8 +324,8 @@ TEST_CASE("ops: cumsum") {
   CHECK(values(cumsum(x, 1)) == std::vector<double>{1, 3, 6, 4, 9, 15});
   CHECK(values(cumsum(x, 0)) == std::vector<double>{1, 2, 3, 5, 7, 9});
   CHECK(values(cumsum(x, -1)) == values(cumsum(x, 1)));
-  CHECK(cumsum(arange(5), 0).to_vector<int64_t>() == std::vector<int64_t>{0, 1, 3, 6, 10});
-  CHECK(cumsum(i32({1, 1, 1, 1}, {2, 2}), 0).to_vector<int32_t>() ==
+  CHECK(cumsum(arange(5), 0).cpu().to_vector<int64_t>() == std::vector<int64_t>{0, 1, 3, 6, 10});
+  CHECK(cumsum(i32({1, 1, 1, 1}, {2, 2}), 0).cpu().to_vector<int32_t>() ==
         std::vector<int32_t>{1, 1, 2, 2});
   // Middle axis of [2, 3, 2]: running sums over j for every (i, k).
   Tensor y = cumsum(reshape(arange(12, DType::f32), {2, 3, 2}), 1);
@@ -394,9 +403,12 @@ TEST_CASE("ops: matmul [..., M, K] x [K, N] and edge sizes") {
   // K = 0 gives zeros; M = 0 gives an empty result.
   Tensor z = matmul(Tensor::zeros({3, 0}, DType::f32), Tensor::zeros({0, 4}, DType::f32));
   REQUIRE(z.shape() == Shape{3, 4});
-  for (float v : z.to_vector<float>())
+  for (float v : z.cpu().to_vector<float>())
     CHECK(v == 0.0f);
   CHECK(matmul(Tensor::zeros({0, 2}), Tensor::zeros({2, 4})).shape() == Shape{0, 4});
+  // linear with K = 0 is the bias on every row.
+  CHECK(values(linear(Tensor::zeros({2, 0}, DType::f64), Tensor::zeros({0, 3}, DType::f64),
+                      f64({1, 2, 3}, {3}))) == std::vector<double>{1, 2, 3, 1, 2, 3});
   // Identity.
   Tensor eye = one_hot(arange(3), 3, DType::f64);
   Tensor m = randn({3, 3}, RngKey{6, 0}, 0, DType::f64);
@@ -511,17 +523,18 @@ TEST_CASE("ops: cross-entropies against the closed form") {
   const double l2 = std::log(std::exp(-1.0) + std::exp(5.0) + std::exp(2.0)) + 1;
   Tensor loss = softmax_cross_entropy(logits, labels);
   CHECK(loss.shape() == Shape{});
-  CHECK(loss.item() == Approx((l0 + l1 + l2) / 3).epsilon(1e-14));
+  CHECK(loss.cpu().item() == Approx((l0 + l1 + l2) / 3).epsilon(1e-14));
   // Uniform logits: log C.
-  CHECK(softmax_cross_entropy(Tensor::zeros({4, 10}, DType::f32), i32({0, 3, 9, 9}, {4})).item() ==
-        Approx(std::log(10.0)).epsilon(1e-6));
+  CHECK(softmax_cross_entropy(Tensor::zeros({4, 10}, DType::f32), i32({0, 3, 9, 9}, {4}))
+            .cpu()
+            .item() == Approx(std::log(10.0)).epsilon(1e-6));
   // Large logits stay finite.
   Tensor big = f32({1000, 0, 0, 1000, 0, 0}, {2, 3});
-  CHECK(softmax_cross_entropy(big, i32({0, 0}, {2})).item() == Approx(0.0).margin(1e-6));
-  CHECK(softmax_cross_entropy(big, i32({1, 1}, {2})).item() == Approx(1000.0).epsilon(1e-6));
+  CHECK(softmax_cross_entropy(big, i32({0, 0}, {2})).cpu().item() == Approx(0.0).margin(1e-6));
+  CHECK(softmax_cross_entropy(big, i32({1, 1}, {2})).cpu().item() == Approx(1000.0).epsilon(1e-6));
   // ... and keep f32 relative precision when the logits are large but close:
   // loss = log(1 + e^-0.5), not rounded to the ulp of 1000 (6e-5).
-  CHECK(softmax_cross_entropy(f32({1000.5f, 1000}, {1, 2}), i32({0}, {1})).item() ==
+  CHECK(softmax_cross_entropy(f32({1000.5f, 1000}, {1, 2}), i32({0}, {1})).cpu().item() ==
         Approx(std::log1p(std::exp(-0.5))).epsilon(1e-6));
 
   // sigmoid: sum over classes of -y log s(x) - (1 - y) log(1 - s(x)), mean over the batch.
@@ -532,14 +545,15 @@ TEST_CASE("ops: cross-entropies against the closed form") {
   const double s0 = bce(1, 0) + bce(2, 0) + bce(3, 1);
   const double s1 = bce(0, 0) + bce(0, 1) + bce(0, 0);
   const double s2 = bce(-1, 1) + bce(5, 0) + bce(2, 0);
-  CHECK(sigmoid_cross_entropy(logits, labels).item() == Approx((s0 + s1 + s2) / 3).epsilon(1e-13));
+  CHECK(sigmoid_cross_entropy(logits, labels).cpu().item() ==
+        Approx((s0 + s1 + s2) / 3).epsilon(1e-13));
   // Zero logits: C log 2.
-  CHECK(sigmoid_cross_entropy(Tensor::zeros({2, 5}, DType::f64), i32({1, 4}, {2})).item() ==
+  CHECK(sigmoid_cross_entropy(Tensor::zeros({2, 5}, DType::f64), i32({1, 4}, {2})).cpu().item() ==
         Approx(5 * std::log(2.0)).epsilon(1e-14));
   // Saturated logits: right ones cost ~0, wrong ones cost |x| each, never inf.
   Tensor sat = f32({100, -100, -100}, {1, 3});
-  CHECK(sigmoid_cross_entropy(sat, i32({0}, {1})).item() == Approx(0.0).margin(1e-6));
-  CHECK(sigmoid_cross_entropy(sat, i32({1}, {1})).item() == Approx(200.0).epsilon(1e-6));
+  CHECK(sigmoid_cross_entropy(sat, i32({0}, {1})).cpu().item() == Approx(0.0).margin(1e-6));
+  CHECK(sigmoid_cross_entropy(sat, i32({1}, {1})).cpu().item() == Approx(200.0).epsilon(1e-6));
 }
 
 TEST_CASE("ops: dropout masks") {
@@ -602,37 +616,39 @@ TEST_CASE("ops: topk order and ties") {
   TopK t3 = topk(x, 3);
   CHECK(t3.indices.shape() == Shape{2, 3});
   CHECK(t3.indices.dtype() == DType::i64);
-  CHECK(t3.indices.to_vector<int64_t>() == std::vector<int64_t>{1, 2, 4, 0, 2, 3});
+  CHECK(t3.indices.cpu().to_vector<int64_t>() == std::vector<int64_t>{1, 2, 4, 0, 2, 3});
   CHECK(values(t3.values) == std::vector<double>{3, 3, 3, 3, 3, 3});
   TopK t5 = topk(x, 5);
-  CHECK(t5.indices.to_vector<int64_t>() == std::vector<int64_t>{1, 2, 4, 3, 0, 0, 2, 3, 1, 4});
+  CHECK(t5.indices.cpu().to_vector<int64_t>() ==
+        std::vector<int64_t>{1, 2, 4, 3, 0, 0, 2, 3, 1, 4});
   CHECK(values(t5.values) == std::vector<double>{3, 3, 3, 2, 1, 3, 3, 3, 2, 1});
   // Descending order for distinct values, also with recording on.
   Tensor d = f64({0.5, -1, 4, 2, 3}, {5});
   d.set_requires_grad(true);
   TopK td = topk(d, 4);
-  CHECK(td.indices.to_vector<int64_t>() == std::vector<int64_t>{2, 4, 3, 0});
+  CHECK(td.indices.cpu().to_vector<int64_t>() == std::vector<int64_t>{2, 4, 3, 0});
   CHECK(values(td.values) == std::vector<double>{4, 3, 2, 0.5});
   // Of a transposed view: rows of x^T.
   TopK tt = topk(transpose(f32({1, 5, 2, 3, 4, 0}, {2, 3}), 0, 1), 1);
-  CHECK(tt.indices.to_vector<int64_t>() == std::vector<int64_t>{1, 0, 0});
+  CHECK(tt.indices.cpu().to_vector<int64_t>() == std::vector<int64_t>{1, 0, 0});
 }
 
 TEST_CASE("ops: argsort is stable") {
   Tensor x = f32({2, 1, 2, 0, 1}, {5});
-  CHECK(argsort(x).to_vector<int64_t>() == std::vector<int64_t>{3, 1, 4, 0, 2});
-  CHECK(argsort(x, Order::descending).to_vector<int64_t>() == std::vector<int64_t>{0, 2, 1, 4, 3});
+  CHECK(argsort(x).cpu().to_vector<int64_t>() == std::vector<int64_t>{3, 1, 4, 0, 2});
+  CHECK(argsort(x, Order::descending).cpu().to_vector<int64_t>() ==
+        std::vector<int64_t>{0, 2, 1, 4, 3});
   // Integer keys, per row.
   Tensor xi = i32({5, 5, 5, 1, 9, 1}, {2, 3});
-  CHECK(argsort(xi).to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 0, 2, 1});
-  CHECK(argsort(xi, Order::descending).to_vector<int64_t>() ==
+  CHECK(argsort(xi).cpu().to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 0, 2, 1});
+  CHECK(argsort(xi, Order::descending).cpu().to_vector<int64_t>() ==
         std::vector<int64_t>{0, 1, 2, 1, 0, 2});
   // A long row of few distinct keys: equal keys stay in index order.
   const int64_t n = 1000;
   std::vector<int64_t> keys(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i)
     keys[size_t(i)] = (i * 7) % 3;
-  const auto order = argsort(i64(keys, {n})).to_vector<int64_t>();
+  const auto order = argsort(i64(keys, {n})).cpu().to_vector<int64_t>();
   for (int64_t i = 1; i < n; ++i) {
     const int64_t a = order[size_t(i - 1)], b = order[size_t(i)];
     CHECK((keys[size_t(a)] < keys[size_t(b)] || (keys[size_t(a)] == keys[size_t(b)] && a < b)));
@@ -640,18 +656,18 @@ TEST_CASE("ops: argsort is stable") {
 }
 
 TEST_CASE("ops: argmax and one_hot") {
-  CHECK(argmax(f32({1, 5, 5, 2, -1, -3, -2, -1}, {2, 4})).to_vector<int64_t>() ==
+  CHECK(argmax(f32({1, 5, 5, 2, -1, -3, -2, -1}, {2, 4})).cpu().to_vector<int64_t>() ==
         std::vector<int64_t>{1, 0});
-  CHECK(argmax(f64({3}, {1})).to_vector<int64_t>() == std::vector<int64_t>{0});
+  CHECK(argmax(f64({3}, {1})).cpu().to_vector<int64_t>() == std::vector<int64_t>{0});
   CHECK(argmax(f64({1, 2, 3}, {3})).shape() == Shape{});
   Tensor oh = one_hot(i32({2, 0, 1}, {3}), 3);
   CHECK(oh.dtype() == DType::f32);
-  CHECK(oh.to_vector<float>() == std::vector<float>{0, 0, 1, 1, 0, 0, 0, 1, 0});
+  CHECK(oh.cpu().to_vector<float>() == std::vector<float>{0, 0, 1, 1, 0, 0, 0, 1, 0});
   Tensor oh2 = one_hot(i64({3, 0, 1, 1}, {2, 2}), 4, DType::f64);
   CHECK(oh2.shape() == Shape{2, 2, 4});
   CHECK(values(oh2) == std::vector<double>{0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0});
   // argmax inverts one_hot.
-  CHECK(argmax(oh2).to_vector<int64_t>() == std::vector<int64_t>{3, 0, 1, 1});
+  CHECK(argmax(oh2).cpu().to_vector<int64_t>() == std::vector<int64_t>{3, 0, 1, 1});
 }
 
 TEST_CASE("ops: index_select, index_add, gather values") {
@@ -667,6 +683,9 @@ TEST_CASE("ops: index_select, index_add, gather values") {
   CHECK(values(index_select(x3, i32({2, 0}, {2}))) ==
         std::vector<double>{8, 9, 10, 11, 0, 1, 2, 3});
   CHECK(index_select(x3, i64({}, {0})).shape() == Shape{0, 2, 2});
+  // From no rows at all, -1 indices still give zero rows.
+  CHECK(values(index_select(Tensor::zeros({0, 2}, DType::f64), i64({-1, -1}, {2}))) ==
+        std::vector<double>{0, 0, 0, 0});
   // index_add: out[idx[m]] += src[m]; -1 skipped; repeated rows add up.
   Tensor src = f64({1, 2, 3, 4, 5, 6, 7, 8}, {4, 2});
   Tensor out = index_add(3, i64({1, -1, 1, 0}, {4}), src);
@@ -716,14 +735,14 @@ TEST_CASE("ops: views share storage") {
   CHECK(rows.storage() == base.storage());
   CHECK(rows.offset() == 5);
   fill_(rows, 7.0);
-  auto v = base.to_vector<float>();
+  auto v = base.cpu().to_vector<float>();
   for (int i = 0; i < 20; ++i)
     CHECK(v[size_t(i)] == (i >= 5 && i < 15 ? 7.0f : 0.0f));
   // Through a column of a transposed view: base[:, 4] = {1, 2, 3, 4}.
   Tensor col = slice(transpose(base, 0, 1), 0, 4, 5);
   CHECK(col.shape() == Shape{1, 4});
   copy_(col, f32({1, 2, 3, 4}, {1, 4}));
-  v = base.to_vector<float>();
+  v = base.cpu().to_vector<float>();
   for (int r = 0; r < 4; ++r)
     CHECK(v[size_t(r * 5 + 4)] == float(r + 1));
   CHECK(v[3] == 0.0f);
@@ -731,7 +750,7 @@ TEST_CASE("ops: views share storage") {
   Tensor flat = reshape(base, {20});
   CHECK(flat.storage() == base.storage());
   fill_(flat, 2.0);
-  CHECK(base.to_vector<float>()[13] == 2.0f);
+  CHECK(base.cpu().to_vector<float>()[13] == 2.0f);
   CHECK(permute(base, {1, 0}).storage() == base.storage());
   CHECK(base.detach().storage() == base.storage());
   Tensor e = expand(f32({1, 2, 3}, {3, 1}), {2, 3, 4});
@@ -752,19 +771,19 @@ TEST_CASE("ops: contiguous copies of permuted views") {
   CHECK(c.is_contiguous());
   CHECK(c.storage() != x.storage());
   CHECK(c.strides() == Shape{6, 3, 1});
-  const auto cv = c.to_vector<float>();
+  const auto cv = c.cpu().to_vector<float>();
   for (int k = 0; k < 4; ++k)
     for (int i = 0; i < 2; ++i)
       for (int j = 0; j < 3; ++j)
         CHECK(cv[size_t(k * 6 + i * 3 + j)] == float(i * 12 + j * 4 + k));
   // A copy: later writes to x do not reach it.
   fill_(x, -1.0);
-  CHECK(c.to_vector<float>() == cv);
+  CHECK(c.cpu().to_vector<float>() == cv);
   // contiguous of a contiguous tensor is the tensor itself.
   CHECK(contiguous(x).impl() == x.impl());
   // reshape of a non-contiguous view copies.
   Tensor r = reshape(transpose(reshape(arange(6, DType::f32), {2, 3}), 0, 1), {6});
-  CHECK(r.to_vector<float>() == std::vector<float>{0, 3, 1, 4, 2, 5});
+  CHECK(r.cpu().to_vector<float>() == std::vector<float>{0, 3, 1, 4, 2, 5});
   CHECK(reshape(x, {-1, 6}).shape() == Shape{4, 6});
 }
 
@@ -777,7 +796,7 @@ TEST_CASE("ops: bf16 round trip via to_dtype") {
   Tensor h = to_dtype(x, DType::bf16);
   CHECK(h.dtype() == DType::bf16);
   CHECK(h.storage()->bytes() == xs.size() * 2);
-  const auto back = to_dtype(h, DType::f32).to_vector<float>();
+  const auto back = to_dtype(h, DType::f32).cpu().to_vector<float>();
   for (size_t i = 0; i < xs.size(); ++i) {
     INFO("x = " << xs[i]);
     // 8 significant bits, round to nearest: relative error at most 2^-8 (half an ulp).
@@ -796,6 +815,7 @@ TEST_CASE("ops: bf16 round trip via to_dtype") {
   const float inf = std::numeric_limits<float>::infinity();
   const auto special =
       to_dtype(to_dtype(f32({inf, -inf, std::nanf("")}, {3}), DType::bf16), DType::f32)
+          .cpu()
           .to_vector<float>();
   CHECK(special[0] == inf);
   CHECK(special[1] == -inf);
@@ -858,24 +878,33 @@ TEST_CASE("ops errors: dtype mismatch") {
 
 TEST_CASE("ops errors: labels out of range in cross-entropy") {
   Tensor logits = Tensor::zeros({2, 3});
-  CHECK_INVALID(softmax_cross_entropy(logits, i32({0, 3}, {2})),
-                "label 3 at position 1 is outside [0, 3)");
-  CHECK_INVALID(sigmoid_cross_entropy(logits, i32({-1, 0}, {2})),
-                "label -1 at position 0 is outside [0, 3)");
+  // Label values are checked by the kernels: at once on the CPU, at the next
+  // check_kernel_errors on a device the host cannot read.
+  CHECK_KERNEL_ERROR(softmax_cross_entropy(logits, i32({0, 3}, {2})),
+                     "softmax_cross_entropy: label 3 at position 1 is outside [0, 3)");
+  CHECK_KERNEL_ERROR(sigmoid_cross_entropy(logits, i32({-1, 0}, {2})),
+                     "sigmoid_cross_entropy: label -1 at position 0 is outside [0, 3)");
   CHECK_INVALID(softmax_cross_entropy(logits, i64({0, 1}, {2})), "labels must be i32");
   CHECK_INVALID(softmax_cross_entropy(logits, i32({0, 1, 2}, {3})), "do not match logits");
 }
 
 TEST_CASE("ops errors: indices out of range") {
   Tensor x = Tensor::zeros({4, 2});
-  CHECK_INVALID(index_select(x, i64({0, 4}, {2})), "index 4 at position 1 is outside [-1, 4)");
-  CHECK_INVALID(index_select(x, i32({-2}, {1})), "index -2 at position 0 is outside [-1, 4)");
+  // Index values are checked by the kernels (see the cross-entropy labels above).
+  CHECK_KERNEL_ERROR(index_select(x, i64({0, 4}, {2})),
+                     "index_select: index 4 at position 1 is outside [-1, 4)");
+  CHECK_KERNEL_ERROR(index_select(x, i32({-2}, {1})),
+                     "index_select: index -2 at position 0 is outside [-1, 4)");
+  CHECK_KERNEL_ERROR(index_add(3, i64({0, 3}, {2}), x.slice(0, 0, 2)),
+                     "index_add: index 3 at position 1 is outside [-1, 3)");
+  CHECK_KERNEL_ERROR(gather(Tensor::zeros({2, 2}), i64({0, 2, 1, 1}, {2, 2})),
+                     "gather: index 2 at position 1 is outside [0, 2)");
+  CHECK_KERNEL_ERROR(one_hot(i32({0, 5}, {2}), 5),
+                     "one_hot: index 5 at position 1 is outside [0, 5)");
+  // Argument errors are the op layer's, thrown at once on every device.
   CHECK_INVALID(index_select(x, Tensor::zeros({2})), "idx must be i32 or i64");
-  CHECK_INVALID(index_add(3, i64({0, 3}, {2}), x.slice(0, 0, 2)), "outside [-1, 3)");
   CHECK_INVALID(index_add(3, i64({0, 1}, {2}), x), "needs one row per index");
-  CHECK_INVALID(gather(Tensor::zeros({2, 2}), i64({0, 2, 1, 1}, {2, 2})), "index 2 outside [0, 2)");
   CHECK_INVALID(gather(x, i64({0, 1}, {2, 1})), "differ outside the last axis");
-  CHECK_INVALID(one_hot(i32({0, 5}, {2}), 5), "index 5 outside [0, 5)");
 }
 
 TEST_CASE("ops errors: topk k out of range") {
@@ -902,7 +931,7 @@ TEST_CASE("ops errors: reshape, slice, views") {
   CHECK_INVALID(copy_(x, Tensor::zeros({3, 2})), "copy_: shape mismatch");
   CHECK_INVALID(Tensor::from_vector(std::vector<float>{1, 2, 3}, {2, 2}),
                 "3 values do not fill shape [2, 2]");
-  CHECK_INVALID(x.item(), "item() needs one element");
+  CHECK_INVALID(x.cpu().item(), "item() needs one element");
 }
 
 TEST_CASE("ops errors: nn ops") {
@@ -983,8 +1012,8 @@ TEST_CASE("ops: f32 sums accumulate in double") {
   for (float c : col)
     for (int k = 0; k < 6; ++k)
       v3.push_back(c);  // [5, 2, 3] summed over {0, 2}: general path
-  CHECK(sum(f32(v2, {5, 2}), {0}).to_vector<float>() == std::vector<float>{3, 6});
-  CHECK(sum(f32(v3, {5, 2, 3}), {0, 2}).to_vector<float>() == std::vector<float>{9, 9});
-  CHECK(sum(f32(col, {5}), {0}).item() == 3.0);  // the one-row path
-  CHECK(sum_to(f32(v2, {5, 2}), {1, 2}).to_vector<float>() == std::vector<float>{3, 6});
+  CHECK(sum(f32(v2, {5, 2}), {0}).cpu().to_vector<float>() == std::vector<float>{3, 6});
+  CHECK(sum(f32(v3, {5, 2, 3}), {0, 2}).cpu().to_vector<float>() == std::vector<float>{9, 9});
+  CHECK(sum(f32(col, {5}), {0}).cpu().item() == 3.0);  // the one-row path
+  CHECK(sum_to(f32(v2, {5, 2}), {1, 2}).cpu().to_vector<float>() == std::vector<float>{3, 6});
 }

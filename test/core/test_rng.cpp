@@ -46,7 +46,7 @@ uint64_t ref_fnv1a(std::string_view s) {
 }
 
 std::vector<double> values(const Tensor& t) {
-  return to_dtype(t, DType::f64).to_vector<double>();
+  return to_dtype(t, DType::f64).cpu().to_vector<double>();
 }
 
 double correlation(const std::vector<double>& a, const std::vector<double>& b) {
@@ -211,7 +211,7 @@ TEST_CASE("rng: randn values are normal01 at their flat index, in every dtype") 
   // computed it.
   const RngKey key{8, 9};
   const auto v = values(randn({50000}, key, 3, DType::f64));
-  const auto f = randn({50000}, key, 3, DType::f32).to_vector<float>();
+  const auto f = randn({50000}, key, 3, DType::f32).cpu().to_vector<float>();
   int64_t differ = 0;
   for (size_t i = 0; i < v.size(); ++i) {
     differ += v[i] != normal01(key, 3 + i);

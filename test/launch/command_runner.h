@@ -45,10 +45,23 @@ inline CommandResult run_command(const std::string& command, const std::filesyst
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err), s};
 }
 
+// `vmoe ARGS` for the suite's device: when VMOE_TEST_DEVICE is cpu_strict, the subcommands
+// that run a model get --set train.device=CPU_STRICT (an explicit train.device in ARGS, which
+// comes first, is overridden only where none is given).
+inline std::string with_test_device(const std::string& args) {
+  const char* device = std::getenv("VMOE_TEST_DEVICE");
+  if (!device || std::string(device) != "cpu_strict") return args;
+  if (args.find("train.device=") != std::string::npos) return args;
+  const std::string command = args.substr(0, args.find(' '));
+  for (const char* runs_model : {"train", "eval", "predict", "routing-map"})
+    if (command == runs_model) return args + " --set train.device=CPU_STRICT";
+  return args;
+}
+
 #ifdef VMOE_BINARY
 // Runs `vmoe ARGS` (the binary under test) with its output captured in `dir`.
 inline CommandResult run_vmoe(const std::string& args, const std::filesystem::path& dir) {
-  return run_command(std::string(VMOE_BINARY) + " " + args, dir);
+  return run_command(std::string(VMOE_BINARY) + " " + with_test_device(args), dir);
 }
 #endif
 

@@ -41,10 +41,12 @@ std::string launcher(int ranks) {
 }
 
 CommandResult train(int ranks, const fs::path& work, int steps, const std::string& extra = "") {
-  return vmoe::testing::run_command(launcher(ranks) + VMOE_BINARY + " train --config " + kConfig +
-                                        " --workdir " + work.string() + kShort +
-                                        " --set train.num_steps=" + std::to_string(steps) + extra,
-                                    work.parent_path());
+  return vmoe::testing::run_command(
+      launcher(ranks) + VMOE_BINARY + " " +
+          vmoe::testing::with_test_device(
+              "train --config " + kConfig + " --workdir " + work.string() + kShort +
+              " --set train.num_steps=" + std::to_string(steps) + extra),
+      work.parent_path());
 }
 
 fs::path checkpoint(const fs::path& work, int step) {

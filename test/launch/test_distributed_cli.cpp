@@ -31,7 +31,8 @@ RunResult run_vmoe(int ranks, const std::string& args, const fs::path& dir,
                "-x OPENBLAS_NUM_THREADS=1 ";
     if (!env.empty()) launcher += "-x " + env + " ";
   }
-  return vmoe::testing::run_command(launcher + VMOE_BINARY + " " + args, dir);
+  return vmoe::testing::run_command(
+      launcher + VMOE_BINARY + " " + vmoe::testing::with_test_device(args), dir);
 }
 
 const std::string kConfig =
@@ -50,6 +51,39 @@ std::vector<nlohmann::json> train_lines(const fs::path& metrics) {
 }
 
 }  // namespace
+
+TEST_CASE(
+    "device: 50 steps of fashion_vmoe_ti give the same losses on the CPU and the strict device") {
+  if (!fs::exists(kData)) {
+    WARN("Fashion-MNIST not installed; skipped");
+    return;
+  }
+  const std::string args = " --config " + kConfig +
+                           " --set train.num_steps=50 --set train.log_every_steps=1"
+                           " --set eval.num_examples=64 --set output.progress=NONE";
+  for (int ranks : {0, 2}) {
+    std::vector<std::vector<nlohmann::json>> runs;
+    for (const char* device : {"CPU", "CPU_STRICT"}) {
+      CAPTURE(ranks, device);
+      const fs::path dir = scratch(std::string("device_") + device + std::to_string(ranks));
+      RunResult r = run_vmoe(
+          ranks, "train --workdir " + (dir / "w").string() + args + " --set train.device=" + device,
+          dir);
+      INFO("stderr: " << r.err);
+      REQUIRE(r.exit_code == 0);
+      runs.push_back(train_lines(dir / "w" / "metrics.jsonl"));
+      REQUIRE(runs.back().size() == 50);
+    }
+    for (size_t step = 0; step < 50; ++step) {
+      for (const char* key :
+           {"train/loss", "train/aux_loss", "train/grad_norm", "moe/block_03/dropped_fraction"}) {
+        CAPTURE(ranks, step, key);
+        const double a = runs[0][step].at(key), b = runs[1][step].at(key);
+        CHECK(std::abs(a - b) <= 1e-6 * std::abs(a));
+      }
+    }
+  }
+}
 
 TEST_CASE("distributed: 20 steps of fashion_vmoe_ti on 1, 2 and 4 ranks are the same run") {
   if (!fs::exists(kData)) {

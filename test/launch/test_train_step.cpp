@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include "core/ops.h"
+#include "core/optim/adamw.h"
+#include "core/transfer_counts.h"
 #include "launch/train_step.h"
 #include "test/core/gradcheck.h"
 
@@ -15,9 +17,11 @@ TEST_CASE("train step: soft targets equal to one-hot labels give the softmax cro
   for (size_t i = 0; i < y.size(); ++i)
     onehot[i * 4 + size_t(y[i])] = 1.0;
   const Tensor labels = Tensor::from_vector(y, {5});
-  const double hard = classification_loss(logits, labels, LossKind::softmax_xent).item();
+  const double hard = classification_loss(logits, labels, LossKind::softmax_xent).cpu().item();
   const double soft =
-      soft_target_loss(logits, Tensor::from_vector(onehot, {5, 4}), LossKind::softmax_xent).item();
+      soft_target_loss(logits, Tensor::from_vector(onehot, {5, 4}), LossKind::softmax_xent)
+          .cpu()
+          .item();
   CHECK(soft == Approx(hard).epsilon(1e-12));
 }
 
@@ -27,11 +31,13 @@ TEST_CASE("train step: a mixed target is the same mixture of the two cross-entro
   const Tensor mixed = Tensor::from_vector(std::vector<double>{lam, 0.0, 1 - lam}, {1, 3});
   const double a = classification_loss(logits, Tensor::from_vector(std::vector<int32_t>{0}, {1}),
                                        LossKind::softmax_xent)
+                       .cpu()
                        .item();
   const double b = classification_loss(logits, Tensor::from_vector(std::vector<int32_t>{2}, {1}),
                                        LossKind::softmax_xent)
+                       .cpu()
                        .item();
-  CHECK(soft_target_loss(logits, mixed, LossKind::softmax_xent).item() ==
+  CHECK(soft_target_loss(logits, mixed, LossKind::softmax_xent).cpu().item() ==
         Approx(lam * a + (1 - lam) * b).epsilon(1e-12));
 }
 
@@ -54,4 +60,80 @@ TEST_CASE("train step: soft targets with the sigmoid loss or the wrong shape are
   CHECK_THROWS_WITH(
       soft_target_loss(logits, Tensor::zeros({2, 4}, DType::f64), LossKind::softmax_xent),
       Catch::Contains("do not match logits"));
+}
+
+TEST_CASE("device: a V-MoE training step reads nothing back, a logged step reads once") {
+  // fashion_vmoe_ti's shape (4 blocks, MoE in 1 and 3, E 8, k 2, BPR, noise, clipping) on the
+  // strict device, where every device -> host copy is counted.
+  VitConfig c;
+  MoeConfig moe;
+  moe.moe_blocks = {1, 3};
+  moe.batch_priority = true;
+  moe.gshard_loss_weight = 0.01;
+  c.moe = moe;
+  ParameterStore params;
+  VisionTransformer model(params, c);
+  params.allocate(0, DType::f32, kCpuStrict);
+  AdamW optimizer(params, AdamWOptions{});
+  const LrSchedule schedule{LrSchedule::Kind::constant, 1e-3};
+  const Tensor images = randn({16, 28, 28, 1}, RngKey{1, 1}, 0, DType::f32, kCpuStrict);
+  std::vector<int32_t> y(16);
+  for (size_t i = 0; i < y.size(); ++i)
+    y[i] = int32_t(i % 10);
+  const Tensor labels = Tensor::from_vector(y, {16}, kCpuStrict);
+  StepOptions options;
+  options.grad_clip_norm = 1.0;
+
+  const TransferCounter transfers(kCpuStrict);
+  StepResult r;
+  for (int64_t step = 0; step < 2; ++step)
+    r = train_step(model, params, optimizer, schedule, images, labels, step, 0, options);
+  // Forward, backward, gradient norm, clipped update and the step's figures: all on the device.
+  CHECK(transfers.now().to_host == 0);
+  CHECK(transfers.now().from_host == 0);
+  CHECK(transfers.now().synchronizations == 0);
+  // A logging step reads the figures vector once: loss, aux loss, grad norm, hits and four
+  // figures of each MoE layer.
+  const StepFigures f = r.read();
+  CHECK(transfers.now().to_host == 1);
+  CHECK(transfers.now().to_host_bytes ==
+        int64_t(sizeof(double)) * (kStepFigures + 2 * kMoeFigures));
+  CHECK(std::isfinite(f.loss));
+  CHECK(f.grad_norm > 0);
+  REQUIRE(f.moe.size() == 2);
+  CHECK(f.moe[0].block == 1);
+  CHECK(f.moe[1].load_max_over_mean >= 1.0);
+}
+
+TEST_CASE("device: the train step computes the same figures on the CPU and the strict device") {
+  VitConfig c;
+  c.num_layers = 2;
+  MoeConfig moe;
+  moe.moe_blocks = {1};
+  moe.batch_priority = true;
+  c.moe = moe;
+  std::vector<StepFigures> figures;
+  std::vector<std::vector<float>> weights;
+  for (Device device : {kCpu, kCpuStrict}) {
+    ParameterStore params;
+    VisionTransformer model(params, c);
+    params.allocate(0, DType::f32, device);
+    AdamW optimizer(params, AdamWOptions{});
+    const LrSchedule schedule{LrSchedule::Kind::constant, 1e-3};
+    const Tensor images = randn({16, 28, 28, 1}, RngKey{1, 1}, 0, DType::f32, device);
+    std::vector<int32_t> y(16, 3);
+    StepOptions options;
+    options.grad_clip_norm = 0.5;
+    StepResult r;
+    for (int64_t step = 0; step < 3; ++step) {
+      r = train_step(model, params, optimizer, schedule, images,
+                     Tensor::from_vector(y, {16}, device), step, 0, options);
+    }
+    figures.push_back(r.read());
+    weights.push_back(params.flat_values(Sharding::replicated).cpu().to_vector<float>());
+  }
+  CHECK(figures[0].loss == figures[1].loss);
+  CHECK(figures[0].grad_norm == figures[1].grad_norm);
+  CHECK(figures[0].moe[0].dropped_fraction == figures[1].moe[0].dropped_fraction);
+  CHECK(weights[0] == weights[1]);
 }

@@ -7,6 +7,9 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/optim/adamw.h"
+#include "core/optim/grad_clip.h"
+#include "core/transfer_counts.h"
 #include "models/mlp_block.h"
 #include "models/moe_layer.h"
 #include "models/moe_losses.h"
@@ -14,6 +17,47 @@
 #include "models/vision_transformer.h"
 
 using namespace vmoe;
+
+namespace {
+
+// The slot assignment of the device ops (priority_order + assign_slots) read back to the host.
+struct Plan {
+  int64_t rows_per_expert = 0, dropped = 0;
+  std::vector<int64_t> capacity;  // [G]
+  std::vector<int64_t> dispatch_rows, combine_rows, expert_load;
+};
+
+Plan route(const std::vector<int64_t>& experts, const std::vector<double>& priority, int64_t n,
+           int64_t k, int64_t e, int64_t group_size, double capacity_factor, TokenOrder order) {
+  const SlotLayout layout = routing_layout(n, k, e, group_size, capacity_factor);
+  const Tensor by_priority = order == TokenOrder::batch_priority
+                                 ? priority_order(Tensor::from_vector(priority, {n}), layout)
+                                 : Tensor();
+  const SlotAssignment slots =
+      assign_slots(Tensor::from_vector(experts, {n, k}), by_priority, layout);
+  Plan p;
+  p.rows_per_expert = layout.rows_per_expert;
+  for (int64_t g = 0; g < layout.groups(); ++g)
+    p.capacity.push_back(g + 1 == layout.groups() ? layout.last_capacity : layout.capacity);
+  p.dispatch_rows = slots.dispatch_rows.cpu().to_vector<int64_t>();
+  p.combine_rows = slots.combine_rows.cpu().to_vector<int64_t>();
+  p.expert_load = slots.expert_load.cpu().to_vector<int64_t>();
+  for (int64_t row : p.combine_rows)
+    p.dropped += row < 0;
+  return p;
+}
+
+double dropped_fraction(const MoeReport& report) {
+  return MoeStats::read(report).dropped_fraction;
+}
+
+// Sets element i of a contiguous tensor on its device.
+void set_element(const Tensor& t, int64_t i, double value) {
+  Tensor at = t.reshape({-1}).slice(0, i, i + 1);
+  fill_(at, value);
+}
+
+}  // namespace
 
 TEST_CASE("moe: capacity is ceil(S k c / E) rounded up to a multiple of 4") {
   CHECK(expert_capacity(400, 2, 1.05, 8) == 108);  // 105 -> 108
@@ -41,7 +85,7 @@ TEST_CASE("moe: vanilla routing fills experts in token order and drops the overf
   // 8 tokens, E = 2, k = 1, capacity 4: all choose expert 0.
   std::vector<int64_t> experts(8, 0);
   std::vector<double> priority{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8};
-  RoutingPlan p = plan_routing(experts, priority, 8, 1, 2, 8, 1.0, TokenOrder::vanilla);
+  Plan p = route(experts, priority, 8, 1, 2, 8, 1.0, TokenOrder::vanilla);
   REQUIRE(p.rows_per_expert == 4);
   CHECK(p.dispatch_rows == std::vector<int64_t>{0, 1, 2, 3, -1, -1, -1, -1});
   CHECK(p.combine_rows == std::vector<int64_t>{0, 1, 2, 3, -1, -1, -1, -1});
@@ -52,7 +96,7 @@ TEST_CASE("moe: vanilla routing fills experts in token order and drops the overf
 TEST_CASE("moe: BPR takes tokens by descending priority, ties in token order") {
   std::vector<int64_t> experts(8, 0);
   std::vector<double> priority{0.1, 0.9, 0.3, 0.9, 0.5, 0.2, 0.7, 0.8};
-  RoutingPlan p = plan_routing(experts, priority, 8, 1, 2, 8, 1.0, TokenOrder::batch_priority);
+  Plan p = route(experts, priority, 8, 1, 2, 8, 1.0, TokenOrder::batch_priority);
   // Order: 1 (0.9), 3 (0.9, later), 7 (0.8), 6 (0.7) fill the 4 slots.
   CHECK(p.dispatch_rows == std::vector<int64_t>{1, 3, 7, 6, -1, -1, -1, -1});
   CHECK(p.combine_rows == std::vector<int64_t>{-1, 0, -1, 1, -1, -1, 3, 2});
@@ -63,7 +107,7 @@ TEST_CASE("moe: assignment is k-major: all first choices before any second choic
   // first choices: e1 e1 e0 e0 e0 e0; second choices: e0 e0 e1 e1 e1 e1.
   std::vector<int64_t> experts{1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 0, 1};
   std::vector<double> priority(6, 0.5);
-  RoutingPlan p = plan_routing(experts, priority, 6, 2, 2, 6, 0.6, TokenOrder::vanilla);
+  Plan p = route(experts, priority, 6, 2, 2, 6, 0.6, TokenOrder::vanilla);
   REQUIRE(p.rows_per_expert == 4);
   // Expert 0: first choices of tokens 2..5. Expert 1: first choices of 0, 1, then the second
   // choices of 2 and 3. Token-major order would have given expert 0 tokens 0..3 instead.
@@ -76,7 +120,7 @@ TEST_CASE("moe: groups are routed independently, each with its own capacity") {
   // 2 groups of 4 tokens, E = 2, k = 1, capacity 4 each (4 * 1 * 2 / 2 = 4).
   std::vector<int64_t> experts(8, 1);
   std::vector<double> priority(8, 0.5);
-  RoutingPlan p = plan_routing(experts, priority, 8, 1, 2, 4, 2.0, TokenOrder::vanilla);
+  Plan p = route(experts, priority, 8, 1, 2, 4, 2.0, TokenOrder::vanilla);
   CHECK(p.capacity == std::vector<int64_t>{4, 4});
   CHECK(p.rows_per_expert == 8);
   CHECK(p.dropped == 0);
@@ -88,7 +132,7 @@ TEST_CASE("moe: groups are routed independently, each with its own capacity") {
 TEST_CASE("moe: importance and load losses match hand-computed values") {
   // p_clean of 2 tokens over 2 experts: importance = [1.2, 0.8], mean 1, var 0.04.
   Tensor p = Tensor::from_vector<double>({0.7, 0.3, 0.5, 0.5}, {2, 2});
-  CHECK(importance_loss(p).item() == Approx(0.04));
+  CHECK(importance_loss(p).cpu().item() == Approx(0.04));
   // Load: k = 1, sigma = 1; kth = argmax of the noisy logits.
   Tensor logits = Tensor::from_vector<double>({1.0, 0.0, 0.0, 0.5}, {2, 2});
   Tensor noisy = Tensor::from_vector<double>({1.2, -0.1, 0.3, 0.4}, {2, 2});
@@ -98,17 +142,17 @@ TEST_CASE("moe: importance and load losses match hand-computed values") {
   const double l0 = (phi(1.0 - 1.2) + phi(0.0 - 0.4)) / 2,
                l1 = (phi(0.0 - 1.2) + phi(0.5 - 0.4)) / 2;
   const double m = (l0 + l1) / 2, var = ((l0 - m) * (l0 - m) + (l1 - m) * (l1 - m)) / 2;
-  CHECK(load_loss(logits, noisy, kth, 1.0).item() == Approx(var / (m * m)));
+  CHECK(load_loss(logits, noisy, kth, 1.0).cpu().item() == Approx(var / (m * m)));
   // GShard: E^2 * mean_e(frac_e * mean_s p) with frac = [1, 0] -> 4 * (1 * 0.6 + 0) / 2.
-  CHECK(gshard_loss(p, Tensor::from_vector<double>({1.0, 0.0}, {2})).item() == Approx(1.2));
+  CHECK(gshard_loss(p, Tensor::from_vector<double>({1.0, 0.0}, {2})).cpu().item() == Approx(1.2));
 }
 
 TEST_CASE("moe: perfectly balanced gates give a finite zero loss and a finite gradient") {
   Tensor logits = Tensor::zeros({6, 4}, DType::f64).set_requires_grad(true);
   Tensor loss = importance_loss(softmax(logits));
   loss.backward();
-  CHECK(loss.item() == Approx(0.0).margin(1e-15));
-  for (double g : logits.grad().to_vector<double>()) {
+  CHECK(loss.cpu().item() == Approx(0.0).margin(1e-15));
+  for (double g : logits.grad().cpu().to_vector<double>()) {
     CHECK(std::isfinite(g));
     CHECK(std::abs(g) < 1e-12);
   }
@@ -141,7 +185,7 @@ double moe_loss(const SmallMoe& m, const Tensor& x, const Tensor& r, const Forwa
   Tensor out = (*m.layer)(x, ctx, 0);
   Tensor loss = sum_all(out * r) + reports.at(0).aux_loss;
   if (backward) loss.backward();
-  return loss.item();
+  return loss.cpu().item();
 }
 
 }  // namespace
@@ -168,7 +212,7 @@ TEST_CASE("moe: finite-difference gradients through router and experts (f64)") {
     ForwardContext probe = ctx;
     probe.moe_reports = &reports;
     (*m.layer)(x.detach(), probe, 0);
-    REQUIRE(reports[0].dropped_fraction > 0);
+    REQUIRE(dropped_fraction(reports[0]) > 0);
     // Central differences on every parameter element and on x.
     const double eps = 1e-6;
     double worst = 0;
@@ -176,30 +220,31 @@ TEST_CASE("moe: finite-difference gradients through router and experts (f64)") {
     for (int s = 0; s < kNumShardings; ++s) {
       Tensor flat = m.store.flat_values(Sharding(s));
       Tensor grad = m.store.flat_grads(Sharding(s));
-      double* w = flat.data<double>();
-      const double* g = grad.data<double>();
+      const std::vector<double> w = flat.cpu().to_vector<double>();
+      const std::vector<double> g = grad.cpu().to_vector<double>();
       for (int64_t i = 0; i < flat.numel(); ++i) {
-        const double keep = w[i];
-        w[i] = keep + eps;
+        const double keep = w[size_t(i)];
+        set_element(flat, i, keep + eps);
         const double up = moe_loss(m, x.detach(), r, ctx, false);
-        w[i] = keep - eps;
+        set_element(flat, i, keep - eps);
         const double down = moe_loss(m, x.detach(), r, ctx, false);
-        w[i] = keep;
+        set_element(flat, i, keep);
         const double numeric = (up - down) / (2 * eps);
-        worst = std::max(worst, std::abs(numeric - g[i]) / (1e-7 + 1e-5 * std::abs(numeric)));
+        worst =
+            std::max(worst, std::abs(numeric - g[size_t(i)]) / (1e-7 + 1e-5 * std::abs(numeric)));
       }
     }
     Tensor xg = x.grad();
     Tensor xv = x.detach().clone();
-    double* px = xv.data<double>();
-    const std::vector<double> gx = xg.to_vector<double>();
+    const std::vector<double> px = xv.cpu().to_vector<double>();
+    const std::vector<double> gx = xg.cpu().to_vector<double>();
     for (int64_t i = 0; i < xv.numel(); ++i) {
-      const double keep = px[i];
-      px[i] = keep + eps;
+      const double keep = px[size_t(i)];
+      set_element(xv, i, keep + eps);
       const double up = moe_loss(m, xv, r, ctx, false);
-      px[i] = keep - eps;
+      set_element(xv, i, keep - eps);
       const double down = moe_loss(m, xv, r, ctx, false);
-      px[i] = keep;
+      set_element(xv, i, keep);
       const double numeric = (up - down) / (2 * eps);
       worst =
           std::max(worst, std::abs(numeric - gx[size_t(i)]) / (1e-7 + 1e-5 * std::abs(numeric)));
@@ -227,8 +272,8 @@ TEST_CASE("moe: E = 1, k = 1 with ample capacity equals the dense MLP") {
   Tensor x = randn({4, 3, 4}, RngKey{2, 2}, 0, DType::f64);
   for (Mode mode : {Mode::eval, Mode::train}) {
     ForwardContext ctx{mode, RngKey{1, 1}, 0};
-    auto a = (*m.layer)(x, ctx, 0).to_vector<double>();
-    auto b = dense(x, ctx, 0).to_vector<double>();
+    auto a = (*m.layer)(x, ctx, 0).cpu().to_vector<double>();
+    auto b = dense(x, ctx, 0).cpu().to_vector<double>();
     REQUIRE(a.size() == b.size());
     for (size_t i = 0; i < a.size(); ++i)
       CHECK(a[i] == Approx(b[i]).epsilon(1e-12));
@@ -242,9 +287,11 @@ TEST_CASE("moe: evaluation is deterministic and training noise comes from the se
   SmallMoe m(c, 5, DType::f32);
   Tensor x = randn({4, 5, 6}, RngKey{1, 2});
   ForwardContext eval{Mode::eval, RngKey{1, 0}, 0};
-  CHECK((*m.layer)(x, eval, 0).to_vector<float>() == (*m.layer)(x, eval, 0).to_vector<float>());
+  CHECK((*m.layer)(x, eval, 0).cpu().to_vector<float>() ==
+        (*m.layer)(x, eval, 0).cpu().to_vector<float>());
   ForwardContext t1{Mode::train, RngKey{1, 0}, 0}, t2{Mode::train, RngKey{2, 0}, 0};
-  CHECK((*m.layer)(x, t1, 0).to_vector<float>() == (*m.layer)(x, t1, 0).to_vector<float>());
+  CHECK((*m.layer)(x, t1, 0).cpu().to_vector<float>() ==
+        (*m.layer)(x, t1, 0).cpu().to_vector<float>());
   std::vector<MoeReport> r1, r2;
   t1.moe_reports = &r1;
   t1.record_routing = true;
@@ -252,7 +299,8 @@ TEST_CASE("moe: evaluation is deterministic and training noise comes from the se
   t2.record_routing = true;
   (*m.layer)(x, t1, 0);
   (*m.layer)(x, t2, 0);
-  CHECK(r1[0].routing.weights.to_vector<float>() != r2[0].routing.weights.to_vector<float>());
+  CHECK(r1[0].routing.weights.cpu().to_vector<float>() !=
+        r2[0].routing.weights.cpu().to_vector<float>());
 }
 
 TEST_CASE("moe: routing noise does not depend on how the batch is split") {
@@ -263,10 +311,10 @@ TEST_CASE("moe: routing noise does not depend on how the batch is split") {
   SmallMoe m(c, 5, DType::f64);
   Tensor x = randn({8, 5, 6}, RngKey{3, 3}, 0, DType::f64);
   ForwardContext whole{Mode::train, RngKey{7, 0}, 100};
-  auto full = (*m.layer)(x, whole, 0).to_vector<double>();
+  auto full = (*m.layer)(x, whole, 0).cpu().to_vector<double>();
   ForwardContext first{Mode::train, RngKey{7, 0}, 100}, second{Mode::train, RngKey{7, 0}, 104};
-  auto a = (*m.layer)(x.slice(0, 0, 4), first, 0).to_vector<double>();
-  auto b = (*m.layer)(x.slice(0, 4, 8), second, 0).to_vector<double>();
+  auto a = (*m.layer)(x.slice(0, 0, 4), first, 0).cpu().to_vector<double>();
+  auto b = (*m.layer)(x.slice(0, 4, 8), second, 0).cpu().to_vector<double>();
   a.insert(a.end(), b.begin(), b.end());
   REQUIRE(a.size() == full.size());
   for (size_t i = 0; i < a.size(); ++i)
@@ -286,8 +334,8 @@ TEST_CASE("moe: a token with every assignment dropped passes through the residua
   ctx.moe_reports = &reports;
   ctx.record_routing = true;
   Tensor out = (*m.layer)(x, ctx, 0);
-  const auto kept = reports[0].routing.kept.to_vector<uint8_t>();
-  const auto values = out.reshape({40, 6}).to_vector<double>();
+  const auto kept = reports[0].routing.kept.cpu().to_vector<uint8_t>();
+  const auto values = out.reshape({40, 6}).cpu().to_vector<double>();
   int dropped_tokens = 0;
   for (size_t t = 0; t < 40; ++t) {
     if (kept[t]) continue;
@@ -296,7 +344,7 @@ TEST_CASE("moe: a token with every assignment dropped passes through the residua
       CHECK(values[t * 6 + j] == 0.0);
   }
   CHECK(dropped_tokens == 32);
-  CHECK(reports[0].dropped_fraction == Approx(32.0 / 40.0));
+  CHECK(dropped_fraction(reports[0]) == Approx(32.0 / 40.0));
   // In an encoder block the MoE output is added to the residual: x + 0 = x for those tokens.
 }
 
@@ -316,11 +364,52 @@ TEST_CASE("moe: a V-MoE ViT has MoE layers at the placement and an aux loss") {
   CHECK_FALSE(store.contains("encoder/block_01/mlp/fc1/kernel"));
   CHECK(store.value("encoder/block_01/moe/experts/fc1/kernel").shape() == Shape{4, 64, 128});
   // Identical expert initialisation: every expert starts as a copy of the first.
-  auto w = store.value("encoder/block_01/moe/experts/fc1/kernel").to_vector<float>();
+  auto w = store.value("encoder/block_01/moe/experts/fc1/kernel").cpu().to_vector<float>();
   CHECK(std::equal(w.begin(), w.begin() + 64 * 128, w.begin() + 3 * 64 * 128));
   Tensor images = randn({8, 28, 28, 1}, RngKey{1, 1});
   VitOutput out = model(images, ForwardContext{Mode::train, RngKey{1, 0}, 0});
   CHECK(out.moe.size() == 2);
   REQUIRE(out.aux_loss.defined());
-  CHECK(std::isfinite(out.aux_loss.item()));
+  CHECK(std::isfinite(out.aux_loss.cpu().item()));
+}
+
+TEST_CASE("device: a MoE layer's forward, backward and AdamW step read nothing from the device") {
+  // On the strict device every device -> host copy is counted: routing (top-k, BPR order,
+  // slot assignment), dispatch, experts, combine, auxiliary losses, statistics, the gradient
+  // norm and the clipped update must all stay on the device.
+  MoeConfig c;
+  c.num_experts = 4;
+  c.k = 2;
+  c.capacity_factor = 0.75;  // drops, so capacity and masks matter
+  c.batch_priority = true;
+  c.images_per_group = 2;
+  c.gshard_loss_weight = 0.1;
+  c.moe_blocks = {0};
+  ParameterStore store;
+  MoeLayer layer(store, "moe", 6, 5, 5, c);
+  store.allocate(3, DType::f32, kCpuStrict);
+  AdamW optimizer(store, AdamWOptions{});
+  const Tensor x = randn({6, 5, 6}, RngKey{5, 1}, 0, DType::f32, kCpuStrict);  // 3 groups
+  const Tensor r = randn({6, 5, 6}, RngKey{5, 2}, 0, DType::f32, kCpuStrict);
+
+  const TransferCounter transfers(kCpuStrict);
+  std::vector<MoeReport> reports;
+  ForwardContext ctx{Mode::train, RngKey{11, 0}, 0};
+  ctx.moe_reports = &reports;
+  Tensor out = layer(x, ctx, 0);
+  Tensor loss = sum_all(out * r) + reports.at(0).aux_loss;
+  loss.backward();
+  optimizer.step(store, 1e-3, {grad_norm_squared(store), 0.5});
+  CHECK(transfers.now().to_host == 0);
+  CHECK(transfers.now().from_host == 0);
+  CHECK(transfers.now().synchronizations == 0);
+
+  // Reading the figures for a log line is what costs a host read: two (stats, loads).
+  const MoeStats stats = MoeStats::read(reports[0]);
+  CHECK(transfers.now().to_host == 2);
+  CHECK(stats.dropped_fraction > 0);
+  int64_t kept = 0;
+  for (int64_t l : stats.expert_load)
+    kept += l;
+  CHECK(double(kept) == Approx((1 - stats.dropped_fraction) * 30 * 2));
 }

@@ -21,29 +21,30 @@ Tensor read_tensor(const Hdf5File& f, const std::string& name, DType as) {
   Tensor t;
   switch (a.type) {
     case H5Type::f64:
-      t = Tensor::empty(a.shape, DType::f64);
+      t = Tensor::empty(a.shape, DType::f64, kCpu);
       break;
     case H5Type::f32:
-      t = Tensor::empty(a.shape, DType::f32);
+      t = Tensor::empty(a.shape, DType::f32, kCpu);
       break;
     case H5Type::i32:
-      t = Tensor::empty(a.shape, DType::i32);
+      t = Tensor::empty(a.shape, DType::i32, kCpu);
       break;
     case H5Type::i64:
-      t = Tensor::empty(a.shape, DType::i64);
+      t = Tensor::empty(a.shape, DType::i64, kCpu);
       break;
     default:
       FAIL("unexpected dataset type for " << name);
   }
   std::copy(a.bytes.begin(), a.bytes.end(), static_cast<uint8_t*>(t.raw_data()));
+  t = t.to(default_device());  // the device the suite runs on
   return as == t.dtype() ? t : to_dtype(t, as);
 }
 
 // Largest |a - b| / (atol + rtol |b|) over all elements; <= 1 means within tolerance.
 double tolerance_ratio(const Tensor& a, const Tensor& b, double rtol, double atol) {
   REQUIRE(a.shape() == b.shape());
-  auto va = to_dtype(a, DType::f64).to_vector<double>();
-  auto vb = to_dtype(b, DType::f64).to_vector<double>();
+  auto va = to_dtype(a, DType::f64).cpu().to_vector<double>();
+  auto vb = to_dtype(b, DType::f64).cpu().to_vector<double>();
   double worst = 0;
   for (size_t i = 0; i < va.size(); ++i)
     worst = std::max(worst, std::abs(va[i] - vb[i]) / (atol + rtol * std::abs(vb[i])));
@@ -132,7 +133,7 @@ TEST_CASE("vit: reference initialisation and parameter names") {
     INFO(name);
     CHECK(params.contains(name));
   }
-  auto values = [&](const char* n) { return params.value(n).to_vector<float>(); };
+  auto values = [&](const char* n) { return params.value(n).cpu().to_vector<float>(); };
   for (float v : values("head/kernel"))
     CHECK(v == 0.0f);
   for (float v : values("head/bias"))
@@ -170,10 +171,10 @@ TEST_CASE("vit: initialisation is a function of (seed, name) only") {
   a.allocate(3);
   b.allocate(3);
   other.allocate(4);
-  CHECK(a.flat_values(Sharding::replicated).to_vector<float>() ==
-        b.flat_values(Sharding::replicated).to_vector<float>());
-  CHECK(a.value("embedding/kernel").to_vector<float>() !=
-        other.value("embedding/kernel").to_vector<float>());
+  CHECK(a.flat_values(Sharding::replicated).cpu().to_vector<float>() ==
+        b.flat_values(Sharding::replicated).cpu().to_vector<float>());
+  CHECK(a.value("embedding/kernel").cpu().to_vector<float>() !=
+        other.value("embedding/kernel").cpu().to_vector<float>());
 }
 
 TEST_CASE("vit: images of the wrong shape are a clear error") {

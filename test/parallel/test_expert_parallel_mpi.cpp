@@ -1,7 +1,8 @@
 // Expert parallelism under mpirun (1, 2 and 4 ranks): the chunked exchange against closed-form
-// expectations, and the MoE layer (forward, backward, gradient reduction) on P ranks against
-// the single-process layer on the whole batch, including replicated experts (E < P) and
-// experts that receive no tokens.
+// expectations (and on the strict device against the host), and the MoE layer (forward,
+// backward, gradient reduction) on P ranks against the single-process layer on the whole batch,
+// including replicated experts (E < P) and experts that receive no tokens. Tensors are read on
+// the host through .cpu(), so the file also runs with VMOE_TEST_DEVICE=cpu_strict.
 #include <mpi.h>
 
 #include <catch2/catch.hpp>
@@ -10,6 +11,7 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "models/moe_layer.h"
+#include "models/moe_report.h"
 #include "parallel/expert_parallel_exchange.h"
 #include "parallel/gradient_reducer.h"
 #include "parallel/mpi_communicator.h"
@@ -38,8 +40,8 @@ int64_t rows_of(int64_t rank) {
 
 double max_rel_diff(const Tensor& a, const Tensor& b) {
   REQUIRE(a.shape() == b.shape());
-  const std::vector<double> x = to_dtype(a.detach(), DType::f64).to_vector<double>();
-  const std::vector<double> y = to_dtype(b.detach(), DType::f64).to_vector<double>();
+  const std::vector<double> x = to_dtype(a.detach(), DType::f64).cpu().to_vector<double>();
+  const std::vector<double> y = to_dtype(b.detach(), DType::f64).cpu().to_vector<double>();
   double scale = 0, diff = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     scale = std::max(scale, std::abs(y[i]));
@@ -74,7 +76,7 @@ TEST_CASE("exchange: rows reach their expert's owner in source order and come ba
         rows_seen += x.size(1);
         if (chunks == 1) {  // one chunk: [E_local, sum_j R_j, D], sources in rank order
           REQUIRE(x.size(1) == all_rows);
-          const std::vector<double> got = x.to_vector<double>();
+          const std::vector<double> got = x.cpu().to_vector<double>();
           for (int64_t l = 0; l < el; ++l) {
             int64_t row = 0;
             for (int64_t j = 0; j < p; ++j)
@@ -92,7 +94,7 @@ TEST_CASE("exchange: rows reach their expert's owner in source order and come ba
       Tensor out = exchange(dispatched, experts);
       CHECK(layout_ok);
       CHECK(rows_seen == all_rows);  // every chunk of every source, once
-      const std::vector<double> got = out.to_vector<double>();
+      const std::vector<double> got = out.cpu().to_vector<double>();
       bool values_ok = true;
       for (int64_t x = 0; x < e; ++x)
         for (int64_t i = 0; i < r; ++i)
@@ -129,7 +131,7 @@ TEST_CASE("exchange: backward returns each row's gradient and sums the owners' p
     Tensor cw = Tensor::from_vector(c, {e, r, d});
     sum_all(out * cw).backward();
     // d/d dispatched = c * (e + 1)
-    const std::vector<double> g = dispatched.grad().to_vector<double>();
+    const std::vector<double> g = dispatched.grad().cpu().to_vector<double>();
     bool grad_ok = true;
     for (int64_t x = 0; x < e; ++x)
       for (int64_t i = 0; i < r * d; ++i)
@@ -137,7 +139,7 @@ TEST_CASE("exchange: backward returns each row's gradient and sums the owners' p
                                       c[size_t(x * r * d + i)] * double(x + 1)) < 1e-12;
     CHECK(grad_ok);
     // d/d scale_l = sum over every rank's rows of expert first + l of value * c.
-    const std::vector<double> gs = scale.grad().to_vector<double>();
+    const std::vector<double> gs = scale.grad().cpu().to_vector<double>();
     for (int64_t l = 0; l < el; ++l) {
       double expected = 0;
       for (int64_t j = 0; j < p; ++j)
@@ -147,6 +149,50 @@ TEST_CASE("exchange: backward returns each row's gradient and sums the owners' p
                         double(1 + ((first + l + i + f + j) % 3));
       CHECK(gs[size_t(l)] == Approx(expected).epsilon(1e-12));
     }
+  }
+}
+
+namespace {
+
+// One exchange over the world (E = 2P experts, uneven rows per rank) on `device`, forward and
+// backward: outputs, input gradients and expert-parameter gradients read back to the host.
+std::vector<double> exchange_results(Device device, int64_t chunks) {
+  auto w = world();
+  const int64_t p = w->size(), me = w->rank(), d = 3, e = 2 * p;
+  ExpertParallelExchange exchange(w, e, chunks);
+  const int64_t el = exchange.experts_per_rank(), first = me * el, r = rows_of(me);
+  std::vector<double> v, c;
+  for (int64_t x = 0; x < e; ++x)
+    for (int64_t i = 0; i < r; ++i)
+      for (int64_t f = 0; f < d; ++f) {
+        v.push_back(token_value(me, x, i, f) / 1000.0);
+        c.push_back(double(1 + ((x + i + f + me) % 3)));
+      }
+  Tensor dispatched = Tensor::from_vector(v, {e, r, d}, device);
+  dispatched.set_requires_grad(true);
+  std::vector<double> s0;
+  for (int64_t l = 0; l < el; ++l)
+    s0.push_back(double(first + l + 1));
+  Tensor scale = Tensor::from_vector(s0, {el, 1, 1}, device);
+  scale.set_requires_grad(true);
+  Tensor out = exchange(dispatched, [&](const Tensor& x) { return x * scale; });
+  sum_all(out * Tensor::from_vector(c, {e, r, d}, device)).backward();
+  std::vector<double> all = out.cpu().to_vector<double>();
+  for (const Tensor& t : {dispatched.grad(), scale.grad()})
+    for (double x : t.cpu().to_vector<double>())
+      all.push_back(x);
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE("exchange: on the strict device (staged through the host by MPI) equals the host") {
+  for (int64_t chunks : {1, 3}) {
+    CAPTURE(chunks);
+    const std::vector<double> host = exchange_results(kCpu, chunks);
+    const std::vector<double> strict = exchange_results(kCpuStrict, chunks);
+    CHECK(!host.empty());
+    CHECK(strict == host);
   }
 }
 
@@ -171,20 +217,20 @@ struct LayerCase {
 
 Tensor make_input(const LayerCase& c, int64_t images) {
   Tensor x = randn({images, c.tokens, c.dim}, RngKey{42, 1}, 0, DType::f64);
-  if (c.steer_to_two) {
-    double* px = x.data<double>();
-    for (int64_t t = 0; t < images * c.tokens; ++t)
-      px[t * c.dim] = 10.0;
-  }
-  return x;
+  if (!c.steer_to_two) return x;
+  std::vector<double> v = x.cpu().to_vector<double>();
+  for (int64_t t = 0; t < images * c.tokens; ++t)
+    v[size_t(t * c.dim)] = 10.0;
+  return Tensor::from_vector(v, x.shape(), x.device());
 }
 
 void prepare_params(ParameterStore& store, const LayerCase& c) {
   if (!c.steer_to_two) return;
   Tensor w = store.value("moe/router/kernel").detach();  // [D, E]
-  double* pw = w.data<double>();
+  std::vector<double> v = w.cpu().to_vector<double>();
   for (int64_t e = 0; e < c.experts; ++e)
-    pw[e] = e < 2 ? 5.0 : -5.0;
+    v[size_t(e)] = e < 2 ? 5.0 : -5.0;
+  copy_(w, Tensor::from_vector(v, w.shape(), w.device()));
 }
 
 LayerRun run_layer(const LayerCase& c, const ProcessGroups* groups) {
@@ -235,7 +281,7 @@ LayerRun run_layer(const LayerCase& c, const ProcessGroups* groups) {
   run.x_grad = x.grad();
   for (const ParamInfo& info : store.infos())
     run.grads[info.name] = store.grad(info.name).clone();
-  run.expert_load = reports[0].expert_load;
+  run.expert_load = MoeStats::read(reports.at(0)).expert_load;
   return run;
 }
 
@@ -261,7 +307,7 @@ void check_layer_matches_single_process(const LayerCase& c) {
   // Routing statistics: the ranks' loads add up to the single-process load.
   Tensor load = Tensor::from_vector(run.expert_load, {int64_t(run.expert_load.size())});
   w->all_reduce(load);
-  CHECK(load.to_vector<int64_t>() == ref.expert_load);
+  CHECK(load.cpu().to_vector<int64_t>() == ref.expert_load);
   // On more than one rank the router's bucket started while backward ran.
   if (p > 1) CHECK(run.buckets_before_finish == run.buckets);
 }
@@ -296,7 +342,7 @@ TEST_CASE("moe layer: experts that receive no tokens get zero gradients, no hang
   for (const char* name : {"moe/experts/fc1/kernel", "moe/experts/fc2/bias"}) {
     const Tensor& g = run.grads.at(name);
     for (int64_t l = 0; l < shard.count; ++l) {
-      const double norm = sum_squares(g.slice(0, l, l + 1).contiguous());
+      const double norm = sum_squares(g.slice(0, l, l + 1).contiguous()).cpu().item();
       CAPTURE(name, shard.first + l);
       if (shard.first + l >= 2)
         CHECK(norm == 0.0);
@@ -336,15 +382,15 @@ TEST_CASE(
     reducer.finish();
     // Replicated: mean over ranks of (r + 1) * factor * x = (P + 1) / 2 * factor * x.
     const double mean_weight = double(p + 1) / 2.0;
-    CHECK(store.grad("a").to_vector<double>() ==
+    CHECK(store.grad("a").cpu().to_vector<double>() ==
           std::vector<double>{mean_weight, 2 * mean_weight, 3 * mean_weight});
-    CHECK(store.grad("c").to_vector<double>()[2] == Approx(9 * mean_weight));
+    CHECK(store.grad("c").cpu().to_vector<double>()[2] == Approx(9 * mean_weight));
     // Experts: summed over the replica group (ranks holding the same experts), over P.
     double replica_sum = 0;
     const int64_t pe = groups.expert->size();
     for (int64_t r = me % pe; r < p; r += pe)
       replica_sum += double(r + 1);
-    for (double g : store.grad("experts").to_vector<double>())
+    for (double g : store.grad("experts").cpu().to_vector<double>())
       CHECK(g == Approx(replica_sum / double(p)));
     // Global norm: every replicated gradient once plus every expert once.
     const double replicated_sq = mean_weight * mean_weight * 14.0 * (1 + 4 + 9);
@@ -355,6 +401,11 @@ TEST_CASE(
         s += double(r + 1);
       experts_sq += 2 * (s / double(p)) * (s / double(p));
     }
-    CHECK(reducer.global_grad_norm() == Approx(std::sqrt(replicated_sq + experts_sq)));
+    // On the store's device, read back once here.
+    const Tensor norm_sq = reducer.grad_norm_squared();
+    CHECK(norm_sq.device() == store.device());
+    CHECK(norm_sq.numel() == 1);
+    CHECK(norm_sq.dtype() == DType::f64);
+    CHECK(norm_sq.cpu().item() == Approx(replicated_sq + experts_sq));
   }
 }
