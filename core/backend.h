@@ -155,7 +155,7 @@ struct Backend {
   void (*argsort)(const Tensor& x, SortOrder order, const Tensor& out) = nullptr;  // stable
   void (*one_hot)(const Tensor& idx, const Tensor& out) = nullptr;
 
-  // ---- routing ----
+  // ---- routing (optional) ----
   // experts [N, k] i64 (best first); order [N] i64: for each group, the group-local positions
   // of its tokens in the order they take slots (a permutation of [0, S_g); Batch Prioritized
   // Routing), or undefined for token order. -> combine_rows [N * k] i64 (buffer row of each
@@ -166,7 +166,7 @@ struct Backend {
                        const Tensor& combine_rows, const Tensor& dispatch_rows,
                        const Tensor& expert_load) = nullptr;
 
-  // ---- optimizer updates (fused; gradients are not modified) ----
+  // ---- optimizer updates (optional; fused; gradients are not modified) ----
   void (*adamw_update)(const UpdateArgs& args, const AdamWOptions& options) = nullptr;
   void (*sgd_update)(const UpdateArgs& args, const SgdOptions& options) = nullptr;
 
@@ -180,5 +180,11 @@ const Backend& cpu_strict_backend();
 
 // Whether `backend` has `entry` and it handles `dtype`.
 bool backend_supports(const Backend& backend, Entry entry, DType dtype);
+// Entries a backend may leave nullptr (the ops that use them check with require_entry); every
+// other entry is checked to be present when the table is first used.
+bool is_optional(Entry entry);
+const char* entry_name(Entry entry);
+// Throws std::invalid_argument naming the backend, entry and dtype unless supported.
+void require_entry(const Backend& backend, Entry entry, DType dtype);
 
 }  // namespace vmoe

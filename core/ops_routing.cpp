@@ -58,6 +58,7 @@ SlotAssignment assign_slots(const Tensor& experts, const Tensor& order, const Sl
     check_same_device("assign_slots", experts, order);
   }
   const Device device = experts.device();
+  require_entry(backend_for(device), Entry::assign_slots, DType::i64);
   SlotAssignment out{Tensor::empty({L.tokens * L.k}, DType::i64, device),
                      Tensor::empty({L.experts * L.rows_per_expert}, DType::i64, device),
                      Tensor::empty({L.experts}, DType::i64, device)};

@@ -19,10 +19,11 @@ void AdamW::step(ParameterStore& params, double lr, const GradClip& clip) {
     const Sharding sh = Sharding(s);
     const Tensor& w = params.flat_values(sh);
     if (w.numel() == 0) continue;
-    backend_for(w.device())
-        .adamw_update({w, params.flat_grads(sh), params.flat_decay_mask(sh), m_[s], v_[s],
-                       clip.grad_norm_sq, clip.max_norm, lr, steps_},
-                      options_);
+    const Backend& backend = backend_for(w.device());
+    require_entry(backend, Entry::adamw_update, w.dtype());
+    backend.adamw_update({w, params.flat_grads(sh), params.flat_decay_mask(sh), m_[s], v_[s],
+                          clip.grad_norm_sq, clip.max_norm, lr, steps_},
+                         options_);
   }
 }
 

@@ -20,10 +20,11 @@ void Sgd::step(ParameterStore& params, double lr, const GradClip& clip) {
     const Sharding sh = Sharding(s);
     const Tensor& w = params.flat_values(sh);
     if (w.numel() == 0) continue;
-    backend_for(w.device())
-        .sgd_update({w, params.flat_grads(sh), params.flat_decay_mask(sh), trace_[s], Tensor(),
-                     clip.grad_norm_sq, clip.max_norm, lr, steps_},
-                    options_);
+    const Backend& backend = backend_for(w.device());
+    require_entry(backend, Entry::sgd_update, w.dtype());
+    backend.sgd_update({w, params.flat_grads(sh), params.flat_decay_mask(sh), trace_[s], Tensor(),
+                        clip.grad_norm_sq, clip.max_norm, lr, steps_},
+                       options_);
   }
 }
 

@@ -147,6 +147,14 @@ TEST_CASE("device: backends by device, and what they support") {
   CHECK(backend_supports(partial, Entry::copy, DType::bf16));
   CHECK_FALSE(backend_supports(partial, Entry::fill, DType::f32));
   CHECK_FALSE(backend_supports(partial, Entry::assign_slots, DType::i64));
+  // Optional entries are checked by the ops that use them, with a message naming the kernel.
+  partial.name = "partial";
+  CHECK(is_optional(Entry::assign_slots));
+  CHECK_FALSE(is_optional(Entry::gemm));
+  CHECK(std::string(entry_name(Entry::sgd_update)) == "sgd_update");
+  CHECK_THROWS_WITH(require_entry(partial, Entry::assign_slots, DType::i64),
+                    Contains("the partial backend has no assign_slots kernel for i64"));
+  CHECK_NOTHROW(require_entry(cpu_backend(), Entry::adamw_update, DType::f32));
 }
 
 TEST_CASE("device: ops refuse operands on different devices") {

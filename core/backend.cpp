@@ -1,0 +1,145 @@
+// Device dispatch and the entry checks shared by every backend.
+#include "core/backend.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace vmoe {
+
+namespace {
+
+bool has_entry(const Backend& b, Entry entry);
+
+// Every entry not marked optional in backend.h must be present: checked once per table.
+const Backend& checked_table(const Backend& b) {
+  if (!b.allocator || !b.copy_to_host || !b.copy_from_host || !b.synchronize)
+    throw std::logic_error(std::string("backend ") + b.name + " lacks its memory functions");
+  for (int e = 0; e <= int(Entry::sgd_update); ++e) {
+    const Entry entry = Entry(e);
+    if (!is_optional(entry) && !has_entry(b, entry))
+      throw std::logic_error(std::string("backend ") + b.name + " lacks the required entry " +
+                             entry_name(entry));
+  }
+  return b;
+}
+
+}  // namespace
+
+const Backend& backend_for(Device device) {
+  switch (device.type) {
+    case DeviceType::cpu: {
+      static const Backend& table = checked_table(cpu_backend());
+      return table;
+    }
+    case DeviceType::cpu_strict: {
+      static const Backend& table = checked_table(cpu_strict_backend());
+      return table;
+    }
+    case DeviceType::cuda:
+      break;
+  }
+  throw std::runtime_error("no backend for device " + device.str() +
+                           " in this build (configure with -DVMOE_CUDA=ON)");
+}
+
+bool is_optional(Entry entry) {
+  return entry == Entry::assign_slots || entry == Entry::adamw_update || entry == Entry::sgd_update;
+}
+
+const char* entry_name(Entry entry) {
+  static const char* const names[] = {
+      "copy",         "fill",         "binary",           "unary",           "unary_backward",
+      "add_scaled",   "scale",        "sum_squares",      "reduce_sum",      "max_last",
+      "gemm",         "softmax",      "softmax_backward", "layer_norm",      "layer_norm_backward",
+      "softmax_xent", "sigmoid_xent", "dropout_mask",     "random_fill",     "patches",
+      "index_select", "index_add",    "gather",           "gather_backward", "topk",
+      "argsort",      "cumsum",       "one_hot",          "assign_slots",    "adamw_update",
+      "sgd_update"};
+  return names[int(entry)];
+}
+
+void require_entry(const Backend& backend, Entry entry, DType dtype) {
+  if (!backend_supports(backend, entry, dtype)) {
+    throw std::invalid_argument(std::string("the ") + backend.name + " backend has no " +
+                                entry_name(entry) + " kernel for " + dtype_name(dtype));
+  }
+}
+
+namespace {
+
+bool has_entry(const Backend& b, Entry entry) {
+  switch (entry) {
+    case Entry::copy:
+      return b.copy;
+    case Entry::fill:
+      return b.fill;
+    case Entry::binary:
+      return b.binary;
+    case Entry::unary:
+      return b.unary;
+    case Entry::unary_backward:
+      return b.unary_backward;
+    case Entry::add_scaled:
+      return b.add_scaled;
+    case Entry::scale:
+      return b.scale;
+    case Entry::sum_squares:
+      return b.sum_squares;
+    case Entry::reduce_sum:
+      return b.reduce_sum;
+    case Entry::max_last:
+      return b.max_last;
+    case Entry::gemm:
+      return b.gemm;
+    case Entry::softmax:
+      return b.softmax;
+    case Entry::softmax_backward:
+      return b.softmax_backward;
+    case Entry::layer_norm:
+      return b.layer_norm;
+    case Entry::layer_norm_backward:
+      return b.layer_norm_backward;
+    case Entry::softmax_xent:
+      return b.softmax_xent;
+    case Entry::sigmoid_xent:
+      return b.sigmoid_xent;
+    case Entry::dropout_mask:
+      return b.dropout_mask;
+    case Entry::random_fill:
+      return b.random_fill;
+    case Entry::patches:
+      return b.patches;
+    case Entry::index_select:
+      return b.index_select;
+    case Entry::index_add:
+      return b.index_add;
+    case Entry::gather:
+      return b.gather;
+    case Entry::gather_backward:
+      return b.gather_backward;
+    case Entry::topk:
+      return b.topk;
+    case Entry::argsort:
+      return b.argsort;
+    case Entry::cumsum:
+      return b.cumsum;
+    case Entry::one_hot:
+      return b.one_hot;
+    case Entry::assign_slots:
+      return b.assign_slots;
+    case Entry::adamw_update:
+      return b.adamw_update;
+    case Entry::sgd_update:
+      return b.sgd_update;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool backend_supports(const Backend& backend, Entry entry, DType dtype) {
+  return has_entry(backend, entry) &&
+         (backend.supports_dtype == nullptr || backend.supports_dtype(entry, dtype));
+}
+
+}  // namespace vmoe
