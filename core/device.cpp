@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cstdint>
 #include <stdexcept>
 
 namespace vmoe {
@@ -35,15 +36,24 @@ Device parse_device(const std::string& text) {
 }
 
 namespace {
-std::atomic<Device> g_default_device{kCpu};
+
+// The device as one word (type in the high half, index in the low), so that the atomic is
+// lock-free on every compiler without libatomic.
+std::atomic<int64_t> g_default_device{0};
+
+int64_t encode(Device d) {
+  return (int64_t(d.type) << 32) | int64_t(uint32_t(d.index));
+}
+
 }  // namespace
 
 Device default_device() {
-  return g_default_device.load(std::memory_order_relaxed);
+  const int64_t v = g_default_device.load(std::memory_order_relaxed);
+  return {DeviceType(v >> 32), int(uint32_t(v))};
 }
 
 void set_default_device(Device device) {
-  g_default_device.store(device, std::memory_order_relaxed);
+  g_default_device.store(encode(device), std::memory_order_relaxed);
 }
 
 }  // namespace vmoe

@@ -93,33 +93,31 @@ void strict_synchronize() {
   count_synchronization(DeviceType::cpu_strict);
 }
 
+// The CPU kernels with one device's memory functions.
+Backend with_memory(const char* name, Allocator* allocator,
+                    void (*to_host)(const void*, void*, size_t),
+                    void (*from_host)(const void*, void*, size_t), void (*synchronize)()) {
+  Backend b = cpu_kernels();
+  b.name = name;
+  b.allocator = allocator;
+  b.copy_to_host = to_host;
+  b.copy_from_host = from_host;
+  b.synchronize = synchronize;
+  return b;
+}
+
 }  // namespace
 
 const Backend& cpu_backend() {
   static CachingAllocator allocator({aligned_allocate, aligned_free});
-  static const Backend table = [] {
-    Backend b = cpu_kernels();
-    b.name = "cpu";
-    b.allocator = &allocator;
-    b.copy_to_host = host_copy;
-    b.copy_from_host = host_copy;
-    b.synchronize = no_synchronize;
-    return b;
-  }();
+  static const Backend table = with_memory("cpu", &allocator, host_copy, host_copy, no_synchronize);
   return table;
 }
 
 const Backend& cpu_strict_backend() {
   static PoisoningAllocator allocator;
-  static const Backend table = [] {
-    Backend b = cpu_kernels();
-    b.name = "cpu_strict";
-    b.allocator = &allocator;
-    b.copy_to_host = strict_to_host;
-    b.copy_from_host = strict_from_host;
-    b.synchronize = strict_synchronize;
-    return b;
-  }();
+  static const Backend table =
+      with_memory("cpu_strict", &allocator, strict_to_host, strict_from_host, strict_synchronize);
   return table;
 }
 

@@ -62,15 +62,25 @@ TEST_CASE("train step: soft targets with the sigmoid loss or the wrong shape are
       Catch::Contains("do not match logits"));
 }
 
-TEST_CASE("device: a V-MoE training step reads nothing back, a logged step reads once") {
-  // fashion_vmoe_ti's shape (4 blocks, MoE in 1 and 3, E 8, k 2, BPR, noise, clipping) on the
-  // strict device, where every device -> host copy is counted.
+namespace {
+
+// fashion_vmoe_ti's shape (D 64, E 8, k 2) with BPR, noise and a GShard loss: every routing path.
+VitConfig small_vmoe(std::vector<int64_t> moe_blocks) {
   VitConfig c;
   MoeConfig moe;
-  moe.moe_blocks = {1, 3};
+  moe.moe_blocks = std::move(moe_blocks);
   moe.batch_priority = true;
   moe.gshard_loss_weight = 0.01;
   c.moe = moe;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("device: a V-MoE training step reads nothing back, a logged step reads once") {
+  // fashion_vmoe_ti's shape (4 blocks, MoE in 1 and 3, E 8, k 2, BPR, noise, clipping) on the
+  // strict device, where every device -> host copy is counted.
+  const VitConfig c = small_vmoe({1, 3});
   ParameterStore params;
   VisionTransformer model(params, c);
   params.allocate(0, DType::f32, kCpuStrict);
@@ -106,12 +116,8 @@ TEST_CASE("device: a V-MoE training step reads nothing back, a logged step reads
 }
 
 TEST_CASE("device: the train step computes the same figures on the CPU and the strict device") {
-  VitConfig c;
+  VitConfig c = small_vmoe({1});
   c.num_layers = 2;
-  MoeConfig moe;
-  moe.moe_blocks = {1};
-  moe.batch_priority = true;
-  c.moe = moe;
   std::vector<StepFigures> figures;
   std::vector<std::vector<float>> weights;
   for (Device device : {kCpu, kCpuStrict}) {
