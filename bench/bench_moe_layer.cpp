@@ -68,8 +68,8 @@ int main(int argc, char** argv) {
     reports.clear();
     ForwardContext f = ctx;
     f.moe_reports = &reports;
-    Tensor out = layer(x, f, 0);  // fills reports before they are read
-    Tensor loss = sum_all(out * r) + reports[0].aux_loss;
+    const FeedForwardOutput y = layer(x, f, 0);  // fills reports (statistics) as training does
+    Tensor loss = sum_all(y.out * r) + y.aux_loss;
     loss.backward();
   });
   // The experts alone on a buffer of the same size as the layer's dispatch buffer.
@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
   ParameterStore ds;
   MlpBlock dense(ds, "mlp", dim, dense_mlp, 0.0);
   ds.allocate(0);
-  const double dense_ms = median_ms(3, reps, [&] { sum_all(dense(x, ctx, 0) * r).backward(); });
+  const double dense_ms = median_ms(3, reps, [&] { sum_all(dense(x, ctx, 0).out * r).backward(); });
 
   std::printf(
       "MoE layer fwd+bwd: %lld images x %lld tokens, D %lld, M %lld, E %lld, k %lld, "

@@ -13,10 +13,13 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
-#include <regex>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <system_error>
+
+#include "core/checked_math.h"
+#include "core/error_text.h"
 
 namespace vmoe {
 
@@ -109,33 +112,49 @@ std::string enum_value_names(const pb::EnumDescriptor* e) {
   return names;
 }
 
+// The parts between the literal pieces of `message` = pieces[0] X pieces[1] Y ... pieces[n],
+// or nothing when it does not have that form. A captured part never contains the first
+// character of the piece after it (the pieces after a capture start with a quote). A plain
+// scan: std::regex recursion overflows the stack on a long token.
+std::optional<std::vector<std::string>> split_message(const std::string& message,
+                                                      const std::vector<std::string>& pieces) {
+  if (message.compare(0, pieces[0].size(), pieces[0]) != 0) return std::nullopt;
+  std::vector<std::string> parts;
+  size_t at = pieces[0].size();
+  for (size_t i = 1; i < pieces.size(); ++i) {
+    const size_t end = message.find(pieces[i].front(), at);
+    if (end == std::string::npos || message.compare(end, pieces[i].size(), pieces[i]) != 0)
+      return std::nullopt;
+    parts.push_back(message.substr(at, end - at));
+    at = end + pieces[i].size();
+  }
+  if (at != message.size()) return std::nullopt;
+  return parts;
+}
+
 // Rewrites the parser's error into "SOURCE:LINE:COL: message" (1-based), pointing at the
-// offending token and wording the common errors in our terms.
+// offending token and wording the common errors in our terms. Echoed tokens are cut.
 std::string located_error(const std::string& text, const std::string& source_name,
                           const FirstErrorCollector& error, const pb::Descriptor* root) {
-  static const std::regex kUnknownField(
-      R"re(^Message type "([^"]+)" has no field named "([^"]+)"\.$)re");
-  static const std::regex kUnknownEnum(
-      R"re(^Unknown enumeration value of "([^"]*)" for field "([^"]+)"\.$)re");
-  static const std::regex kDuplicate(
-      R"re(^Non-repeated field "([^"]+)" is specified multiple times\.$)re");
-
   size_t offset = offset_of(text, error.line(), error.column());
   std::string message = error.message();
-  std::smatch m;
-  if (std::regex_match(error.message(), m, kUnknownField)) {
-    message = "unknown field '" + m[2].str() + "' in " + m[1].str();
-    offset = start_of_token_before(text, offset, m[2].str());
-  } else if (std::regex_match(error.message(), m, kUnknownEnum)) {
-    message = "unknown value '" + m[1].str() + "' for enum field '" + m[2].str() + "'";
-    if (const pb::EnumDescriptor* e = unique_enum_for_field(root, m[2].str())) {
-      message += " (expected one of " + enum_value_names(e) + ")";
+  if (auto m = split_message(message, {"Message type \"", "\" has no field named \"", "\"."})) {
+    message = "unknown field " + quote_for_error((*m)[1]) + " in " + error_text((*m)[0]);
+    offset = start_of_token_before(text, offset, (*m)[1]);
+  } else if (auto e = split_message(message, {"Unknown enumeration value of \"", "\" for field \"",
+                                              "\"."})) {
+    message = "unknown value " + quote_for_error((*e)[0]) + " for enum field " +
+              quote_for_error((*e)[1]);
+    if (const pb::EnumDescriptor* d = unique_enum_for_field(root, (*e)[1])) {
+      message += " (expected one of " + enum_value_names(d) + ")";
     }
-    offset = start_of_token_before(text, offset, m[1].str());
-  } else if (std::regex_match(error.message(), m, kDuplicate)) {
-    message = "field '" + m[1].str() + "' is set more than once";
-    offset = start_of_token_before(text, offset, m[1].str());
+    offset = start_of_token_before(text, offset, (*e)[0]);
+  } else if (auto d = split_message(message,
+                                    {"Non-repeated field \"", "\" is specified multiple times."})) {
+    message = "field " + quote_for_error((*d)[0]) + " is set more than once";
+    offset = start_of_token_before(text, offset, (*d)[0]);
   } else {
+    message = error_text(message, 400);
     // "Expected identifier, got: " with nothing after it means the text ended early.
     if (message.size() >= 5 && message.compare(message.size() - 5, 5, "got: ") == 0) {
       message += "end of file";
@@ -166,7 +185,8 @@ std::string read_text_file(const std::string& path) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
                                                        &std::fclose);
   if (!file) {
-    throw ConfigError("cannot read config file '" + path + "': " + std::strerror(errno));
+    throw ConfigError("cannot read config file " + quote_for_error(path) + ": " +
+                      std::strerror(errno));
   }
   std::string text;
   char buffer[1 << 14];
@@ -174,7 +194,8 @@ std::string read_text_file(const std::string& path) {
   while ((n = std::fread(buffer, 1, sizeof(buffer), file.get())) > 0)
     text.append(buffer, n);
   if (std::ferror(file.get())) {
-    throw ConfigError("cannot read config file '" + path + "': " + std::strerror(errno));
+    throw ConfigError("cannot read config file " + quote_for_error(path) + ": " +
+                      std::strerror(errno));
   }
   return text;
 }
@@ -222,7 +243,7 @@ struct OverrideTarget {
   const std::string& path;        // "model.hidden_size"
 
   [[noreturn]] void fail(const std::string& what) const {
-    throw ConfigError("--set " + assignment + ": " + what);
+    throw ConfigError("--set " + error_text(assignment) + ": " + what);
   }
 };
 
@@ -318,7 +339,7 @@ void set_scalar(pb::Message& message, const pb::FieldDescriptor* field, std::str
 // ---------------------------------------------------------------------------------------------
 // Validation
 
-// Shortest text that reads back to the same value (1e-05, 0.5, 128).
+// Shortest text that reads back to the same value (1e-05, 0.5, 128, nan, inf).
 template <class T>
 std::string num(T v) {
   char buffer[64];
@@ -330,23 +351,30 @@ std::string num(T v) {
   throw ConfigError(message);
 }
 
+std::string range_text(const FloatRange& r) {
+  return std::string(r.lo_open ? "(" : "[") + num(r.lo) + ", " + num(r.hi) +
+         (r.hi_open ? ")" : "]");
+}
+
+bool in_range(double v, const FloatRange& r) {
+  return std::isfinite(v) && (r.lo_open ? v > r.lo : v >= r.lo) &&
+         (r.hi_open ? v < r.hi : v <= r.hi);
+}
+
+// The check of every floating-point field: finite and in `range`; the value is printed in its
+// own type (a float field's 0.1 reads "0.1", not its double widening).
 template <class T>
-void require_positive(T v, const char* path) {
-  if (!(v > 0)) invalid(std::string(path) + " must be > 0 (got " + num(v) + ")");
+void require_float(T v, const std::string& path, const FloatRange& range) {
+  if (!in_range(double(v), range))
+    invalid(path + " must be in " + range_text(range) + " (got " + num(v) + ")");
 }
 
-template <class T>
-void require_non_negative(T v, const char* path) {
-  if (!(v >= 0)) invalid(std::string(path) + " must be >= 0 (got " + num(v) + ")");
-}
-
-// [0, 1): probabilities that must leave something (dropout) and decay rates.
-void require_unit_interval(float v, const char* path) {
-  if (!(v >= 0 && v < 1)) invalid(std::string(path) + " must be in [0, 1) (got " + num(v) + ")");
-}
-
-void require_finite(float v, const char* path) {
-  if (!std::isfinite(v)) invalid(std::string(path) + " must be finite (got " + num(v) + ")");
+// The check of every integer field: in [lo, hi] (physically sensible bounds, documented in
+// configs/vmoe.proto), so that products of sizes cannot overflow downstream.
+void require_int(int64_t v, const std::string& path, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    invalid(path + " must be in [" + num(lo) + ", " + num(hi) + "] (got " + num(v) + ")");
+  }
 }
 
 void require_non_empty(const std::string& v, const char* path) {
@@ -360,59 +388,85 @@ void require_divisible(int64_t a, int64_t b, const char* a_path, const char* b_p
   }
 }
 
-void validate_moe(const config::MoeConfig& e, int32_t num_layers) {
-  require_positive(e.num_experts(), "model.moe.num_experts");
-  require_positive(e.k(), "model.moe.k");
+// Ranges shared by several fields.
+constexpr FloatRange kUnitOpen{0, 1, false, true};     // [0, 1): dropout, decay rates
+constexpr FloatRange kWeight{0, 1000};                 // loss weights, noise, mixup
+constexpr FloatRange kCapacityFactor{0, 65536, true};  // (0, 65536]
+constexpr int64_t kMaxSteps = 1'000'000'000'000;       // 1e12 steps
+constexpr int64_t kMaxExamples = int64_t(1) << 40;
+constexpr int64_t kMaxBatch = int64_t(1) << 20;
+constexpr int64_t kMaxTokensPerImage = int64_t(1) << 20;
+constexpr int64_t kMaxTokensPerGroup = int64_t(1) << 24;
+
+void validate_moe(const config::MoeConfig& e, const config::ModelConfig& m) {
+  require_int(e.num_experts(), "model.moe.num_experts", 1, 65536);
+  require_int(e.k(), "model.moe.k", 1, 65536);
   if (e.k() > e.num_experts()) {
     invalid("model.moe.k must be <= model.moe.num_experts (got " + num(e.k()) + " and " +
             num(e.num_experts()) + ")");
   }
-  require_positive(e.capacity_factor(), "model.moe.capacity_factor");
+  require_float(e.capacity_factor(), "model.moe.capacity_factor", kCapacityFactor);
   if (e.has_eval_capacity_factor())
-    require_positive(e.eval_capacity_factor(), "model.moe.eval_capacity_factor");
-  require_positive(e.images_per_group(), "model.moe.images_per_group");
-  require_non_negative(e.noise_std(), "model.moe.noise_std");
-  require_non_negative(e.importance_loss_weight(), "model.moe.importance_loss_weight");
-  require_non_negative(e.load_loss_weight(), "model.moe.load_loss_weight");
-  require_non_negative(e.gshard_loss_weight(), "model.moe.gshard_loss_weight");
+    require_float(e.eval_capacity_factor(), "model.moe.eval_capacity_factor", kCapacityFactor);
+  require_int(e.images_per_group(), "model.moe.images_per_group", 1, 65536);
+  require_float(e.noise_std(), "model.moe.noise_std", kWeight);
+  require_float(e.importance_loss_weight(), "model.moe.importance_loss_weight", kWeight);
+  require_float(e.load_loss_weight(), "model.moe.load_loss_weight", kWeight);
+  require_float(e.gshard_loss_weight(), "model.moe.gshard_loss_weight", kWeight);
   const int placements = int(e.has_every_n()) + int(e.has_last_n()) + int(e.blocks_size() > 0);
   if (placements > 1) invalid("model.moe: set only one of every_n, last_n, blocks");
-  if (e.has_last_n()) require_positive(e.last_n(), "model.moe.last_n");
-  if (e.exchange_chunks() < 0 || e.exchange_chunks() > 64)
-    invalid("model.moe.exchange_chunks must be 0 (automatic) to 64, got " +
-            num(e.exchange_chunks()));
-  if (e.blocks_size() == 0 && !e.has_last_n()) require_positive(e.every_n(), "model.moe.every_n");
+  if (e.has_last_n()) require_int(e.last_n(), "model.moe.last_n", 1, 1024);
+  require_int(e.exchange_chunks(), "model.moe.exchange_chunks", 0, 64);
+  if (e.blocks_size() == 0 && !e.has_last_n())
+    require_int(e.every_n(), "model.moe.every_n", 1, 1024);
   for (int32_t b : e.blocks()) {
-    if (b < 0 || b >= num_layers) {
-      invalid("model.moe.blocks names block " + num(b) + ", outside the " + num(num_layers) +
+    if (b < 0 || b >= m.num_layers()) {
+      invalid("model.moe.blocks names block " + num(b) + ", outside the " + num(m.num_layers()) +
               " blocks of the model (0-based)");
     }
+  }
+  const int64_t side = m.image_size() / m.patch_size();
+  const int64_t tokens = checked_mul(side, side, "model tokens per image") + 1;
+  const int64_t group = checked_mul(e.images_per_group(), tokens, "model.moe tokens per group");
+  if (group > kMaxTokensPerGroup) {
+    invalid("model.moe.images_per_group makes routing groups of " + num(group) +
+            " tokens, more than " + num(kMaxTokensPerGroup) + " (got " + num(e.images_per_group()) +
+            " images of " + num(tokens) + " tokens)");
   }
 }
 
 void validate_model(const config::ModelConfig& m) {
-  require_positive(m.image_size(), "model.image_size");
-  require_positive(m.channels(), "model.channels");
-  require_positive(m.patch_size(), "model.patch_size");
-  require_positive(m.hidden_size(), "model.hidden_size");
-  require_positive(m.mlp_dim(), "model.mlp_dim");
-  require_positive(m.num_heads(), "model.num_heads");
-  require_positive(m.num_layers(), "model.num_layers");
-  require_positive(m.num_classes(), "model.num_classes");
+  require_int(m.image_size(), "model.image_size", 1, 8192);
+  require_int(m.channels(), "model.channels", 1, 64);
+  require_int(m.patch_size(), "model.patch_size", 1, 8192);
+  require_int(m.hidden_size(), "model.hidden_size", 1, 65536);
+  require_int(m.mlp_dim(), "model.mlp_dim", 1, 262144);
+  require_int(m.num_heads(), "model.num_heads", 1, 65536);
+  require_int(m.num_layers(), "model.num_layers", 1, 1024);
+  require_int(m.num_classes(), "model.num_classes", 1, 16777216);
   require_divisible(m.image_size(), m.patch_size(), "model.image_size", "model.patch_size");
   require_divisible(m.hidden_size(), m.num_heads(), "model.hidden_size", "model.num_heads");
-  require_non_negative(m.representation_size(), "model.representation_size");
-  require_unit_interval(m.dropout_rate(), "model.dropout_rate");
-  require_unit_interval(m.attention_dropout_rate(), "model.attention_dropout_rate");
-  require_positive(m.layer_norm_eps(), "model.layer_norm_eps");
-  if (m.has_head_bias_init()) require_finite(m.head_bias_init(), "model.head_bias_init");
-  if (m.dtype() != "f32" && m.dtype() != "bf16" && m.dtype() != "f64") {
-    invalid("model.dtype must be one of f32, bf16, f64 (got '" + m.dtype() + "')");
+  const int64_t side = m.image_size() / m.patch_size();
+  const int64_t tokens = checked_mul(side, side, "model tokens per image") + 1;
+  if (tokens > kMaxTokensPerImage) {
+    invalid("model.patch_size gives " + num(tokens) + " tokens per image, more than " +
+            num(kMaxTokensPerImage) + " (got image_size " + num(m.image_size()) +
+            " and patch_size " + num(m.patch_size()) + ")");
   }
-  if (m.has_moe()) validate_moe(m.moe(), m.num_layers());
+  require_int(m.representation_size(), "model.representation_size", 0, 65536);
+  require_float(m.dropout_rate(), "model.dropout_rate", kUnitOpen);
+  require_float(m.attention_dropout_rate(), "model.attention_dropout_rate", kUnitOpen);
+  require_float(m.layer_norm_eps(), "model.layer_norm_eps", {0, 1, true});
+  if (m.has_head_bias_init())
+    require_float(m.head_bias_init(), "model.head_bias_init", {-10000, 10000});
+  if (m.dtype() != "f32" && m.dtype() != "f64") {
+    invalid("model.dtype must be one of f32, f64 (got '" + m.dtype().substr(0, 32) + "')" +
+            (m.dtype() == "bf16" ? ": bf16 parameters are not supported yet" : ""));
+  }
+  if (m.has_moe()) validate_moe(m.moe(), m);
 }
 
-void validate_data(const config::DataConfig& d) {
+void validate_data(const config::DataConfig& d, const config::ModelConfig& m) {
   require_non_empty(d.dir(), "data.dir");
   require_non_empty(d.train_images(), "data.train_images");
   require_non_empty(d.train_labels(), "data.train_labels");
@@ -426,45 +480,37 @@ void validate_data(const config::DataConfig& d) {
     require_non_empty(d.train_shard(), "data.train_shard");
     require_non_empty(d.test_shard(), "data.test_shard");
   }
-  require_positive(d.batch_size(), "data.batch_size");
-  require_positive(d.eval_batch_size(), "data.eval_batch_size");
-  require_non_negative(d.crop_padding(), "data.crop_padding");
-  require_finite(d.mean(), "data.mean");
-  require_positive(d.std(), "data.std");
-  require_finite(d.std(), "data.std");
-  require_non_negative(d.num_train_examples(), "data.num_train_examples");
-  require_positive(d.loader_threads(), "data.loader_threads");
-  require_positive(d.prefetch_batches(), "data.prefetch_batches");
-  if (!(d.inception_area_min() > 0 && d.inception_area_min() <= 1)) {
-    invalid("data.inception_area_min must be in (0, 1] (got " + num(d.inception_area_min()) + ")");
-  }
-  if (!(d.inception_area_max() >= d.inception_area_min() && d.inception_area_max() <= 1)) {
-    invalid("data.inception_area_max must be in [data.inception_area_min, 1] (got " +
-            num(d.inception_area_max()) + " with min " + num(d.inception_area_min()) + ")");
-  }
+  require_int(d.batch_size(), "data.batch_size", 1, kMaxBatch);
+  require_int(d.eval_batch_size(), "data.eval_batch_size", 1, kMaxBatch);
+  require_int(d.crop_padding(), "data.crop_padding", 0, m.image_size());
+  require_float(d.mean(), "data.mean", {-1000, 1000});
+  require_float(d.std(), "data.std", {1e-6, 1000});
+  require_int(d.num_train_examples(), "data.num_train_examples", 0, kMaxExamples);
+  require_int(d.loader_threads(), "data.loader_threads", 1, kMaxThreads);
+  require_int(d.prefetch_batches(), "data.prefetch_batches", 1, 1024);
+  require_float(d.inception_area_min(), "data.inception_area_min", {0, 1, true});
+  require_float(d.inception_area_max(), "data.inception_area_max",
+                {double(d.inception_area_min()), 1});
   if (d.inception_crop() && d.crop_padding() > 0) {
     invalid("data.inception_crop and data.crop_padding cannot both be on (got crop_padding " +
             num(d.crop_padding()) + ")");
   }
-  require_non_negative(d.mixup_alpha(), "data.mixup_alpha");
-  require_finite(d.mixup_alpha(), "data.mixup_alpha");
+  require_float(d.mixup_alpha(), "data.mixup_alpha", kWeight);
 }
 
 void validate_optimizer(const config::OptimizerConfig& o) {
-  require_positive(o.learning_rate(), "optimizer.learning_rate");
-  require_finite(o.learning_rate(), "optimizer.learning_rate");
-  require_unit_interval(o.b1(), "optimizer.b1");
-  require_unit_interval(o.b2(), "optimizer.b2");
-  require_positive(o.eps(), "optimizer.eps");
-  require_non_negative(o.weight_decay(), "optimizer.weight_decay");
-  require_finite(o.weight_decay(), "optimizer.weight_decay");
-  require_unit_interval(o.momentum(), "optimizer.momentum");
-  require_non_negative(o.grad_clip_norm(), "optimizer.grad_clip_norm");
+  require_float(o.learning_rate(), "optimizer.learning_rate", {0, 1000, true});
+  require_float(o.b1(), "optimizer.b1", kUnitOpen);
+  require_float(o.b2(), "optimizer.b2", kUnitOpen);
+  require_float(o.eps(), "optimizer.eps", {0, 1, true});
+  require_float(o.weight_decay(), "optimizer.weight_decay", {0, 1000});
+  require_float(o.momentum(), "optimizer.momentum", kUnitOpen);
+  require_float(o.grad_clip_norm(), "optimizer.grad_clip_norm", {0, 1e9});
 }
 
 void validate_schedule(const config::ScheduleConfig& s, const config::OptimizerConfig& o) {
-  require_non_negative(s.warmup_steps(), "schedule.warmup_steps");
-  require_non_negative(s.end_learning_rate(), "schedule.end_learning_rate");
+  require_int(s.warmup_steps(), "schedule.warmup_steps", 0, kMaxSteps);
+  require_float(s.end_learning_rate(), "schedule.end_learning_rate", {0, 1000});
   // A decay that ends above the peak would be a rise.
   if (s.kind() != config::ScheduleConfig::CONSTANT &&
       !(s.end_learning_rate() <= o.learning_rate())) {
@@ -474,16 +520,15 @@ void validate_schedule(const config::ScheduleConfig& s, const config::OptimizerC
 }
 
 void validate_train(const config::TrainConfig& t) {
-  require_non_negative(t.num_steps(), "train.num_steps");
-  require_non_negative(t.num_epochs(), "train.num_epochs");
-  require_finite(t.num_epochs(), "train.num_epochs");
+  require_int(t.num_steps(), "train.num_steps", 0, kMaxSteps);
+  require_float(t.num_epochs(), "train.num_epochs", {0, 1e6});
   if (t.num_steps() == 0 && !(t.num_epochs() > 0)) {
     invalid("train.num_steps or train.num_epochs must be > 0 (got " + num(t.num_steps()) + " and " +
             num(t.num_epochs()) + ")");
   }
-  require_positive(t.log_every_steps(), "train.log_every_steps");
-  require_non_negative(t.eval_every_steps(), "train.eval_every_steps");
-  require_non_negative(t.threads(), "train.threads");
+  require_int(t.log_every_steps(), "train.log_every_steps", 1, kMaxSteps);
+  require_int(t.eval_every_steps(), "train.eval_every_steps", 0, kMaxSteps);
+  require_int(t.threads(), "train.threads", 0, kMaxThreads);
 }
 
 }  // namespace
@@ -511,7 +556,7 @@ config::Config load_config(const std::string& path, const std::vector<std::strin
 void apply_override(pb::Message& message, const std::string& assignment) {
   const size_t eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) {
-    throw ConfigError("--set " + assignment + ": expected path.to.field=value");
+    throw ConfigError("--set " + error_text(assignment) + ": expected path.to.field=value");
   }
   const std::string path = assignment.substr(0, eq);
   const std::string_view value = std::string_view(assignment).substr(eq + 1);
@@ -560,18 +605,32 @@ void apply_override(pb::Message& message, const std::string& assignment) {
 }
 
 void validate_config(const config::Config& config) {
-  validate_model(config.model());
-  validate_data(config.data());
-  validate_optimizer(config.optimizer());
-  validate_schedule(config.schedule(), config.optimizer());
-  validate_train(config.train());
-  require_non_negative(config.eval().num_examples(), "eval.num_examples");
-  require_positive(config.parallel().gradient_bucket_mb(), "parallel.gradient_bucket_mb");
-  require_non_negative(config.checkpoint().every_steps(), "checkpoint.every_steps");
-  require_non_negative(config.checkpoint().every_minutes(), "checkpoint.every_minutes");
-  require_non_negative(config.checkpoint().keep(), "checkpoint.keep");
+  try {
+    validate_model(config.model());
+    validate_data(config.data(), config.model());
+    validate_optimizer(config.optimizer());
+    validate_schedule(config.schedule(), config.optimizer());
+    validate_train(config.train());
+  } catch (const SizeOverflow& e) {
+    throw ConfigError(e.what());
+  }
+  require_int(config.eval().num_examples(), "eval.num_examples", 0, kMaxExamples);
+  require_float(config.parallel().gradient_bucket_mb(), "parallel.gradient_bucket_mb",
+                {0, 65536, true});
+  require_int(config.checkpoint().every_steps(), "checkpoint.every_steps", 0, kMaxSteps);
+  require_float(config.checkpoint().every_minutes(), "checkpoint.every_minutes", {0, 1e6});
+  require_int(config.checkpoint().keep(), "checkpoint.keep", 0, 1000000);
   require_non_empty(config.output().metrics_file(), "output.metrics_file");
   require_non_empty(config.output().weights_file(), "output.weights_file");
+}
+
+void check_float(double value, const std::string& name, const FloatRange& range) {
+  require_float(value, name, range);
+}
+
+int64_t check_int(int64_t value, const std::string& name, int64_t lo, int64_t hi) {
+  require_int(value, name, lo, hi);
+  return value;
 }
 
 std::string config_to_text(const config::Config& config) {

@@ -2,6 +2,7 @@
 // text format). The only place in vmoe that calls the protobuf library; everything else reads
 // the generated `config::Config` message.
 #pragma once
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,8 +32,28 @@ config::Config parse_config_text(const std::string& text, const std::string& sou
 // Errors read "--set ASSIGNMENT: what is wrong".
 void apply_override(google::protobuf::Message& message, const std::string& assignment);
 
-// Checks ranges and cross-field constraints; throws ConfigError naming the field path.
+// Checks ranges and cross-field constraints; throws ConfigError naming the field path. Every
+// floating-point field goes through check_float (finite and in its documented range), every
+// integer field through check_int, and sizes derived from several fields (tokens per image and
+// per routing group) are computed with checked multiplication and bounded.
 void validate_config(const config::Config& config);
+
+// The allowed values of a floating-point field or option: from lo to hi, either end open.
+struct FloatRange {
+  double lo = 0, hi = 0;
+  bool lo_open = false, hi_open = false;
+};
+
+// The one check of a floating-point config field or command-line option: throws ConfigError
+// "NAME must be in [LO, HI] (got VALUE)" unless `value` is finite and in `range` (inf and nan
+// never are, whatever the range).
+void check_float(double value, const std::string& name, const FloatRange& range);
+
+// The same for integers: `value` when it is in [lo, hi], else ConfigError naming `name`.
+int64_t check_int(int64_t value, const std::string& name, int64_t lo, int64_t hi);
+
+// Compute threads per process (train.threads, OMP_NUM_THREADS) and loader threads: at most this.
+inline constexpr int64_t kMaxThreads = 1024;
 
 // The config in text format, fields that are set only; parse_config_text reads it back to an
 // equal message.
@@ -41,8 +62,12 @@ std::string config_to_text(const config::Config& config);
 // The same names beside the generated message types, so callers can write config::load_config.
 namespace config {
 using vmoe::apply_override;
+using vmoe::check_float;
+using vmoe::check_int;
 using vmoe::config_to_text;
 using vmoe::ConfigError;
+using vmoe::FloatRange;
+using vmoe::kMaxThreads;
 using vmoe::load_config;
 using vmoe::parse_config_text;
 using vmoe::validate_config;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "data/checked_size.h"
 #include "data/data_error.h"
 
 namespace vmoe::data {
@@ -18,8 +19,10 @@ int64_t num_eval_batches(const ImageDataset& dataset, int64_t batch_size) {
 Batch eval_batch(const ImageDataset& dataset, int64_t start, int64_t count,
                  const Normalization& normalization) {
   // Only the cheap buffer checks: a full validate_dataset per batch would scan every label.
-  const int64_t example_pixels = dataset.height * dataset.width * dataset.channels;
-  if (dataset.images.size() != static_cast<size_t>(dataset.n * example_pixels) ||
+  const int64_t example_pixels =
+      checked_product({dataset.height, dataset.width, dataset.channels}, "eval_batch: H*W*C");
+  if (dataset.images.size() !=
+          static_cast<size_t>(checked_mul(dataset.n, example_pixels, "eval_batch: n*H*W*C")) ||
       dataset.labels.size() != static_cast<size_t>(dataset.n)) {
     throw DataError("eval_batch: dataset buffers (" + std::to_string(dataset.images.size()) +
                     " pixels, " + std::to_string(dataset.labels.size()) +

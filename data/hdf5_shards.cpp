@@ -1,108 +1,48 @@
-// HDF5 shard reading and writing through the HDF5 C API, with a small RAII owner for hid_t and
-// one checking macro (data/ must not use parallel/'s HDF5 wrapper). HDF5 is built without
-// thread safety: every call here holds one mutex.
+// HDF5 shard reading and writing on the one HDF5 library (hdf5/): its handles, check macro and
+// process-wide lock; reads through Hdf5File, which checks every declared type, shape and size
+// against the file before allocating.
 #include "data/hdf5_shards.h"
 
-#include <hdf5.h>
-
 #include <algorithm>
+#include <climits>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <utility>
 #include <vector>
 
 #include "data/data_error.h"
+#include "hdf5/hdf5_file.h"
+#include "hdf5/hdf5_handle.h"
 
 namespace vmoe::data {
 namespace {
 
-std::mutex& shard_mutex() {
-  static std::mutex mutex;
-  return mutex;
-}
-
-// One line for the innermost entry of the HDF5 error stack; clears it.
-std::string hdf5_message() {
-  std::string message;
-  H5Ewalk2(
-      H5E_DEFAULT, H5E_WALK_DOWNWARD,
-      [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
-        auto* m = static_cast<std::string*>(data);
-        *m = std::string(e->func_name ? e->func_name : "?") + "(): " + (e->desc ? e->desc : "");
-        return 0;
-      },
-      &message);
-  H5Eclear2(H5E_DEFAULT);
-  for (char& c : message) {
-    if (c == '\n') c = ' ';
+// The labels as int32, whichever integer type the file stores them in (values beyond int32 are
+// clamped to it, and then refused by validate_dataset).
+std::vector<int32_t> labels_of(const H5Array& a) {
+  std::vector<int32_t> out(size_t(a.numel()));
+  auto convert = [&]<typename T>(T) {
+    for (size_t i = 0; i < out.size(); ++i) {
+      T v;
+      std::memcpy(&v, a.bytes.data() + i * sizeof(T), sizeof(T));
+      out[i] = int32_t(std::clamp<int64_t>(int64_t(v), INT32_MIN, INT32_MAX));
+    }
+  };
+  switch (a.type) {
+    case H5Type::i32:
+      convert(int32_t{});
+      break;
+    case H5Type::i64:
+      convert(int64_t{});
+      break;
+    case H5Type::u8:
+      convert(uint8_t{});
+      break;
+    default:
+      throw DataError(std::string("labels of type ") + h5_type_name(a.type));
   }
-  return message;
-}
-
-template <typename T>
-T check(T result, const char* call, const std::string& path) {
-  if (result < 0) {
-    throw DataError("HDF5 shard '" + path + "': " + call + " failed: " + hdf5_message());
-  }
-  return result;
-}
-// Checks an HDF5 call (negative = failure) made on the shard `path`.
-#define VMOE_SHARD_H5(call, path) check((call), #call, (path))
-
-// Owns one hid_t, closed with Close.
-template <herr_t (*Close)(hid_t)>
-class Handle {
- public:
-  explicit Handle(hid_t id) : id_(id) {}
-  ~Handle() {
-    if (id_ >= 0) Close(id_);
-  }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  hid_t get() const { return id_; }
-  // Closes now, reporting failure (a file's close flushes it).
-  void close(const std::string& path) {
-    const hid_t id = std::exchange(id_, H5I_INVALID_HID);
-    VMOE_SHARD_H5(Close(id), path);
-  }
-
- private:
-  hid_t id_;
-};
-using File = Handle<H5Fclose>;
-using Dataset = Handle<H5Dclose>;
-using Space = Handle<H5Sclose>;
-using Attr = Handle<H5Aclose>;
-using Plist = Handle<H5Pclose>;
-using Type = Handle<H5Tclose>;
-
-// Turns off HDF5's printing of error stacks (failures become DataError).
-void quiet_hdf5() {
-  static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
-}
-
-std::vector<hsize_t> dims_of(const Dataset& ds, const std::string& path) {
-  Space space(VMOE_SHARD_H5(H5Dget_space(ds.get()), path));
-  const int rank = VMOE_SHARD_H5(H5Sget_simple_extent_ndims(space.get()), path);
-  std::vector<hsize_t> dims(static_cast<size_t>(rank));
-  VMOE_SHARD_H5(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), path);
-  return dims;
-}
-
-std::string dims_text(const std::vector<hsize_t>& dims) {
-  std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(dims[i]);
-  return s + "]";
-}
-
-Dataset open_dataset(const File& file, const char* name, const std::string& path) {
-  if (H5Lexists(file.get(), name, H5P_DEFAULT) <= 0) {
-    H5Eclear2(H5E_DEFAULT);
-    throw DataError("HDF5 shard '" + path + "' has no dataset '" + name + "'");
-  }
-  return Dataset(VMOE_SHARD_H5(H5Dopen2(file.get(), name, H5P_DEFAULT), path));
+  return out;
 }
 
 }  // namespace
@@ -112,67 +52,56 @@ ImageDataset load_hdf5_shard(const std::string& path) {
   if (!std::filesystem::is_regular_file(path, ec)) {
     throw DataError("HDF5 shard '" + path + "' does not exist or is not a regular file");
   }
-  std::lock_guard<std::mutex> lock(shard_mutex());
-  quiet_hdf5();
-  if (H5Fis_hdf5(path.c_str()) <= 0) {
-    H5Eclear2(H5E_DEFAULT);
-    throw DataError("'" + path + "' is not an HDF5 file (expected a shard from `vmoe data pack`)");
-  }
-  File file(VMOE_SHARD_H5(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), path));
-
-  Dataset images = open_dataset(file, "images", path);
-  const std::vector<hsize_t> idims = dims_of(images, path);
-  if (idims.size() != 4 || idims[0] == 0 || idims[1] == 0 || idims[2] == 0 || idims[3] == 0) {
-    throw DataError("HDF5 shard '" + path + "': dataset 'images' has shape " + dims_text(idims) +
-                    ", expected [N, H, W, C] with every dim > 0");
-  }
   {
-    Type type(VMOE_SHARD_H5(H5Dget_type(images.get()), path));
-    if (H5Tget_class(type.get()) != H5T_INTEGER || H5Tget_size(type.get()) != 1 ||
-        H5Tget_sign(type.get()) != H5T_SGN_NONE) {
-      throw DataError("HDF5 shard '" + path + "': dataset 'images' must be uint8");
+    hdf5_init();
+    Hdf5Lock lock;
+    if (H5Fis_hdf5(path.c_str()) <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      throw DataError("'" + path +
+                      "' is not an HDF5 file (expected a shard from `vmoe data pack`)");
     }
   }
-  Dataset labels = open_dataset(file, "labels", path);
-  const std::vector<hsize_t> ldims = dims_of(labels, path);
-  if (ldims.size() != 1 || ldims[0] != idims[0]) {
-    throw DataError("HDF5 shard '" + path + "': dataset 'labels' has shape " + dims_text(ldims) +
-                    ", expected [" + std::to_string(idims[0]) + "] (one per image)");
-  }
-  {
-    Type type(VMOE_SHARD_H5(H5Dget_type(labels.get()), path));
-    if (H5Tget_class(type.get()) != H5T_INTEGER) {
-      throw DataError("HDF5 shard '" + path + "': dataset 'labels' must hold integers");
-    }
-  }
-  if (H5Aexists(file.get(), "num_classes") <= 0) {
-    H5Eclear2(H5E_DEFAULT);
-    throw DataError("HDF5 shard '" + path + "' has no root attribute 'num_classes'");
-  }
-  int64_t num_classes = 0;
-  {
-    Attr attr(VMOE_SHARD_H5(H5Aopen(file.get(), "num_classes", H5P_DEFAULT), path));
-    VMOE_SHARD_H5(H5Aread(attr.get(), H5T_NATIVE_INT64, &num_classes), path);
-  }
-  if (num_classes <= 0 || num_classes > INT32_MAX) {
-    throw DataError("HDF5 shard '" + path + "': attribute num_classes is " +
-                    std::to_string(num_classes) + ", expected > 0");
-  }
-
   ImageDataset ds;
-  ds.n = int64_t(idims[0]);
-  ds.height = int64_t(idims[1]);
-  ds.width = int64_t(idims[2]);
-  ds.channels = int64_t(idims[3]);
-  ds.num_classes = int32_t(num_classes);
-  ds.images.resize(size_t(ds.n * ds.height * ds.width * ds.channels));
-  ds.labels.resize(size_t(ds.n));
-  VMOE_SHARD_H5(
-      H5Dread(images.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, ds.images.data()),
-      path);
-  VMOE_SHARD_H5(
-      H5Dread(labels.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, ds.labels.data()),
-      path);
+  try {
+    const Hdf5File file(path, Hdf5File::Mode::Read);
+    auto require = [&](const char* name) {
+      if (!file.has(name)) {
+        throw DataError("HDF5 shard '" + path + "' has no dataset '" + name + "'");
+      }
+    };
+    require("images");
+    // Shapes and types first (nothing is allocated before every declared size is checked).
+    const H5Expect image_expect{{H5Type::u8}, std::vector<int64_t>{-1, -1, -1, -1}, "[N, H, W, C]"};
+    const H5DatasetInfo images = file.info("images", image_expect);
+    for (int64_t d : images.shape) {
+      if (d == 0) {
+        throw DataError("HDF5 shard '" + path + "': dataset 'images' has shape " +
+                        h5_shape_str(images.shape) + ", expected [N, H, W, C] with every dim > 0");
+      }
+    }
+    const int64_t n = images.shape[0];
+    require("labels");
+    const H5Expect label_expect{
+        {H5Type::i32, H5Type::i64, H5Type::u8}, std::vector<int64_t>{n}, {}};
+    file.info("labels", label_expect);
+    if (!file.has_attr("num_classes")) {
+      throw DataError("HDF5 shard '" + path + "' has no root attribute 'num_classes'");
+    }
+    const int64_t num_classes = file.get_attr_int("num_classes");
+    if (num_classes <= 0 || num_classes > INT32_MAX) {
+      throw DataError("HDF5 shard '" + path + "': attribute 'num_classes' is " +
+                      std::to_string(num_classes) + ", expected 1 to " + std::to_string(INT32_MAX));
+    }
+    ds.n = n;
+    ds.height = images.shape[1];
+    ds.width = images.shape[2];
+    ds.channels = images.shape[3];
+    ds.num_classes = int32_t(num_classes);
+    ds.labels = labels_of(file.read("labels", label_expect));
+    ds.images = std::move(file.read("images", image_expect).bytes);
+  } catch (const Hdf5Error& e) {
+    throw DataError(std::string("bad HDF5 shard: ") + e.what());
+  }
   validate_dataset(ds, "HDF5 shard '" + path + "'");
   return ds;
 }
@@ -195,7 +124,7 @@ void write_hdf5_shard(const std::string& path, const ImageSource& source, int64_
   const int64_t per_chunk = std::clamp<int64_t>((int64_t(1) << 20) / image_bytes, 1, n);
 
   const std::string tmp = path + ".tmp";
-  // Declared before the lock and the handles, so it runs after they are closed.
+  // Declared before the handles, so it runs after they are closed.
   struct RemoveUnlessDone {
     const std::string& file;
     bool done = false;
@@ -204,22 +133,24 @@ void write_hdf5_shard(const std::string& path, const ImageSource& source, int64_
       if (!done) std::filesystem::remove(file, ignored);
     }
   } cleanup{tmp};
-  std::unique_lock<std::mutex> lock(shard_mutex());
-  quiet_hdf5();
-  File file(VMOE_SHARD_H5(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), tmp));
-  const hsize_t idims[4] = {hsize_t(n), hsize_t(h), hsize_t(w), hsize_t(c)};
-  const hsize_t chunk[4] = {hsize_t(per_chunk), hsize_t(h), hsize_t(w), hsize_t(c)};
-  Space ispace(VMOE_SHARD_H5(H5Screate_simple(4, idims, nullptr), tmp));
-  Plist dcpl(VMOE_SHARD_H5(H5Pcreate(H5P_DATASET_CREATE), tmp));
-  VMOE_SHARD_H5(H5Pset_chunk(dcpl.get(), 4, chunk), tmp);
-  Dataset images(VMOE_SHARD_H5(H5Dcreate2(file.get(), "images", H5T_STD_U8LE, ispace.get(),
-                                          H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
-                               tmp));
-  lock.unlock();
-
-  std::vector<int32_t> labels(static_cast<size_t>(n));
-  std::vector<uint8_t> buffer(size_t(per_chunk * image_bytes));
   try {
+    hdf5_init();
+    // HDF5 calls hold the one HDF5 lock; it is released while images are decoded. Handles
+    // take it themselves when they close.
+    std::unique_lock<std::recursive_mutex> lock(hdf5_mutex());
+    H5FileId file{VMOE_H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT))};
+    const hsize_t idims[4] = {hsize_t(n), hsize_t(h), hsize_t(w), hsize_t(c)};
+    const hsize_t chunk[4] = {hsize_t(per_chunk), hsize_t(h), hsize_t(w), hsize_t(c)};
+    H5SpaceId ispace{VMOE_H5_CHECK(H5Screate_simple(4, idims, nullptr))};
+    H5PlistId dcpl{VMOE_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE))};
+    VMOE_H5_CHECK(H5Pset_chunk(dcpl.get(), 4, chunk));
+    H5DatasetId images{
+        VMOE_H5_CHECK(H5Dcreate2(file.get(), "images", h5_file_type(H5Type::u8), ispace.get(),
+                                 H5P_DEFAULT, dcpl.get(), H5P_DEFAULT))};
+    lock.unlock();
+
+    std::vector<int32_t> labels(static_cast<size_t>(n));
+    std::vector<uint8_t> buffer(size_t(per_chunk * image_bytes));
     for (int64_t first = 0; first < n; first += per_chunk) {
       const int64_t count = std::min(per_chunk, n - first);
       for (int64_t k = 0; k < count; ++k) {
@@ -236,45 +167,40 @@ void write_hdf5_shard(const std::string& path, const ImageSource& source, int64_
                   buffer.begin() + std::ptrdiff_t(k * image_bytes));
         labels[size_t(i)] = source.label(i);
       }
-      lock.lock();
-      const hsize_t start[4] = {hsize_t(first), 0, 0, 0};
-      const hsize_t extent[4] = {hsize_t(count), hsize_t(h), hsize_t(w), hsize_t(c)};
-      Space file_space(VMOE_SHARD_H5(H5Dget_space(images.get()), tmp));
-      VMOE_SHARD_H5(
-          H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, extent, nullptr),
-          tmp);
-      Space mem_space(VMOE_SHARD_H5(H5Screate_simple(4, extent, nullptr), tmp));
-      VMOE_SHARD_H5(H5Dwrite(images.get(), H5T_NATIVE_UINT8, mem_space.get(), file_space.get(),
-                             H5P_DEFAULT, buffer.data()),
-                    tmp);
-      lock.unlock();
+      {
+        Hdf5Lock write_lock;
+        const hsize_t start[4] = {hsize_t(first), 0, 0, 0};
+        const hsize_t extent[4] = {hsize_t(count), hsize_t(h), hsize_t(w), hsize_t(c)};
+        H5SpaceId file_space{VMOE_H5_CHECK(H5Dget_space(images.get()))};
+        VMOE_H5_CHECK(
+            H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, extent, nullptr));
+        H5SpaceId mem_space{VMOE_H5_CHECK(H5Screate_simple(4, extent, nullptr))};
+        VMOE_H5_CHECK(H5Dwrite(images.get(), h5_memory_type(H5Type::u8), mem_space.get(),
+                               file_space.get(), H5P_DEFAULT, buffer.data()));
+      }
       if (progress) progress(first + count, n);
     }
-  } catch (...) {
-    if (!lock.owns_lock()) lock.lock();  // the handles close under the lock
-    throw;
-  }
 
-  lock.lock();
-  const hsize_t ldims[1] = {hsize_t(n)};
-  Space lspace(VMOE_SHARD_H5(H5Screate_simple(1, ldims, nullptr), tmp));
-  Dataset label_ds(VMOE_SHARD_H5(H5Dcreate2(file.get(), "labels", H5T_STD_I32LE, lspace.get(),
-                                            H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                                 tmp));
-  VMOE_SHARD_H5(
-      H5Dwrite(label_ds.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels.data()),
-      tmp);
-  Space scalar(VMOE_SHARD_H5(H5Screate(H5S_SCALAR), tmp));
-  Attr attr(VMOE_SHARD_H5(
-      H5Acreate2(file.get(), "num_classes", H5T_STD_I64LE, scalar.get(), H5P_DEFAULT, H5P_DEFAULT),
-      tmp));
-  const int64_t num_classes = source.num_classes();
-  VMOE_SHARD_H5(H5Awrite(attr.get(), H5T_NATIVE_INT64, &num_classes), tmp);
-  attr.close(tmp);
-  label_ds.close(tmp);
-  images.close(tmp);
-  file.close(tmp);
-  lock.unlock();
+    lock.lock();
+    const hsize_t ldims[1] = {hsize_t(n)};
+    H5SpaceId lspace{VMOE_H5_CHECK(H5Screate_simple(1, ldims, nullptr))};
+    H5DatasetId label_ds{
+        VMOE_H5_CHECK(H5Dcreate2(file.get(), "labels", h5_file_type(H5Type::i32), lspace.get(),
+                                 H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT))};
+    VMOE_H5_CHECK(H5Dwrite(label_ds.get(), h5_memory_type(H5Type::i32), H5S_ALL, H5S_ALL,
+                           H5P_DEFAULT, labels.data()));
+    H5SpaceId scalar{VMOE_H5_CHECK(H5Screate(H5S_SCALAR))};
+    H5AttrId attr{VMOE_H5_CHECK(H5Acreate2(file.get(), "num_classes", h5_file_type(H5Type::i64),
+                                           scalar.get(), H5P_DEFAULT, H5P_DEFAULT))};
+    const int64_t num_classes = source.num_classes();
+    VMOE_H5_CHECK(H5Awrite(attr.get(), h5_memory_type(H5Type::i64), &num_classes));
+    attr.close();
+    label_ds.close();
+    images.close();
+    file.close();
+  } catch (const Hdf5Error& e) {
+    throw DataError("cannot pack '" + path + "': " + e.what());
+  }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) {

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "data/checked_size.h"
 #include "data/data_error.h"
 
 namespace vmoe::data {
@@ -79,12 +80,13 @@ class GzFile {
 
   // Reads and discards the rest of the data; returns how many bytes it held.
   int64_t skip_rest() {
-    std::vector<uint8_t> scratch(static_cast<size_t>(kChunkBytes));
+    constexpr int64_t kScratchBytes = int64_t{1} << 16;
+    std::vector<uint8_t> scratch(static_cast<size_t>(kScratchBytes));
     int64_t total = 0;
     for (;;) {
-      const int64_t got = read(scratch.data(), kChunkBytes);
+      const int64_t got = read(scratch.data(), kScratchBytes);
       total += got;
-      if (got < kChunkBytes) return total;
+      if (got < kScratchBytes) return total;
     }
   }
 
@@ -150,9 +152,10 @@ std::vector<uint8_t> read_payload(GzFile& file, const std::string& path, int64_t
                     std::to_string(item_bytes) +
                     " bytes each, more than the 1 TiB this reader accepts");
   }
-  const int64_t keep_bytes = keep_items * item_bytes;
+  const int64_t keep_bytes = keep_items * item_bytes;  // <= promised
   std::vector<uint8_t> out;
-  out.reserve(static_cast<size_t>(std::min(keep_bytes, int64_t{1} << 30)));
+  // Reserve little: a header may promise what the file lacks (the vector grows as data arrives).
+  out.reserve(static_cast<size_t>(std::min(keep_bytes, int64_t{1} << 26)));
   int64_t got = 0;
   // Grow as data arrives, so a lying header cannot make us allocate what the file lacks.
   while (got < keep_bytes) {
@@ -195,6 +198,9 @@ IdxImages read_idx_images(const std::string& path, int64_t max_examples) {
   IdxImages images;
   images.height = header.dims[1];
   images.width = header.dims[2];
+  // Each dim is below 2^32, so H*W fits; the bound keeps it physically sensible.
+  check_at_most(images.height, kMaxImageSide, "'" + path + "'", "image height (header dim 1)");
+  check_at_most(images.width, kMaxImageSide, "'" + path + "'", "image width (header dim 2)");
   if (images.height == 0 || images.width == 0) {
     throw DataError("'" + path + "': image size " + std::to_string(images.height) + "x" +
                     std::to_string(images.width) + ", expected both dims > 0");

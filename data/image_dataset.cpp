@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "data/checked_size.h"
 #include "data/data_error.h"
 #include "data/idx_reader.h"
 
@@ -17,7 +18,8 @@ void validate_dataset(const ImageDataset& dataset, const std::string& what) {
                     std::to_string(d.width) + "x" + std::to_string(d.channels) +
                     ", expected all dims > 0");
   }
-  const auto pixels = static_cast<size_t>(d.n * d.height * d.width * d.channels);
+  const auto pixels = static_cast<size_t>(
+      checked_product({d.n, d.height, d.width, d.channels}, what + ": n*H*W*C"));
   if (d.images.size() != pixels) {
     throw DataError(what + ": images buffer holds " + std::to_string(d.images.size()) +
                     " bytes, expected n*H*W*C = " + std::to_string(pixels));

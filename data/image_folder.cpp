@@ -5,7 +5,6 @@
 #include <cctype>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 
 #include "data/data_error.h"
 #include "data/jpeg_decode.h"
@@ -27,23 +26,32 @@ Format format_of(const fs::path& path) {
   return Format::none;
 }
 
+// An image file larger than this is refused before it is read (an 8192 x 8192 RGB image, the
+// largest any decoder accepts, takes 192 MiB uncompressed).
+constexpr uintmax_t kMaxImageFileBytes = uintmax_t{1} << 30;
+
 std::vector<uint8_t> read_file(const std::string& path) {
+  std::error_code ec;
+  const uintmax_t size = fs::file_size(path, ec);
+  if (ec) throw DataError("cannot read image file '" + path + "': " + ec.message());
+  if (size > kMaxImageFileBytes) {
+    throw DataError("image file '" + path + "' holds " + std::to_string(size) +
+                    " bytes, more than the " + std::to_string(kMaxImageFileBytes) +
+                    " this reader accepts");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw DataError("cannot open image file '" + path + "'");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  if (in.bad()) throw DataError("error reading image file '" + path + "'");
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  if (in.gcount() != static_cast<std::streamsize>(size)) {
+    throw DataError("error reading image file '" + path + "': expected " + std::to_string(size) +
+                    " bytes, read " + std::to_string(in.gcount()));
+  }
   return bytes;
 }
 
-}  // namespace
-
-ImageFolderSource::ImageFolderSource(const std::string& root, int64_t channels)
-    : root_(root), channels_(channels) {
-  if (channels != 1 && channels != 3) {
-    throw DataError("image folder '" + root + "': channels must be 1 or 3, got " +
-                    std::to_string(channels));
-  }
+// The class subfolders of `root`, sorted.
+std::vector<fs::path> class_dirs_of(const std::string& root) {
   std::error_code ec;
   if (!fs::is_directory(root, ec)) {
     throw DataError("image folder '" + root + "' does not exist or is not a directory");
@@ -58,7 +66,45 @@ ImageFolderSource::ImageFolderSource(const std::string& root, int64_t channels)
                     "' holds no class subfolders (expected root/<class>/<image>)");
   }
   std::sort(class_dirs.begin(), class_dirs.end());
-  for (const fs::path& dir : class_dirs) {
+  return class_dirs;
+}
+
+}  // namespace
+
+std::vector<std::string> image_folder_classes(const std::string& root) {
+  std::vector<std::string> names;
+  for (const fs::path& dir : class_dirs_of(root))
+    names.push_back(dir.filename().string());
+  return names;
+}
+
+void check_same_classes(const std::string& first, const std::string& second) {
+  const std::vector<std::string> a = image_folder_classes(first);
+  const std::vector<std::string> b = image_folder_classes(second);
+  if (a == b) return;
+  size_t k = 0;
+  while (k < a.size() && k < b.size() && a[k] == b[k])
+    ++k;
+  const auto name = [&](const std::vector<std::string>& names) {
+    return k < names.size() ? "'" + names[k] + "'" : std::string("missing");
+  };
+  throw DataError("image folders '" + first + "' and '" + second +
+                  "' have different classes (labels are positions in the sorted class list): " +
+                  (a.size() != b.size() ? std::to_string(a.size()) + " classes and " +
+                                              std::to_string(b.size()) + " classes; "
+                                        : std::string()) +
+                  "class " + std::to_string(k) + " is " + name(a) + " in the first and " + name(b) +
+                  " in the second");
+}
+
+ImageFolderSource::ImageFolderSource(const std::string& root, int64_t channels)
+    : root_(root), channels_(channels) {
+  if (channels != 1 && channels != 3) {
+    throw DataError("image folder '" + root + "': channels must be 1 or 3, got " +
+                    std::to_string(channels));
+  }
+  std::error_code ec;
+  for (const fs::path& dir : class_dirs_of(root)) {
     std::vector<std::string> images;
     for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
       if (e.is_regular_file() && format_of(e.path()) != Format::none) {

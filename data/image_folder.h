@@ -10,6 +10,15 @@
 
 namespace vmoe::data {
 
+// The class names of the image folder at `root` (its subfolders, sorted by name) without
+// listing their images; labels are positions in this list. Throws DataError as the source does
+// for a missing root or a root without class folders.
+std::vector<std::string> image_folder_classes(const std::string& root);
+
+// Throws DataError unless the image folders `first` and `second` (train and test) have the same
+// class names in the same order; the message names both folders and the first difference.
+void check_same_classes(const std::string& first, const std::string& second);
+
 class ImageFolderSource final : public ImageSource {
  public:
   // Lists the folder; throws DataError for a missing root, a root with no class folders, or a

@@ -5,6 +5,7 @@
 
 // jpeglib.h needs size_t and FILE declared first.
 #include <csetjmp>
+#include <cstdint>
 #include <cstdio>
 #include <vector>
 
@@ -12,6 +13,7 @@
 // jerror.h after jpeglib.h: the message codes (JWRN_JPEG_EOF).
 #include <jerror.h>
 
+#include "data/checked_size.h"
 #include "data/data_error.h"
 
 namespace vmoe::data {
@@ -31,10 +33,13 @@ void on_error(j_common_ptr cinfo) {
 
 void on_message(j_common_ptr /*cinfo*/) {}  // warnings are not printed
 
-// A truncated file (libjpeg would fill the missing rows with grey and warn) is an error; other
-// corrupt-data warnings (extraneous bytes, common in real datasets) are tolerated.
+// Missing image data is an error: a truncated file (JWRN_JPEG_EOF) or entropy-coded data that
+// ends at a marker before the image is complete (JWRN_HIT_MARKER, e.g. a header declaring a
+// larger frame than the data holds); libjpeg alone would fill the missing rows with grey and
+// warn. Other corrupt-data warnings (extraneous bytes, common in real datasets) are tolerated.
 void on_emit(j_common_ptr cinfo, int msg_level) {
-  if (msg_level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) on_error(cinfo);
+  const int code = cinfo->err->msg_code;
+  if (msg_level < 0 && (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER)) on_error(cinfo);
 }
 
 // Decodes into out; returns false with err.message set on a libjpeg error. Kept free of C++
@@ -52,6 +57,18 @@ bool decode(const uint8_t* bytes, size_t size, int64_t channels, Image& out, Err
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, bytes, static_cast<unsigned long>(size));
   jpeg_read_header(&cinfo, TRUE);
+  // The frame size is the header's word: bound it before libjpeg or we allocate for it.
+  // (Each side is below 2^16, so the product fits.)
+  const int64_t declared = int64_t{cinfo.image_width} * int64_t{cinfo.image_height};
+  if (declared > kMaxImagePixels) {
+    std::snprintf(err.message, sizeof err.message,
+                  "header declares %ux%u pixels, more than the %lld pixels (8192 x 8192) this "
+                  "reader accepts",
+                  unsigned(cinfo.image_width), unsigned(cinfo.image_height),
+                  static_cast<long long>(kMaxImagePixels));
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
   cinfo.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&cinfo);
   out.height = cinfo.output_height;

@@ -6,10 +6,15 @@
 
 #include <vector>
 
+#include "data/checked_size.h"
 #include "data/data_error.h"
 
 namespace vmoe::data {
 namespace {
+
+// Deflate expands at most 1032:1 and a 1-bit PNG packs 8 pixels in a byte: no PNG file holds
+// more pixels than this per byte of its size.
+constexpr int64_t kPngMaxPixelsPerByte = 8 * 1032;
 
 uint8_t luma(uint8_t r, uint8_t g, uint8_t b) {
   return uint8_t((299 * uint32_t(r) + 587 * uint32_t(g) + 114 * uint32_t(b) + 500) / 1000);
@@ -35,6 +40,20 @@ void decode_png(const uint8_t* bytes, size_t size, int64_t channels, const std::
   const int64_t native = colour ? 3 : 1;
   const int64_t h = image.height;
   const int64_t w = image.width;
+  // Sides are below 2^32 (libpng refuses more than 10^6 anyway), so h * w fits in 64 bits.
+  const auto refuse = [&](const std::string& why) {
+    png_image_free(&image);
+    throw DataError("PNG '" + what + "': header declares " + std::to_string(w) + "x" +
+                    std::to_string(h) + " pixels, " + why);
+  };
+  if (h * w > kMaxImagePixels) {
+    refuse("more than the " + std::to_string(kMaxImagePixels) +
+           " pixels (8192 x 8192) this reader accepts");
+  }
+  if (h * w > kPngMaxPixelsPerByte * int64_t(size)) {
+    refuse("more than a " + std::to_string(size) + "-byte file can hold (at most " +
+           std::to_string(kPngMaxPixelsPerByte) + " pixels per byte)");
+  }
   std::vector<uint8_t> decoded(size_t(h * w * native));
   const png_color black{0, 0, 0};
   if (!png_image_finish_read(&image, &black, decoded.data(), 0, nullptr)) {

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "data/checked_size.h"
 #include "data/data_error.h"
 #include "data/image_ops.h"
 
@@ -27,6 +28,12 @@ void validate_preprocess(const PreprocessOptions& o) {
   if (o.inception_crop && o.height == 0) {
     throw DataError("preprocess: inception_crop needs an output image size");
   }
+  // Bounded so that sizes and crop ranges (2 * crop_padding + 1) computed from them cannot
+  // overflow; no image is larger.
+  check_at_most(o.height, kMaxImageSide, "preprocess", "image height");
+  check_at_most(o.width, kMaxImageSide, "preprocess", "image width");
+  check_at_most(o.eval_resize, kMaxImageSide, "preprocess", "eval_resize");
+  check_at_most(o.crop_padding, kMaxImageSide, "preprocess", "crop_padding");
   validate_inception_crop(o.inception);
   validate_normalization(o.normalization);
 }

@@ -32,7 +32,7 @@ int64_t preprocess_height(const PreprocessOptions& options, int64_t src_height);
 int64_t preprocess_width(const PreprocessOptions& options, int64_t src_width);
 
 // dst [height, width, src.channels] f32 normalised. Without resizing and inception crop the
-// result equals BatchLoader's augment_example for the same (seed, epoch, example).
+// result equals augment_example for the same (seed, epoch, example).
 void preprocess_example(const Image& src, const PreprocessOptions& options, uint64_t seed,
                         int64_t epoch, int64_t example, float* dst);
 

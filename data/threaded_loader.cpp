@@ -6,6 +6,7 @@
 #include <numeric>
 #include <string>
 
+#include "data/checked_size.h"
 #include "data/data_error.h"
 #include "data/epoch_order.h"
 #include "data/mixup.h"
@@ -33,12 +34,13 @@ ThreadedLoader::ThreadedLoader(const ImageSource& source, ThreadedLoaderOptions 
                     " exceeds the source's " + std::to_string(n) +
                     " examples with drop_last, so no batch could be made");
   }
-  if (o.num_threads < 1) {
-    throw DataError("ThreadedLoader: num_threads must be >= 1, got " +
-                    std::to_string(o.num_threads));
+  if (o.num_threads < 1 || o.num_threads > kMaxLoaderThreads) {
+    throw DataError("ThreadedLoader: num_threads must be in [1, " +
+                    std::to_string(kMaxLoaderThreads) + "], got " + std::to_string(o.num_threads));
   }
-  if (o.prefetch_batches < 1) {
-    throw DataError("ThreadedLoader: prefetch_batches must be >= 1, got " +
+  if (o.prefetch_batches < 1 || o.prefetch_batches > kMaxPrefetchBatches) {
+    throw DataError("ThreadedLoader: prefetch_batches must be in [1, " +
+                    std::to_string(kMaxPrefetchBatches) + "], got " +
                     std::to_string(o.prefetch_batches));
   }
   if (!(o.mixup_alpha >= 0)) {
@@ -56,7 +58,7 @@ ThreadedLoader::~ThreadedLoader() {
 int64_t ThreadedLoader::steps_per_epoch() const {
   const int64_t n = source_->size();
   const int64_t b = options_.batch_size;
-  return options_.drop_last ? n / b : (n + b - 1) / b;
+  return options_.drop_last ? n / b : n / b + (n % b != 0 ? 1 : 0);  // no n + b - 1 overflow
 }
 
 ThreadedLoader::Position ThreadedLoader::rolled_over(Position p) const {
@@ -202,8 +204,9 @@ void ThreadedLoader::build(const Plan& plan, Built& out) {
       batch.height = h;
       batch.width = w;
       batch.channels = image.channels;
-      example_values = h * w * image.channels;
-      batch.images.resize(static_cast<size_t>(batch.batch_size * example_values));
+      example_values = checked_product({h, w, image.channels}, "ThreadedLoader: example H*W*C");
+      batch.images.resize(static_cast<size_t>(
+          checked_mul(batch.batch_size, example_values, "ThreadedLoader: batch values")));
     } else if (h != batch.height || w != batch.width || image.channels != batch.channels) {
       throw DataError("ThreadedLoader: " + source_->describe(example) + " gives " +
                       std::to_string(h) + "x" + std::to_string(w) + "x" +

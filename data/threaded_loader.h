@@ -1,7 +1,9 @@
 // Training batches from an ImageSource, decoded and augmented by worker threads into a bounded
-// prefetch queue. The stream is the BatchLoader's: a shuffle per epoch from the seed, a
-// contiguous slice of every global batch per data-parallel rank, and a Position counting the
-// global examples served in the epoch. Batches are built whole by one worker each and handed
+// prefetch queue: a shuffle per epoch from the seed, a contiguous slice of every global batch per
+// data-parallel rank, and a Position counting the global examples served in the epoch (saved in
+// checkpoints). Everything random is a pure function of (seed, epoch, example), so 1 rank and
+// N ranks see the same global batches and a run resumed with set_position() continues the
+// exact stream. Batches are built whole by one worker each and handed
 // out in order, so the stream is the same for any thread count. A corrupt example (read()
 // throws DataError) is replaced by the next readable example of the epoch order, which depends
 // only on the data, and reported once.
@@ -19,11 +21,14 @@
 #include <vector>
 
 #include "data/batch.h"
-#include "data/batch_loader.h"
 #include "data/image_source.h"
 #include "data/preprocess.h"
 
 namespace vmoe::data {
+
+// Bounds on the loader's resources: more threads or queued batches than this is a mistake.
+inline constexpr int kMaxLoaderThreads = 1024;  // configs: kMaxThreads
+inline constexpr int kMaxPrefetchBatches = 1024;
 
 struct ThreadedLoaderOptions {
   int64_t batch_size = 128;  // global batch over all ranks; a multiple of num_ranks
@@ -32,8 +37,8 @@ struct ThreadedLoaderOptions {
   bool drop_last = true;  // false: the last global batch of an epoch may be partial
   int rank = 0;           // this rank's slice of each global batch
   int num_ranks = 1;
-  int num_threads = 2;       // worker threads decoding and augmenting
-  int prefetch_batches = 4;  // batches built ahead of the consumer (queue depth)
+  int num_threads = 2;       // worker threads decoding and augmenting, <= kMaxLoaderThreads
+  int prefetch_batches = 4;  // batches built ahead of the consumer (queue depth), bounded too
   PreprocessOptions preprocess;
   float mixup_alpha = 0;  // > 0: mix pairs of examples, Batch::targets holds the soft targets
   // Called from next() once per corrupt example this rank met, with "describe(i): error".
@@ -42,7 +47,13 @@ struct ThreadedLoaderOptions {
 
 class ThreadedLoader {
  public:
-  using Position = BatchLoader::Position;
+  // Where the stream stands: `index_in_epoch` examples of epoch `epoch`'s order have been
+  // served (counted over the global batch, so it does not depend on the rank count).
+  struct Position {
+    int64_t epoch = 0;
+    int64_t index_in_epoch = 0;
+    bool operator==(const Position&) const = default;
+  };
 
   // Keeps a reference to `source`, which must outlive the loader. Throws DataError on invalid
   // options. Workers start on the first next().
@@ -52,8 +63,10 @@ class ThreadedLoader {
   ThreadedLoader(const ThreadedLoader&) = delete;
   ThreadedLoader& operator=(const ThreadedLoader&) = delete;
 
-  // This rank's part of the next global batch (slicing as BatchLoader::next). Rethrows an error
-  // a worker met while building this batch (other than a corrupt example).
+  // This rank's part of the next global batch; moves to the next epoch after the last one.
+  // A full global batch gives every rank batch_size / num_ranks examples; a partial last batch
+  // (drop_last false) of g examples gives rank r examples [r*g/P, (r+1)*g/P). Rethrows an
+  // error a worker met while building this batch (other than a corrupt example).
   Batch next();
   void next(Batch& out);
 

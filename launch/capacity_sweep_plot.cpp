@@ -7,20 +7,21 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/error_text.h"
 #include "launch/gnuplot.h"
 
 namespace vmoe {
 
 void plot_capacity_sweep(const std::string& csv_path, const std::string& png_path) {
   std::ifstream in(csv_path);
-  if (!in) throw std::runtime_error("cannot read capacity sweep '" + csv_path + "'");
+  if (!in) throw std::runtime_error("cannot read capacity sweep " + quote_for_error(csv_path));
   std::string line;
   std::getline(in, line);
   if (line.rfind("capacity_factor,routing,accuracy", 0) != 0)
-    throw std::runtime_error("'" + csv_path +
-                             "' is not a capacity sweep: expected the header "
-                             "'capacity_factor,routing,accuracy,...', got '" +
-                             line + "'");
+    throw std::runtime_error(quote_for_error(csv_path) +
+                             " is not a capacity sweep: expected the header "
+                             "'capacity_factor,routing,accuracy,...', got " +
+                             quote_for_error(line));
   std::map<std::string, std::string> series;  // routing -> "capacity accuracy_percent" lines
   int row = 1;
   while (std::getline(in, line)) {
@@ -36,15 +37,16 @@ void plot_capacity_sweep(const std::string& csv_path, const std::string& png_pat
       c = std::stod(capacity);
       a = std::stod(accuracy);
     } catch (const std::exception&) {
-      throw std::runtime_error("'" + csv_path + "' line " + std::to_string(row) +
-                               ": expected numbers, got '" + line + "'");
+      throw std::runtime_error(quote_for_error(csv_path) + " line " + std::to_string(row) +
+                               ": expected numbers, got " + quote_for_error(line));
     }
     series[routing] += std::to_string(c) + " " + std::to_string(100 * a) + "\n";
   }
-  if (series.empty()) throw std::runtime_error("capacity sweep '" + csv_path + "' has no rows");
+  if (series.empty())
+    throw std::runtime_error("capacity sweep " + quote_for_error(csv_path) + " has no rows");
   std::ostringstream s;
-  s << gnuplot_png_terminal(800, 520) << "set output "
-    << gnuplot_quote(std::filesystem::absolute(png_path).string()) << "\n"
+  s << gnuplot_png_terminal(800, 520) << "set output " << gnuplot_quote(gnuplot_output_name(0))
+    << "\n"
     << "set title 'Test accuracy vs test-time capacity factor'\n"
     << "set xlabel 'capacity factor C'\nset ylabel 'test accuracy (%)'\n"
     << "set logscale x 2\nset grid\nset key bottom right\n"

@@ -4,8 +4,10 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <stdexcept>
+#include <string>
 
-#include "parallel/hdf5_handle.h"
+#include "hdf5/hdf5_handle.h"
 
 namespace vmoe {
 
@@ -35,7 +37,7 @@ TrainCheckpointing::TrainCheckpointing(const config::Config& cfg, std::filesyste
       last_save_(std::chrono::steady_clock::now()) {}
 
 TrainingPosition TrainCheckpointing::resume(const std::string& from, ParameterStore& params,
-                                            Optimizer& optimizer) {
+                                            Optimizer& optimizer, const ResumeBounds& bounds) {
   const std::vector<std::string> candidates =
       from.empty() ? list_checkpoints(dir_) : std::vector<std::string>{from};
   for (const std::string& path : candidates) {
@@ -48,6 +50,14 @@ TrainingPosition TrainCheckpointing::resume(const std::string& from, ParameterSt
                                  " state but the config trains with " + optimizer_name_ +
                                  " (optimizer.kind)");
       }
+      if (bounds.examples_per_epoch > 0 &&
+          info.position.index_in_epoch > bounds.examples_per_epoch) {
+        throw std::runtime_error(
+            "checkpoint '" + path + "': attribute 'index_in_epoch' is " +
+            std::to_string(info.position.index_in_epoch) + ", beyond the " +
+            std::to_string(bounds.examples_per_epoch) +
+            " examples of an epoch of the training data (is it another dataset?)");
+      }
     } catch (const Hdf5Error& e) {
       damage = e.what();  // unreadable, truncated or failing a checksum
     }
@@ -57,6 +67,13 @@ TrainingPosition TrainCheckpointing::resume(const std::string& from, ParameterSt
       if (groups_->is_root()) {
         std::printf("resuming from %s (step %lld)\n", path.c_str(),
                     static_cast<long long>(info.position.step));
+        if (bounds.total_steps > 0 && info.position.step >= bounds.total_steps) {
+          std::printf(
+              "note: the checkpoint is at step %lld, the run has %lld steps: nothing "
+              "left to train\n",
+              static_cast<long long>(info.position.step),
+              static_cast<long long>(bounds.total_steps));
+        }
         std::fflush(stdout);
       }
       return info.position;

@@ -17,15 +17,24 @@ namespace vmoe {
 // Installs the SIGTERM / SIGUSR1 handlers (they only set a flag).
 void install_stop_signals();
 
+// What a resumed checkpoint's position must fit; 0 = unknown (not checked).
+struct ResumeBounds {
+  int64_t examples_per_epoch = 0;  // the training split's size: index_in_epoch <= this
+  int64_t total_steps = 0;         // the run's length: a later step is noted, not refused
+};
+
 class TrainCheckpointing {
  public:
   TrainCheckpointing(const config::Config& cfg, std::filesystem::path dir,
                      const ProcessGroups& groups, std::string config_text);
 
   // Loads `from`, or else the newest checkpoint of the directory that loads, into params and
-  // optimizer; a damaged one is skipped with a warning naming it. Returns the position to
-  // continue from (step 0 when there is nothing to resume). Collective.
-  TrainingPosition resume(const std::string& from, ParameterStore& params, Optimizer& optimizer);
+  // optimizer; a damaged one is skipped with a warning naming it. A checkpoint that does not
+  // fit the run (another optimizer, dtype or shape, a negative position, index_in_epoch beyond
+  // `bounds.examples_per_epoch`) is refused with an error naming the file and the field.
+  // Returns the position to continue from (step 0 when there is nothing to resume). Collective.
+  TrainingPosition resume(const std::string& from, ParameterStore& params, Optimizer& optimizer,
+                          const ResumeBounds& bounds = {});
 
   struct Decision {
     bool save = false;

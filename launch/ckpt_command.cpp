@@ -12,9 +12,9 @@
 #include <stdexcept>
 
 #include "core/tensor.h"
+#include "hdf5/hdf5_file.h"
 #include "launch/commands.h"
 #include "parallel/checkpoint_reader.h"
-#include "parallel/hdf5_file.h"
 #include "parallel/weights_file.h"
 
 namespace vmoe {

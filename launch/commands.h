@@ -46,6 +46,8 @@ struct PredictArgs {
   int64_t count = 0;       // number of examples (0 = to the end)
   std::string output;      // HDF5 file to write
   int64_t batch_size = 0;  // 0 = data.eval_batch_size
+  double capacity_factor = 0;  // test-time capacity; 0 = the config's
+  std::string bpr;             // "on", "off" or "" (the config's)
 };
 int run_predict(const PredictArgs& args);
 

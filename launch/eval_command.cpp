@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "launch/capacity_sweep_plot.h"
 #include "launch/commands.h"
@@ -15,12 +16,16 @@ namespace vmoe {
 
 namespace {
 
-int parse_bpr(const std::string& bpr) {
-  if (bpr.empty()) return -1;
-  if (bpr == "on") return 1;
-  if (bpr == "off") return 0;
+std::optional<bool> parse_bpr(const std::string& bpr) {
+  if (bpr.empty()) return std::nullopt;
+  if (bpr == "on") return true;
+  if (bpr == "off") return false;
   throw std::runtime_error("--bpr must be 'on' or 'off', got '" + bpr + "'");
 }
+
+// The test-time capacity of the command line: finite and in (0, 65536] as the config's
+// capacity factors (0, the flag's default, means the config's).
+constexpr config::FloatRange kCapacityRange{0, 65536, true};
 
 void print_result(const EvalResult& r) {
   std::printf("test accuracy: %.2f%% (%lld images), loss %.4f", 100 * r.accuracy,
@@ -37,13 +42,17 @@ int run_eval(const EvalArgs& args) {
   SavedModel saved = load_saved_model(args.workdir, args.weights, args.overrides);
   const config::Config& cfg = saved.config;
   const bool moe = cfg.model().has_moe();
-  if (!moe && (args.capacity_factor > 0 || !args.bpr.empty() || !args.capacity_sweep.empty())) {
+  if (!moe && (args.capacity_factor != 0 || !args.bpr.empty() || !args.capacity_sweep.empty())) {
     throw std::runtime_error("--capacity-factor, --bpr and --capacity-sweep need a V-MoE model (" +
                              saved.weights_path + " is dense)");
   }
-  if (args.capacity_factor < 0)
-    throw std::runtime_error("--capacity-factor must be > 0, got " +
-                             std::to_string(args.capacity_factor));
+  std::optional<double> capacity;
+  if (args.capacity_factor != 0) {
+    config::check_float(args.capacity_factor, "--capacity-factor", kCapacityRange);
+    capacity = args.capacity_factor;
+  }
+  for (double c : args.capacity_sweep)
+    config::check_float(c, "--capacity-sweep values", kCapacityRange);
   // Any reader: in-memory kinds and image folders alike (decoded batch by batch).
   const std::shared_ptr<data::ImageSource> test_source = open_split(cfg, data::Split::test);
   const EvalBatchFn test_batches = source_eval_batches(*test_source, eval_preprocess_from(cfg));
@@ -52,7 +61,7 @@ int run_eval(const EvalArgs& args) {
                     loss_from(cfg.train()), routing);
   };
   if (args.capacity_sweep.empty()) {
-    print_result(run({args.capacity_factor, parse_bpr(args.bpr)}));
+    print_result(run({capacity, parse_bpr(args.bpr)}));
     return 0;
   }
   const std::string csv_path =
@@ -63,9 +72,7 @@ int run_eval(const EvalArgs& args) {
   std::printf("%-9s %-8s %9s %8s %14s %8s\n", "capacity", "routing", "accuracy", "loss",
               "MoE GFLOPs/img", "dropped");
   for (double c : args.capacity_sweep) {
-    if (!(c > 0))
-      throw std::runtime_error("--capacity-sweep values must be > 0, got " + std::to_string(c));
-    for (int bpr : {0, 1}) {
+    for (bool bpr : {false, true}) {
       EvalResult r = run({c, bpr});
       const char* name = bpr ? "bpr" : "vanilla";
       std::printf("%-9.3g %-8s %8.2f%% %8.4f %14.4f %7.2f%%\n", c, name, 100 * r.accuracy, r.loss,

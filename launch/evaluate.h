@@ -1,6 +1,7 @@
 // Evaluation of a classifier over a whole dataset split (no augmentation, no noise).
 #pragma once
 #include <functional>
+#include <optional>
 
 #include "data/augment.h"
 #include "data/batch.h"
@@ -20,11 +21,11 @@ struct EvalResult {
   double dropped_fraction = 0;      // MoE assignments dropped, averaged over layers
 };
 
-// Test-time routing: capacity factor (<= 0: the config's eval capacity) and BPR
-// (-1: the config's, 0: vanilla, 1: BPR).
+// Test-time routing: capacity factor and BPR (true: BPR, false: vanilla); unset: the config's
+// eval capacity factor and eval BPR.
 struct EvalRouting {
-  double capacity_factor = 0;
-  int batch_priority = -1;
+  std::optional<double> capacity_factor = std::nullopt;
+  std::optional<bool> batch_priority = std::nullopt;
 };
 
 // Evaluates the whole dataset (load_split already applies eval.num_examples) in batches of

@@ -64,8 +64,8 @@ MoeConfig moe_config_from(const config::MoeConfig& e, int64_t num_layers) {
 DType param_dtype_from(const config::ModelConfig& m) {
   DType t = parse_dtype(m.dtype());
   if (t != DType::f32 && t != DType::f64) {
-    throw config::ConfigError("model.dtype must be f32 or f64 on the CPU backend, got '" +
-                              m.dtype() + "'");
+    throw config::ConfigError("model.dtype '" + m.dtype() +
+                              "' is not supported for parameters yet; use f32 or f64");
   }
   return t;
 }
@@ -88,7 +88,21 @@ LossKind loss_from(const config::TrainConfig& train) {
 
 int64_t total_steps_from(const config::TrainConfig& train, int64_t steps_per_epoch) {
   if (train.num_steps() > 0) return train.num_steps();
-  return std::max<int64_t>(1, int64_t(std::ceil(train.num_epochs() * double(steps_per_epoch))));
+  if (steps_per_epoch < 1) {
+    throw config::ConfigError(
+        "train.num_epochs: the training set holds less than one batch (data.batch_size), so an "
+        "epoch has no steps; set train.num_steps or use a smaller batch");
+  }
+  // num_epochs is finite and in [0, 1e6] (validated); the product is checked against the same
+  // bound as train.num_steps, so it can neither overflow nor wrap into a short run.
+  constexpr double kMaxSteps = 1e12;
+  const double steps = std::ceil(double(train.num_epochs()) * double(steps_per_epoch));
+  if (!(steps <= kMaxSteps)) {
+    throw config::ConfigError("train.num_epochs " + std::to_string(train.num_epochs()) + " x " +
+                              std::to_string(steps_per_epoch) +
+                              " steps per epoch gives more than 1e12 steps");
+  }
+  return std::max<int64_t>(1, int64_t(steps));
 }
 
 LrSchedule schedule_from(const config::Config& c, int64_t total_steps) {
@@ -134,15 +148,15 @@ data::Normalization normalization_from(const config::DataConfig& d) {
   return {float(d.mean()), float(d.std())};
 }
 
-data::BatchLoaderOptions loader_options_from(const config::Config& c) {
-  data::BatchLoaderOptions o;
+data::ThreadedLoaderOptions loader_options_from(const config::Config& c) {
+  data::ThreadedLoaderOptions o;
   o.batch_size = c.data().batch_size();
   o.shuffle = c.data().shuffle();
   o.seed = c.train().seed();
   o.drop_last = true;
-  o.random_flip = c.data().random_flip();
-  o.crop_padding = c.data().crop_padding();
-  o.normalization = normalization_from(c.data());
+  o.preprocess.random_flip = c.data().random_flip();
+  o.preprocess.crop_padding = c.data().crop_padding();
+  o.preprocess.normalization = normalization_from(c.data());
   return o;
 }
 
@@ -182,6 +196,23 @@ void keep_first(data::ImageDataset& ds, int64_t limit) {
   ds.labels.resize(size_t(limit));
 }
 
+// Every label must name a row of the model's head: the first that does not is named (split,
+// example, label) rather than indexing past the logits. `label(i)` and `describe(i)` for i in
+// [0, n).
+template <class Label, class Describe>
+void check_labels(int64_t n, const Label& label, const Describe& describe,
+                  const config::ModelConfig& m, const std::string& split) {
+  const int64_t classes = m.num_classes();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t l = label(i);
+    if (l < 0 || l >= classes) {
+      throw std::runtime_error(split + " split: " + describe(i) + " has label " +
+                               std::to_string(l) + ", but the model's head has " +
+                               std::to_string(classes) + " classes (model.num_classes)");
+    }
+  }
+}
+
 void check_num_classes(int64_t dataset_classes, const config::ModelConfig& m,
                        const std::string& what) {
   if (dataset_classes != m.num_classes()) {
@@ -199,12 +230,10 @@ data::ImageDataset load_split(const config::Config& c, data::Split split) {
   const bool train = split == data::Split::train;
   data::ImageDataset ds;
   const int64_t limit = train ? d.num_train_examples() : c.eval().num_examples();
-  const int32_t model_classes = int32_t(c.model().num_classes());
   switch (d.dataset()) {
     case config::DataConfig::IDX:
       ds = data::load_idx_dataset(dir / (train ? d.train_images() : d.test_images()),
-                                  dir / (train ? d.train_labels() : d.test_labels()), limit,
-                                  model_classes);
+                                  dir / (train ? d.train_labels() : d.test_labels()), limit);
       break;
     case config::DataConfig::CIFAR10:
     case config::DataConfig::CIFAR100:
@@ -226,7 +255,7 @@ data::ImageDataset load_split(const config::Config& c, data::Split split) {
           "memory here; pack it with `vmoe data pack folder` and use HDF5_SHARDS");
     default: {
       data::IdxSplitFiles files = data::idx_split_files(dir, split);
-      ds = data::load_idx_dataset(files.images, files.labels, limit, model_classes);
+      ds = data::load_idx_dataset(files.images, files.labels, limit);
     }
   }
   const config::ModelConfig& m = c.model();
@@ -237,6 +266,9 @@ data::ImageDataset load_split(const config::Config& c, data::Split split) {
                              std::to_string(m.image_size()) + "x" + std::to_string(m.channels()) +
                              " (model.image_size, model.channels)");
   }
+  check_labels(
+      ds.n, [&](int64_t i) { return ds.labels[size_t(i)]; },
+      [](int64_t i) { return "example " + std::to_string(i); }, m, train ? "training" : "test");
   return ds;
 }
 
@@ -246,11 +278,24 @@ std::shared_ptr<data::ImageSource> open_split(const config::Config& c, data::Spl
   if (d.dataset() == config::DataConfig::IMAGE_FOLDER) {
     const std::string root = data_path(d, train ? d.train_folder() : d.test_folder());
     auto source = std::make_shared<data::ImageFolderSource>(root, c.model().channels());
+    // Labels are positions in the sorted class list, so the test folder must name the train
+    // folder's classes (checked whenever the train folder is present).
+    std::error_code ec;
+    if (!train && !d.train_folder().empty() &&
+        std::filesystem::is_directory(data_path(d, d.train_folder()), ec)) {
+      data::check_same_classes(data_path(d, d.train_folder()), root);
+    }
     check_num_classes(source->num_classes(), c.model(), "image folder '" + root + "'");
     // Example limits keep examples spread over the (class-ordered) folder.
     const int64_t limit = train ? d.num_train_examples() : c.eval().num_examples();
-    if (limit <= 0 || limit >= source->size()) return source;
-    return std::make_shared<data::SubsetSource>(source, data::evenly_spaced(source->size(), limit));
+    std::shared_ptr<data::ImageSource> out = source;
+    if (limit > 0 && limit < source->size())
+      out =
+          std::make_shared<data::SubsetSource>(source, data::evenly_spaced(source->size(), limit));
+    check_labels(
+        out->size(), [&](int64_t i) { return out->label(i); },
+        [&](int64_t i) { return out->describe(i); }, c.model(), train ? "training" : "test");
+    return out;
   }
   return std::make_shared<data::InMemorySource>(load_split(c, split), train ? "train" : "test");
 }

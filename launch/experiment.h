@@ -8,10 +8,10 @@
 #include "configs/config.h"
 #include "core/optim/optimizer.h"
 #include "core/optim/schedule.h"
-#include "data/batch_loader.h"
 #include "data/image_dataset.h"
 #include "data/image_source.h"
 #include "data/preprocess.h"
+#include "data/threaded_loader.h"
 #include "launch/progress.h"
 #include "launch/train_step.h"
 #include "models/vit_config.h"
@@ -28,7 +28,7 @@ LrSchedule schedule_from(const config::Config& config, int64_t total_steps);
 std::unique_ptr<Optimizer> optimizer_from(const config::OptimizerConfig& opt,
                                           const ParameterStore& params);
 data::Normalization normalization_from(const config::DataConfig& data);
-data::BatchLoaderOptions loader_options_from(const config::Config& config);
+data::ThreadedLoaderOptions loader_options_from(const config::Config& config);
 // Evaluation preprocessing to model.image_size: images of another size have their shorter side
 // resized to it and are centre-cropped; the config's normalisation.
 data::PreprocessOptions eval_preprocess_from(const config::Config& config);

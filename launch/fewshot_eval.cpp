@@ -55,15 +55,14 @@ int run_fewshot_eval(const EvalArgs& args) {
     if (s < 1) throw std::runtime_error("--fewshot values must be >= 1, got " + std::to_string(s));
   SavedModel saved = load_saved_model(args.workdir, args.weights, args.overrides);
   const config::Config& cfg = saved.config;
-  if (!cfg.model().has_moe() && (args.capacity_factor > 0 || !args.bpr.empty()))
+  if (!cfg.model().has_moe() && (args.capacity_factor != 0 || !args.bpr.empty()))
     throw std::runtime_error("--capacity-factor and --bpr need a V-MoE model (" +
                              saved.weights_path + " is dense)");
-  if (args.capacity_factor < 0)
-    throw std::runtime_error("--capacity-factor must be > 0, got " +
-                             std::to_string(args.capacity_factor));
+  if (args.capacity_factor != 0)
+    config::check_float(args.capacity_factor, "--capacity-factor", {0, 65536, true});
   ForwardContext routing{Mode::eval, {}, 0};
-  routing.eval_capacity_factor = args.capacity_factor;
-  routing.eval_batch_priority = args.bpr.empty() ? -1 : (args.bpr == "on" ? 1 : 0);
+  if (args.capacity_factor > 0) routing.eval_capacity_factor = args.capacity_factor;
+  if (!args.bpr.empty()) routing.eval_batch_priority = args.bpr == "on";
   const auto num_classes = static_cast<int32_t>(cfg.model().num_classes());
 
   // The largest shot set; each smaller one is its per-class prefix.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package vmoe needs to build, test and train. Idempotent: when all
 # packages are already present it only checks and returns within a second.
-# Usage: launch/install-deps.sh [--with-torch]   (--with-torch adds PyTorch for reference scripts)
+# Usage: launch/install-deps.sh [--with-torch] [--with-fuzz]
+#   --with-torch adds PyTorch for reference scripts; --with-fuzz clang and libFuzzer (fuzz.sh).
 set -euo pipefail
 
 packages=(
@@ -12,12 +13,16 @@ packages=(
   libprotobuf-dev protobuf-compiler
   catch2 libcli11-dev nlohmann-json3-dev
   zlib1g-dev libjpeg62-turbo-dev libpng-dev
-  gnuplot-nox fonts-dejavu-core
+  gnuplot-nox fonts-dejavu-core python3
   dataset-fashion-mnist
 )
-if [[ "${1:-}" == "--with-torch" ]]; then
-  packages+=(python3-torch python3-numpy python3-h5py)
-fi
+for option in "$@"; do
+  case $option in
+    --with-torch) packages+=(python3-torch python3-numpy python3-h5py) ;;
+    --with-fuzz) packages+=(clang libclang-rt-14-dev) ;;  # libFuzzer + sanitizer runtimes
+    *) echo "install-deps: unknown option $option" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

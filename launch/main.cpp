@@ -1,6 +1,7 @@
 // The vmoe binary: subcommands train, eval, predict, ckpt, plot, routing-map and data. Started
 // by mpirun / srun it joins the MPI job; started plainly it runs as one process. Every error ends
-// as one line on stderr and exit code 1; in a multi-rank job the failing rank's message ends the
+// as one line "vmoe: error: ..." on stderr and exit code 1 (command-line errors and running out
+// of memory included); in a multi-rank job the failing rank's message, printed once, ends the
 // whole job.
 #include <malloc.h>
 
@@ -8,8 +9,11 @@
 #include <cstdio>
 #include <exception>
 #include <memory>
+#include <new>
 #include <stdexcept>
+#include <string>
 
+#include "core/error_text.h"
 #include "launch/commands.h"
 #include "parallel/mpi_runtime.h"
 
@@ -59,9 +63,17 @@ int main(int argc, char** argv) {
   predict_cmd->add_option("--input", predict.input,
                           "HDF5 file with `images` uint8 [N, H, W, C], or 'test' (default)");
   predict_cmd->add_option("--start", predict.start, "First input image");
-  predict_cmd->add_option("--count", predict.count, "Number of images (0 = all)");
-  predict_cmd->add_option("--batch-size", predict.batch_size, "Images per forward pass");
+  predict_cmd->add_option("--count", predict.count, "Number of images (0 = all)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  predict_cmd
+      ->add_option("--batch-size", predict.batch_size,
+                   "Images per forward pass (0 = data.eval_batch_size; at most 1048576)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
   predict_cmd->add_option("--output", predict.output, "HDF5 file to write")->required();
+  predict_cmd->add_option("--capacity-factor", predict.capacity_factor,
+                          "Test-time expert capacity factor (V-MoE)");
+  predict_cmd->add_option("--bpr", predict.bpr, "Batch Prioritized Routing at test time: on|off")
+      ->check(CLI::IsMember({"on", "off"}));
   predict_cmd->add_option("--set", predict.overrides, "Override a config field")->take_all();
 
   vmoe::CkptArgs ckpt;
@@ -139,20 +151,31 @@ int main(int argc, char** argv) {
   data_inspect->add_option("--grid-side", data_args.grid_side,
                            "Images per grid row and column (default 8)");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line, like every other error: CLI11's own text with the offending argument cut short.
+    vmoe::abort_job(vmoe::error_text(e.what(), 400) + " (run `vmoe --help` for the options)");
+  }
+  // "train", "data pack", ...: the command line named in errors.
+  std::string command;
+  for (const CLI::App* sub = &app; !sub->get_subcommands().empty();) {
+    sub = sub->get_subcommands().front();
+    command += (command.empty() ? "" : " ") + sub->get_name();
+  }
   std::unique_ptr<vmoe::MpiRuntime> runtime;
   try {
     runtime = std::make_unique<vmoe::MpiRuntime>();
     vmoe::LaunchInfo launch{runtime->world(), runtime->local_ranks()};
     if (train_cmd->parsed()) return vmoe::run_train(train, launch);
     if (launch.world->size() > 1) {
-      const char* name = eval_cmd->parsed()          ? "eval"
-                         : predict_cmd->parsed()     ? "predict"
-                         : plot_cmd->parsed()        ? "plot"
-                         : routing_map_cmd->parsed() ? "routing-map"
-                         : data_cmd->parsed()        ? "data"
-                                                     : "ckpt";
-      throw std::runtime_error("`vmoe " + std::string(name) +
+      throw std::runtime_error("`vmoe " + command +
                                "` runs on one process; start it without mpirun / srun");
     }
     if (eval_cmd->parsed())
@@ -168,9 +191,19 @@ int main(int argc, char** argv) {
       ckpt.command = ckpt_cmd->get_subcommands().front()->get_name();
       return vmoe::run_ckpt(ckpt);
     }
+  } catch (const std::bad_alloc&) {
+    // What was being allocated is named where it is known (Storage, readers); this is the rest.
+    vmoe::abort_job("out of memory in `vmoe " + command +
+                    "` (a memory allocation failed; the data or model is too large for this "
+                    "machine)");
+  } catch (const std::length_error& e) {
+    vmoe::abort_job("a size too large for memory in `vmoe " + command + "` (" + e.what() + ")");
   } catch (const std::exception& e) {
-    // Under MPI: print and MPI_Abort, so ranks blocked in a collective do not hang.
-    vmoe::abort_job(e.what());
+    // Under MPI: print (once, by the failing rank) and MPI_Abort, so ranks blocked in a
+    // collective do not hang.
+    vmoe::abort_job(e);
+  } catch (...) {
+    vmoe::abort_job("unknown error in `vmoe " + command + "`");
   }
   return 0;
 }

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "core/error_text.h"
 #include "launch/capacity_sweep_plot.h"
 #include "launch/commands.h"
 #include "launch/gnuplot.h"
@@ -26,8 +27,8 @@ using Series = std::vector<std::pair<double, double>>;  // (step, value)
 std::map<std::string, Series> read_metrics(const fs::path& path) {
   std::ifstream in(path);
   if (!in)
-    throw std::runtime_error("no metrics file '" + path.string() +
-                             "' (expected the workdir of `vmoe train`)");
+    throw std::runtime_error("no metrics file " + quote_for_error(path.string()) +
+                             " (expected the workdir of `vmoe train`)");
   std::map<std::string, Series> series;
   std::string line;
   int row = 0;
@@ -38,17 +39,18 @@ std::map<std::string, Series> read_metrics(const fs::path& path) {
     try {
       j = nlohmann::json::parse(line);
     } catch (const std::exception&) {
-      throw std::runtime_error("'" + path.string() + "' line " + std::to_string(row) +
+      throw std::runtime_error(quote_for_error(path.string()) + " line " + std::to_string(row) +
                                " is not JSON");
     }
     if (!j.is_object() || !j.contains("step") || !j["step"].is_number())
-      throw std::runtime_error("'" + path.string() + "' line " + std::to_string(row) +
+      throw std::runtime_error(quote_for_error(path.string()) + " line " + std::to_string(row) +
                                " has no numeric 'step'");
     const double step = j["step"].get<double>();
     for (const auto& [key, value] : j.items())
       if (key != "step" && value.is_number()) series[key].emplace_back(step, value.get<double>());
   }
-  if (series.empty()) throw std::runtime_error("metrics file '" + path.string() + "' is empty");
+  if (series.empty())
+    throw std::runtime_error("metrics file " + quote_for_error(path.string()) + " is empty");
   return series;
 }
 
@@ -80,7 +82,8 @@ bool draw(const std::map<std::string, Series>& metrics, const std::vector<Curve>
   }
   if (files.empty()) return false;
   std::ostringstream s;
-  s << gnuplot_png_terminal(800, 500) << "set output " << gnuplot_quote(png.string()) << "\n"
+  s << gnuplot_png_terminal(800, 500) << "set output " << gnuplot_quote(gnuplot_output_name(0))
+    << "\n"
     << "set title " << gnuplot_quote(title) << "\nset xlabel 'step'\nset ylabel "
     << gnuplot_quote(ylabel) << "\nset grid\nset key " << key_position << "\n"
     << plot.str() << "\n";
@@ -96,7 +99,9 @@ int run_plot(const PlotArgs& args) {
   const fs::path out = workdir / "plots";
   std::error_code ec;
   fs::create_directories(out, ec);
-  if (ec) throw std::runtime_error("cannot create '" + out.string() + "': " + ec.message());
+  if (ec)
+    throw std::runtime_error("cannot create " + quote_for_error(out.string()) + ": " +
+                             ec.message());
 
   std::vector<fs::path> written;
   auto add = [&](bool drawn, const fs::path& png) {

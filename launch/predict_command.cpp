@@ -5,12 +5,13 @@
 #include <map>
 
 #include "core/autograd.h"
+#include "core/error_text.h"
 #include "data/eval_batches.h"
+#include "hdf5/hdf5_file.h"
 #include "launch/commands.h"
 #include "launch/evaluate.h"
 #include "launch/experiment.h"
 #include "launch/saved_model.h"
-#include "parallel/hdf5_file.h"
 
 namespace vmoe {
 
@@ -19,10 +20,12 @@ namespace {
 // images u8 [N, H, W, C] (and labels, if present) from an HDF5 file.
 data::ImageDataset read_h5_images(const std::string& path, const config::Config& cfg) {
   Hdf5File f(path, Hdf5File::Mode::Read);
-  if (!f.has("images")) throw std::runtime_error("input '" + path + "' has no dataset 'images'");
+  if (!f.has("images"))
+    throw std::runtime_error("input " + quote_for_error(path) + " has no dataset 'images'");
   H5Array a = f.read("images");
   if (a.type != H5Type::u8 || a.shape.size() != 4) {
-    throw std::runtime_error("input '" + path + "': 'images' must be uint8 [N, H, W, C], got " +
+    throw std::runtime_error("input " + quote_for_error(path) +
+                             ": 'images' must be uint8 [N, H, W, C], got " +
                              std::string(h5_type_name(a.type)) + " " + shape_str(a.shape));
   }
   data::ImageDataset ds;
@@ -36,14 +39,15 @@ data::ImageDataset read_h5_images(const std::string& path, const config::Config&
   if (f.has("labels")) {
     H5Array l = f.read("labels");
     if (l.type != H5Type::i32 || l.numel() != ds.n)
-      throw std::runtime_error("input '" + path + "': 'labels' must be int32 [N]");
+      throw std::runtime_error("input " + quote_for_error(path) + ": 'labels' must be int32 [N]");
     std::copy_n(reinterpret_cast<const int32_t*>(l.bytes.data()), ds.n, ds.labels.begin());
   }
   const auto& m = cfg.model();
   if (ds.height != m.image_size() || ds.width != m.image_size() || ds.channels != m.channels()) {
-    throw std::runtime_error(
-        "input '" + path + "' images are " + shape_str({ds.height, ds.width, ds.channels}) +
-        " but the model expects " + shape_str({m.image_size(), m.image_size(), m.channels()}));
+    throw std::runtime_error("input " + quote_for_error(path) + " images are " +
+                             shape_str({ds.height, ds.width, ds.channels}) +
+                             " but the model expects " +
+                             shape_str({m.image_size(), m.image_size(), m.channels()}));
   }
   return ds;
 }
@@ -68,6 +72,14 @@ int run_predict(const PredictArgs& args) {
   SavedModel saved = load_saved_model(args.workdir, args.weights, args.overrides);
   const config::Config& cfg = saved.config;
   if (args.output.empty()) throw std::runtime_error("--output is required");
+  // Test-time routing, as `vmoe eval`: the flags need a V-MoE; 0 / "" keep the config's.
+  if (!cfg.model().has_moe() && (args.capacity_factor != 0 || !args.bpr.empty()))
+    throw std::runtime_error("--capacity-factor and --bpr need a V-MoE model (" +
+                             quote_for_error(saved.weights_path) + " is dense)");
+  if (args.capacity_factor != 0)
+    config::check_float(args.capacity_factor, "--capacity-factor", {0, 65536, true});
+  if (!args.bpr.empty() && args.bpr != "on" && args.bpr != "off")
+    throw std::runtime_error("--bpr must be 'on' or 'off', got " + quote_for_error(args.bpr));
   const bool from_test = args.input.empty() || args.input == "test";
   const data::ImageDataset ds =
       from_test ? load_split(cfg, data::Split::test) : read_h5_images(args.input, cfg);
@@ -89,6 +101,8 @@ int run_predict(const PredictArgs& args) {
         data::eval_batch(ds, s, std::min(batch, end - s), normalization_from(cfg.data()));
     ForwardContext ctx{Mode::eval, {}, s};
     ctx.record_routing = true;
+    if (args.capacity_factor != 0) ctx.eval_capacity_factor = args.capacity_factor;
+    if (!args.bpr.empty()) ctx.eval_batch_priority = args.bpr == "on";
     VitOutput out = saved.model->operator()(batch_images(b, saved.model->device()), ctx);
     classes = out.logits.size(1);
     rep = out.pre_logits.size(1);

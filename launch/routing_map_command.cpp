@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "core/autograd.h"
+#include "core/error_text.h"
 #include "data/eval_batches.h"
 #include "launch/commands.h"
 #include "launch/evaluate.h"
@@ -83,13 +84,13 @@ int run_routing_map(const RoutingMapArgs& args) {
   SavedModel saved = load_saved_model(args.workdir, args.weights, args.overrides);
   const config::Config& cfg = saved.config;
   if (!cfg.model().has_moe())
-    throw std::runtime_error("routing-map needs a V-MoE model (" + saved.weights_path +
-                             " is dense)");
-  if (args.capacity_factor < 0)
-    throw std::runtime_error("--capacity-factor must be > 0, got " +
-                             std::to_string(args.capacity_factor));
+    throw std::runtime_error("routing-map needs a V-MoE model (" +
+                             quote_for_error(saved.weights_path) + " is dense)");
+  // As `vmoe eval`: finite and in (0, 65536]; 0 (the default) keeps the config's.
+  if (args.capacity_factor != 0)
+    config::check_float(args.capacity_factor, "--capacity-factor", {0, 65536, true});
   if (!args.bpr.empty() && args.bpr != "on" && args.bpr != "off")
-    throw std::runtime_error("--bpr must be 'on' or 'off', got '" + args.bpr + "'");
+    throw std::runtime_error("--bpr must be 'on' or 'off', got " + quote_for_error(args.bpr));
   if (args.images.empty()) throw std::runtime_error("--images needs at least one test image");
   const data::ImageDataset test_set = load_split(cfg, data::Split::test);
   for (int64_t i : args.images)
@@ -115,8 +116,8 @@ int run_routing_map(const RoutingMapArgs& args) {
     data::Batch b = data::eval_batch(test_set, g0, g1 - g0, normalization_from(cfg.data()));
     ForwardContext ctx{Mode::eval, {}, g0};
     ctx.record_routing = true;
-    ctx.eval_capacity_factor = args.capacity_factor;
-    ctx.eval_batch_priority = args.bpr.empty() ? -1 : args.bpr == "on" ? 1 : 0;
+    if (args.capacity_factor > 0) ctx.eval_capacity_factor = args.capacity_factor;
+    if (!args.bpr.empty()) ctx.eval_batch_priority = args.bpr == "on";
     VitOutput out = saved.model->operator()(batch_images(b, saved.model->device()), ctx);
     std::vector<PatchRouting> layers;
     for (const MoeReport& m : out.moe) {
@@ -139,14 +140,14 @@ int run_routing_map(const RoutingMapArgs& args) {
 
   if (!args.data.empty()) {
     std::ofstream csv(args.data);
-    if (!csv) throw std::runtime_error("cannot write '" + args.data + "'");
+    if (!csv) throw std::runtime_error("cannot write " + quote_for_error(args.data));
     csv << "image,block,patch,row,col,expert,kept\n";
     for (size_t r = 0; r < maps.size(); ++r)
       for (const PatchRouting& l : maps[r])
         for (int64_t p = 0; p < patches; ++p)
           csv << args.images[r] << "," << l.block << "," << p << "," << p / side << "," << p % side
               << "," << l.expert[size_t(p)] << "," << int(l.kept[size_t(p)]) << "\n";
-    if (!csv) throw std::runtime_error("cannot write '" + args.data + "'");
+    if (!csv) throw std::runtime_error("cannot write " + quote_for_error(args.data));
   }
 
   // The picture: panels of kPanel pixels, a title strip at the top, the legend at the bottom.
@@ -170,7 +171,8 @@ int run_routing_map(const RoutingMapArgs& args) {
     capacity += std::string(capacity.empty() ? "" : ", ") + (args.bpr == "on" ? "BPR" : "vanilla");
   if (!capacity.empty()) capacity = " (" + capacity + ")";
   std::ostringstream s;
-  s << gnuplot_png_terminal(width, height) << "set output " << gnuplot_quote(png) << "\n"
+  s << gnuplot_png_terminal(width, height) << "set output " << gnuplot_quote(gnuplot_output_name(0))
+    << "\n"
     << "set multiplot title 'First-choice expert per patch" << capacity << "' font 'sans,12'\n"
     << "unset key\nunset tics\nunset colorbox\nset border lw 0.5\n";
   s << "set palette maxcolors " << num_experts << "\nset palette defined (";

@@ -3,11 +3,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
+#include <string>
 #include <thread>
 
 #include "core/kernel_errors.h"
@@ -53,9 +55,24 @@ std::map<std::string, double> eval_metrics(const EvalResult& r) {
 
 // Threads per rank: train.threads, else OMP_NUM_THREADS when the launcher set it (e.g. from
 // Slurm's --cpus-per-task), else the node's cores shared out among its ranks.
+// Each is bounded by config::kMaxThreads (train.threads by the config's validation).
 int threads_per_rank(const config::Config& cfg, int local_ranks) {
   if (cfg.train().threads() > 0) return cfg.train().threads();
-  if (std::getenv("OMP_NUM_THREADS")) return omp_get_max_threads();
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+    // The first (outermost) entry of the list is the number of threads of our parallel loops.
+    const std::string text(env);
+    const std::string first = text.substr(0, text.find(','));
+    char* end = nullptr;
+    errno = 0;
+    const long long n = std::strtoll(first.c_str(), &end, 10);
+    if (first.empty() || end != first.c_str() + first.size() || errno != 0 || n < 1 ||
+        n > config::kMaxThreads) {
+      throw std::runtime_error("OMP_NUM_THREADS must be a thread count in [1, " +
+                               std::to_string(config::kMaxThreads) + "] (got '" +
+                               text.substr(0, 32) + "'); or set train.threads");
+    }
+    return int(n);
+  }
   const int cores = std::max(1, int(std::thread::hardware_concurrency()));
   return std::max(1, std::min(omp_get_num_procs(), cores / std::max(1, local_ranks)));
 }
@@ -100,7 +117,7 @@ void save_final_weights(const std::string& path, const ParameterStore& params,
 // augmentation (inception crop resizes to model.image_size; otherwise images keep their size).
 data::ThreadedLoaderOptions threaded_loader_options_from(const config::Config& cfg, int rank,
                                                          int ranks) {
-  const data::BatchLoaderOptions base = loader_options_from(cfg);
+  const data::ThreadedLoaderOptions base = loader_options_from(cfg);
   const config::DataConfig& d = cfg.data();
   if (d.mixup_alpha() > 0 && cfg.train().loss() != config::TrainConfig::SOFTMAX_XENT) {
     throw std::runtime_error(
@@ -117,9 +134,9 @@ data::ThreadedLoaderOptions threaded_loader_options_from(const config::Config& c
   o.num_threads = d.loader_threads();
   o.prefetch_batches = d.prefetch_batches();
   o.mixup_alpha = d.mixup_alpha();
-  o.preprocess.random_flip = base.random_flip;
-  o.preprocess.crop_padding = base.crop_padding;
-  o.preprocess.normalization = base.normalization;
+  o.preprocess.random_flip = base.preprocess.random_flip;
+  o.preprocess.crop_padding = base.preprocess.crop_padding;
+  o.preprocess.normalization = base.preprocess.normalization;
   if (d.inception_crop()) {
     o.preprocess.inception_crop = true;
     o.preprocess.height = o.preprocess.width = cfg.model().image_size();
@@ -127,7 +144,7 @@ data::ThreadedLoaderOptions threaded_loader_options_from(const config::Config& c
     o.preprocess.inception.area_max = d.inception_area_max();
   } else if (d.dataset() == config::DataConfig::IMAGE_FOLDER) {
     o.preprocess = eval_preprocess_from(cfg);  // images of any size: shorter side + centre crop
-    o.preprocess.random_flip = base.random_flip;
+    o.preprocess.random_flip = base.preprocess.random_flip;
   }
   o.on_corrupt = [](const std::string& what) {
     std::fprintf(stderr, "vmoe: warning: skipping corrupt training example %s\n", what.c_str());
@@ -183,7 +200,8 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   const int64_t total_steps = total_steps_from(cfg.train(), loader.steps_per_epoch());
   const LrSchedule schedule = schedule_from(cfg, total_steps);
   TrainCheckpointing checkpoints(cfg, workdir / "checkpoints", groups, config_text);
-  const TrainingPosition start = checkpoints.resume(args.from, params, *optimizer);
+  const TrainingPosition start =
+      checkpoints.resume(args.from, params, *optimizer, {train_source->size(), total_steps});
   loader.set_position({start.epoch, start.index_in_epoch});
   install_stop_signals();
   const LossKind loss_kind = loss_from(cfg.train());

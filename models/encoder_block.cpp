@@ -14,10 +14,12 @@ EncoderBlock::EncoderBlock(ParameterStore& store, const std::string& prefix, int
       ln2_(store, prefix + "/ln2", dim, eps),
       feed_forward_(std::move(feed_forward)) {}
 
-Tensor EncoderBlock::operator()(const Tensor& x, const ForwardContext& ctx, uint64_t index) const {
+FeedForwardOutput EncoderBlock::operator()(const Tensor& x, const ForwardContext& ctx,
+                                           uint64_t index) const {
   Tensor a = example_dropout(attn_(ln1_(x), ctx, index), dropout_rate_, ctx, "attn_out", index);
   Tensor h = x + a;
-  return h + (*feed_forward_)(ln2_(h), ctx, index);
+  FeedForwardOutput f = (*feed_forward_)(ln2_(h), ctx, index);
+  return {h + f.out, f.aux_loss};
 }
 
 }  // namespace vmoe

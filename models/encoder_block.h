@@ -14,8 +14,9 @@ class EncoderBlock {
   EncoderBlock(ParameterStore& store, const std::string& prefix, int64_t dim, int64_t heads,
                double eps, double dropout_rate, double attention_dropout_rate,
                std::unique_ptr<FeedForward> feed_forward);
-  // x [B, T, D] -> [B, T, D]; `index` is the block number (keys its randomness).
-  Tensor operator()(const Tensor& x, const ForwardContext& ctx, uint64_t index) const;
+  // x [B, T, D] -> [B, T, D] and the feed-forward layer's auxiliary loss; `index` is the block
+  // number (keys its randomness).
+  FeedForwardOutput operator()(const Tensor& x, const ForwardContext& ctx, uint64_t index) const;
   const FeedForward& feed_forward() const { return *feed_forward_; }
 
  private:

@@ -6,11 +6,19 @@
 
 namespace vmoe {
 
+// What a token-wise sub-layer returns: its output and its contribution to the training
+// objective, whether or not a report sink is attached.
+struct [[nodiscard]] FeedForwardOutput {
+  Tensor out;       // [B, T, D]
+  Tensor aux_loss;  // scalar weighted auxiliary loss (MoE load balancing); undefined if none
+};
+
 class FeedForward {
  public:
   virtual ~FeedForward() = default;
-  // x [B, T, D] -> [B, T, D]
-  virtual Tensor operator()(const Tensor& x, const ForwardContext& ctx, uint64_t stream) const = 0;
+  // x [B, T, D] -> output [B, T, D] and auxiliary loss.
+  virtual FeedForwardOutput operator()(const Tensor& x, const ForwardContext& ctx,
+                                       uint64_t stream) const = 0;
 };
 
 }  // namespace vmoe

@@ -2,6 +2,7 @@
 // make dropout and routing noise a pure function of (seed, step, layer, global example).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "core/rng.h"
@@ -15,13 +16,13 @@ struct ForwardContext {
   Mode mode = Mode::eval;
   RngKey key{};               // already specific to this step
   int64_t first_example = 0;  // global index of the batch's first example
-  // MoE layers append their reports here when set (VisionTransformer always sets it).
+  // Diagnostics: MoE layers append their reports here when set (VisionTransformer always sets
+  // it). The auxiliary loss does not depend on it: layers return theirs (FeedForwardOutput).
   std::vector<MoeReport>* moe_reports = nullptr;
   bool record_routing = false;  // MoE layers fill MoeReport::routing
-  // Test-time routing overrides: capacity factor (<= 0 keeps the config's eval capacity) and
-  // BPR (-1 the config's, 0 vanilla, 1 BPR).
-  double eval_capacity_factor = 0;
-  int eval_batch_priority = -1;
+  // Test-time routing overrides; unset: the config's eval capacity factor and eval BPR.
+  std::optional<double> eval_capacity_factor = std::nullopt;
+  std::optional<bool> eval_batch_priority = std::nullopt;
   bool training() const { return mode == Mode::train; }
 };
 

@@ -13,9 +13,10 @@ MlpBlock::MlpBlock(ParameterStore& store, const std::string& prefix, int64_t dim
       fc2_(store, prefix + "/fc2", mlp_dim, dim,
            InitSpec::xavier_uniform(double(mlp_dim), double(dim)), InitSpec::normal(1e-6)) {}
 
-Tensor MlpBlock::operator()(const Tensor& x, const ForwardContext& ctx, uint64_t stream) const {
+FeedForwardOutput MlpBlock::operator()(const Tensor& x, const ForwardContext& ctx,
+                                       uint64_t stream) const {
   Tensor h = example_dropout(gelu(fc1_(x)), dropout_rate_, ctx, "mlp_dropout1", stream);
-  return example_dropout(fc2_(h), dropout_rate_, ctx, "mlp_dropout2", stream);
+  return {example_dropout(fc2_(h), dropout_rate_, ctx, "mlp_dropout2", stream), Tensor()};
 }
 
 }  // namespace vmoe

@@ -11,7 +11,9 @@ class MlpBlock final : public FeedForward {
  public:
   MlpBlock(ParameterStore& store, const std::string& prefix, int64_t dim, int64_t mlp_dim,
            double dropout_rate);
-  Tensor operator()(const Tensor& x, const ForwardContext& ctx, uint64_t stream) const override;
+  // x [B, T, D] -> [B, T, D]; no auxiliary loss.
+  FeedForwardOutput operator()(const Tensor& x, const ForwardContext& ctx,
+                               uint64_t stream) const override;
 
  private:
   double dropout_rate_;

@@ -1,24 +1,40 @@
 // MoE capacity, placement and validation.
 #include "models/moe_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <stdexcept>
 #include <string>
 
+#include "core/checked_math.h"
+
 namespace vmoe {
 
 int64_t expert_capacity(int64_t tokens, int64_t k, double capacity_factor, int64_t num_experts) {
-  const double raw = double(tokens) * double(k) * capacity_factor / double(num_experts);
-  if (raw < 1.0) {
-    throw std::invalid_argument(
-        "expert capacity " + std::to_string(raw) + " < 1 for a group of " + std::to_string(tokens) +
-        " tokens (capacity_factor " + std::to_string(capacity_factor) + ", k " + std::to_string(k) +
-        ", " + std::to_string(num_experts) +
-        " experts): raise the capacity factor or model.moe.images_per_group");
+  auto describe = [&] {
+    return " for a group of " + std::to_string(tokens) + " tokens (capacity_factor " +
+           std::to_string(capacity_factor) + ", k " + std::to_string(k) + ", " +
+           std::to_string(num_experts) + " experts)";
+  };
+  if (!(std::isfinite(capacity_factor) && capacity_factor > 0)) {
+    throw std::invalid_argument("expert capacity: the capacity factor must be finite and > 0" +
+                                describe());
   }
-  // The small epsilon keeps e.g. 10 * 1.05 * ... from ceiling to one more than intended.
-  const int64_t c = int64_t(std::ceil(raw - 1e-9));
+  if (tokens < 0 || k < 1 || num_experts < 1) {
+    throw std::invalid_argument(
+        "expert capacity: tokens must be >= 0, k and the number of "
+        "experts >= 1" +
+        describe());
+  }
+  // S * k exactly in integers; the one rounding is the division of the double product.
+  const int64_t assignments = checked_mul(tokens, k, "expert capacity: tokens x k");
+  const double raw = double(assignments) * capacity_factor / double(num_experts);
+  // At most what a 64-bit row count of every expert's buffer can hold (with room to round up).
+  if (!(raw < 0x1p62)) throw SizeOverflow("expert capacity " + std::to_string(raw) + describe());
+  // ceil of the exact value: a factor such as 0.4 (a double) gives exactly S * k * 0.4 / E when
+  // that is an integer, so no epsilon is needed; any positive value gives at least 4.
+  const int64_t c = std::max<int64_t>(1, int64_t(std::ceil(raw)));
   return (c + 3) / 4 * 4;
 }
 
@@ -45,17 +61,19 @@ void validate(const MoeConfig& m, int64_t num_layers) {
   if (m.k < 1 || m.k > m.num_experts)
     bad("k", "must be in [1, num_experts = " + std::to_string(m.num_experts) + "], got " +
                  std::to_string(m.k));
-  if (!(m.capacity_factor > 0))
-    bad("capacity_factor", "must be > 0, got " + std::to_string(m.capacity_factor));
-  if (!(m.eval_capacity_factor > 0))
-    bad("eval_capacity_factor", "must be > 0, got " + std::to_string(m.eval_capacity_factor));
+  for (auto [name, c] : {std::pair{"capacity_factor", m.capacity_factor},
+                         std::pair{"eval_capacity_factor", m.eval_capacity_factor}}) {
+    if (!(std::isfinite(c) && c > 0)) bad(name, "must be finite and > 0, got " + std::to_string(c));
+  }
   if (m.images_per_group < 1)
     bad("images_per_group", "must be >= 1, got " + std::to_string(m.images_per_group));
-  if (!(m.noise_std >= 0)) bad("noise_std", "must be >= 0, got " + std::to_string(m.noise_std));
+  if (!(std::isfinite(m.noise_std) && m.noise_std >= 0))
+    bad("noise_std", "must be finite and >= 0, got " + std::to_string(m.noise_std));
   for (auto [name, w] : {std::pair{"importance_loss_weight", m.importance_loss_weight},
                          std::pair{"load_loss_weight", m.load_loss_weight},
                          std::pair{"gshard_loss_weight", m.gshard_loss_weight}}) {
-    if (!(w >= 0)) bad(name, "must be >= 0, got " + std::to_string(w));
+    if (!(std::isfinite(w) && w >= 0))
+      bad(name, "must be finite and >= 0, got " + std::to_string(w));
   }
   std::set<int64_t> seen;
   for (int64_t b : m.moe_blocks) {

@@ -21,8 +21,10 @@ struct MoeConfig {
   std::vector<int64_t> moe_blocks;    // 0-based indices of blocks whose MLP is an MoE layer
 };
 
-// Capacity per expert of a group of `tokens`: ceil(tokens * k * factor / E), rounded up to a
-// multiple of 4. Throws if the value before rounding is below 1.
+// Capacity per expert of a group of `tokens` (PAPER.md "Router" step 5): ceil(tokens * k *
+// factor / E), rounded up to a multiple of 4, so any positive value gives at least 4 (as the
+// reference). Throws std::invalid_argument only for a non-positive or non-finite factor (or
+// negative sizes), SizeOverflow when the capacity would not fit in 64 bits.
 int64_t expert_capacity(int64_t tokens, int64_t k, double capacity_factor, int64_t num_experts);
 
 // Blocks of an L-block model for the paper's placements: every-n (n-1, 2n-1, ...) and last-n

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/autograd.h"
+#include "core/checked_math.h"
 #include "models/moe_losses.h"
 #include "models/routing.h"
 
@@ -23,17 +24,16 @@ MoeLayer::MoeLayer(ParameterStore& store, const std::string& prefix, int64_t dim
                config.identical_expert_init ? ExpertInit::identical : ExpertInit::independent),
       exchange_(std::move(exchange)) {}
 
-Tensor MoeLayer::operator()(const Tensor& x, const ForwardContext& ctx, uint64_t block) const {
+FeedForwardOutput MoeLayer::operator()(const Tensor& x, const ForwardContext& ctx,
+                                       uint64_t block) const {
   const int64_t b = x.size(0), t = x.size(1), d = x.size(2), n = b * t;
   const int64_t e = config_.num_experts, k = config_.k;
   const bool train = ctx.training();
   const double capacity_factor =
       train ? config_.capacity_factor
-            : (ctx.eval_capacity_factor > 0 ? ctx.eval_capacity_factor
-                                            : config_.eval_capacity_factor);
+            : ctx.eval_capacity_factor.value_or(config_.eval_capacity_factor);
   const bool bpr = train ? config_.batch_priority
-                         : (ctx.eval_batch_priority >= 0 ? ctx.eval_batch_priority == 1
-                                                         : config_.eval_batch_priority);
+                         : ctx.eval_batch_priority.value_or(config_.eval_batch_priority);
 
   Tensor xf = x.reshape({n, d});
   Tensor logits = matmul(xf, (*store_)[router_kernel_]);  // [N, E]
@@ -51,7 +51,9 @@ Tensor MoeLayer::operator()(const Tensor& x, const ForwardContext& ctx, uint64_t
   TopK top = topk(p, k);  // values [N, k] (combine weights), indices [N, k]
   // Slots are assigned on the device: the token order (BPR: each group's tokens by their
   // largest routing weight, a stable sort), then the k-major fill of every expert's capacity.
-  const SlotLayout layout = routing_layout(n, k, e, config_.images_per_group * t, capacity_factor);
+  const SlotLayout layout = routing_layout(
+      n, k, e, checked_mul(config_.images_per_group, t, "MoE group tokens (images x tokens)"),
+      capacity_factor);
   const Tensor order =
       bpr ? priority_order(top.values.detach().slice(1, 0, 1).reshape({n}), layout) : Tensor();
   const SlotAssignment slots = assign_slots(top.indices, order, layout);
@@ -63,33 +65,39 @@ Tensor MoeLayer::operator()(const Tensor& x, const ForwardContext& ctx, uint64_t
   Tensor picked = index_select(expert_out.reshape({e * rows, d}), slots.combine_rows);  // [N*k, D]
   Tensor out = sum((picked * top.values.reshape({n * k, 1})).reshape({n, k, d}), {1});  // [N, D]
 
+  // Auxiliary losses, per group then averaged over groups: part of the training objective, so
+  // computed whether or not a report sink is attached.
+  const int64_t groups = layout.groups();
+  Tensor importance, load, gshard;
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t s0 = g * layout.group_size, s = std::min(layout.group_size, n - s0);
+    Tensor imp = importance_loss(p_clean.slice(0, s0, s0 + s));
+    importance = importance.defined() ? importance + imp : imp;
+    if (noisy) {
+      Tensor kth = top.indices.slice(0, s0, s0 + s).slice(1, k - 1, k);  // [S, 1]
+      Tensor l =
+          load_loss(logits.slice(0, s0, s0 + s), noisy_logits.slice(0, s0, s0 + s), kth, sigma);
+      load = load.defined() ? load + l : l;
+    }
+    if (config_.gshard_loss_weight > 0) {
+      // [E] fraction of the group's tokens whose first choice is each expert (a constant).
+      Tensor first = top.indices.slice(0, s0, s0 + s).slice(1, 0, 1).reshape({s});
+      Tensor frac = mean(one_hot(first, e, p.dtype()), {0});
+      Tensor gl = gshard_loss(p.slice(0, s0, s0 + s), frac);
+      gshard = gshard.defined() ? gshard + gl : gl;
+    }
+  }
+  const double inv_groups = groups > 0 ? 1.0 / double(groups) : 0.0;
+  Tensor aux;
+  if (importance.defined()) {
+    aux = importance * (config_.importance_loss_weight * inv_groups);
+    if (load.defined()) aux = aux + load * (config_.load_loss_weight * inv_groups);
+    if (gshard.defined()) aux = aux + gshard * (config_.gshard_loss_weight * inv_groups);
+  }
+
   if (ctx.moe_reports) {
     MoeReport report;
     report.block = int64_t(block);
-    const int64_t groups = layout.groups();
-    Tensor importance, load, gshard;
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t s0 = g * layout.group_size, s = std::min(layout.group_size, n - s0);
-      Tensor imp = importance_loss(p_clean.slice(0, s0, s0 + s));
-      importance = importance.defined() ? importance + imp : imp;
-      if (noisy) {
-        Tensor kth = top.indices.slice(0, s0, s0 + s).slice(1, k - 1, k);  // [S, 1]
-        Tensor l =
-            load_loss(logits.slice(0, s0, s0 + s), noisy_logits.slice(0, s0, s0 + s), kth, sigma);
-        load = load.defined() ? load + l : l;
-      }
-      if (config_.gshard_loss_weight > 0) {
-        // [E] fraction of the group's tokens whose first choice is each expert (a constant).
-        Tensor first = top.indices.slice(0, s0, s0 + s).slice(1, 0, 1).reshape({s});
-        Tensor frac = mean(one_hot(first, e, p.dtype()), {0});
-        Tensor gl = gshard_loss(p.slice(0, s0, s0 + s), frac);
-        gshard = gshard.defined() ? gshard + gl : gl;
-      }
-    }
-    const double inv_groups = 1.0 / double(groups);
-    Tensor aux = importance * (config_.importance_loss_weight * inv_groups);
-    if (load.defined()) aux = aux + load * (config_.load_loss_weight * inv_groups);
-    if (gshard.defined()) aux = aux + gshard * (config_.gshard_loss_weight * inv_groups);
     report.aux_loss = aux;
     {
       // Statistics for logging, kept on the device (MoeStats::read brings them to the host).
@@ -115,7 +123,7 @@ Tensor MoeLayer::operator()(const Tensor& x, const ForwardContext& ctx, uint64_t
     }
     ctx.moe_reports->push_back(std::move(report));
   }
-  return out.reshape({b, t, d});
+  return {out.reshape({b, t, d}), aux};
 }
 
 }  // namespace vmoe

@@ -19,8 +19,10 @@ class MoeLayer final : public FeedForward {
   MoeLayer(ParameterStore& store, const std::string& prefix, int64_t dim, int64_t mlp_dim,
            int64_t tokens_per_image, MoeConfig config,
            std::shared_ptr<const ExpertExchange> exchange = std::make_shared<LocalExchange>());
-  // x [B, T, D] -> [B, T, D]; appends a MoeReport to ctx.moe_reports when set.
-  Tensor operator()(const Tensor& x, const ForwardContext& ctx, uint64_t block) const override;
+  // x [B, T, D] -> output [B, T, D] and the weighted auxiliary loss (always); appends a
+  // MoeReport (diagnostics) to ctx.moe_reports when set.
+  FeedForwardOutput operator()(const Tensor& x, const ForwardContext& ctx,
+                               uint64_t block) const override;
   const MoeConfig& config() const { return config_; }
 
  private:

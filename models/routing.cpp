@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/checked_math.h"
 #include "models/moe_config.h"
 
 namespace vmoe {
@@ -24,7 +25,9 @@ SlotLayout routing_layout(int64_t num_tokens, int64_t k, int64_t num_experts, in
   L.last_capacity = last_tokens == group_size
                         ? L.capacity
                         : expert_capacity(last_tokens, k, capacity_factor, num_experts);
-  L.rows_per_expert = (groups - 1) * L.capacity + L.last_capacity;
+  L.rows_per_expert = checked_add(
+      checked_mul(groups - 1, L.capacity, "routing: rows per expert (groups x capacity)"),
+      L.last_capacity, "routing: rows per expert");
   return L;
 }
 

@@ -2,6 +2,7 @@
 #include "models/vision_transformer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <stdexcept>
 
@@ -38,16 +39,23 @@ void validate(const VitConfig& c) {
     bad("hidden_size", "must be divisible by model.num_heads (got " +
                            std::to_string(c.hidden_size) + " and " + std::to_string(c.num_heads) +
                            ")");
+  // The token count, checked: an image/patch ratio whose square overflows is an error here.
+  c.num_tokens();
   if (c.representation_size < 0)
     bad("representation_size", "must be >= 0, got " + std::to_string(c.representation_size));
   for (auto [name, rate] : {std::pair{"dropout_rate", c.dropout_rate},
                             std::pair{"attention_dropout_rate", c.attention_dropout_rate}}) {
     if (!(rate >= 0 && rate < 1)) bad(name, "must be in [0, 1), got " + std::to_string(rate));
   }
+  if (!(std::isfinite(c.layer_norm_eps) && c.layer_norm_eps > 0))
+    bad("layer_norm_eps", "must be finite and > 0, got " + std::to_string(c.layer_norm_eps));
+  if (c.head_bias_init && !std::isfinite(*c.head_bias_init))
+    bad("head_bias_init", "must be finite, got " + std::to_string(*c.head_bias_init));
   if (c.moe) {
     validate(*c.moe, c.num_layers);
-    // Capacity below one slot per expert is an error at start, not at the first step.
-    const int64_t group_tokens = c.moe->images_per_group * c.num_tokens();
+    // The capacities of a full group, checked at construction rather than at the first step.
+    const int64_t group_tokens =
+        checked_mul(c.moe->images_per_group, c.num_tokens(), "model.moe tokens per group");
     expert_capacity(group_tokens, c.moe->k, c.moe->capacity_factor, c.moe->num_experts);
     expert_capacity(group_tokens, c.moe->k, c.moe->eval_capacity_factor, c.moe->num_experts);
   }
@@ -112,18 +120,24 @@ VitOutput VisionTransformer::operator()(const Tensor& images, const ForwardConte
   VitOutput result;
   ForwardContext block_ctx = ctx;
   block_ctx.moe_reports = &result.moe;
-  Tensor x = embedding_(image_to_patches(images, c.patch_size));                  // [B, N, D]
+  // Images arrive as f32; a model in another float type (f64) computes in its own.
+  const Tensor pixels =
+      images.dtype() == store_->dtype() ? images : to_dtype(images, store_->dtype());
+  Tensor x = embedding_(image_to_patches(pixels, c.patch_size));                  // [B, N, D]
   if (cls_) x = concat({expand((*store_)[*cls_], {b, 1, c.hidden_size}), x}, 1);  // [B, T, D]
   x = example_dropout(x + (*store_)[pos_embedding_], c.dropout_rate, ctx, "embed_dropout", 0);
-  for (size_t i = 0; i < blocks_.size(); ++i)
-    x = (*blocks_[i])(x, block_ctx, i);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    FeedForwardOutput y = (*blocks_[i])(x, block_ctx, i);
+    x = y.out;
+    // The auxiliary losses come from the layers themselves, reports or not.
+    if (y.aux_loss.defined())
+      result.aux_loss = result.aux_loss.defined() ? result.aux_loss + y.aux_loss : y.aux_loss;
+  }
   x = encoder_norm_(x);
   Tensor rep = cls_ ? x.slice(1, 0, 1).reshape({b, c.hidden_size}) : mean(x, {1});
   if (pre_logits_) rep = tanh((*pre_logits_)(rep));
   result.logits = head_(rep);
   result.pre_logits = rep;
-  for (const MoeReport& r : result.moe)
-    result.aux_loss = result.aux_loss.defined() ? result.aux_loss + r.aux_loss : r.aux_loss;
   return result;
 }
 

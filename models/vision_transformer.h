@@ -18,8 +18,9 @@ namespace vmoe {
 struct VitOutput {
   Tensor logits;               // [B, num_classes]
   Tensor pre_logits;           // [B, R or D] the representation fed to the head
-  std::vector<MoeReport> moe;  // one per MoE layer, in block order
-  Tensor aux_loss;             // scalar sum of the MoE layers' weighted aux losses, or undefined
+  std::vector<MoeReport> moe;  // one per MoE layer, in block order (diagnostics)
+  Tensor aux_loss;  // scalar sum of the MoE layers' weighted aux losses (from the layers,
+                    // independent of the reports), or undefined for a dense model
 };
 
 class VisionTransformer {

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "core/checked_math.h"
 #include "models/moe_config.h"
 
 namespace vmoe {
@@ -26,7 +27,11 @@ struct VitConfig {
   std::optional<double> head_bias_init;  // default -log(num_classes)
   std::optional<MoeConfig> moe;          // V-MoE: MoE layers in moe->moe_blocks
 
-  int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
+  // (image_size / patch_size)^2, checked: SizeOverflow rather than a wrapped token count.
+  int64_t num_patches() const {
+    const int64_t side = patch_size > 0 ? image_size / patch_size : 0;
+    return checked_mul(side, side, "model.image_size / model.patch_size squared (patches)");
+  }
   int64_t num_tokens() const { return num_patches() + (classifier == Classifier::token ? 1 : 0); }
   double head_bias() const {
     return head_bias_init ? *head_bias_init : -std::log(double(num_classes));

@@ -12,8 +12,10 @@
 #include <stdexcept>
 
 #include "core/ops.h"
-#include "parallel/hdf5_file.h"
-#include "parallel/hdf5_handle.h"
+#include "hdf5/hdf5_checks.h"
+#include "hdf5/hdf5_file.h"
+#include "hdf5/hdf5_handle.h"
+#include "hdf5/hdf5_types.h"
 #include "parallel/mpi_communicator.h"
 
 namespace vmoe {
@@ -29,10 +31,11 @@ std::string checkpoint_file_name(int64_t step) {
 }
 
 hid_t native_type(DType t) {
-  if (t == DType::f32) return H5T_NATIVE_FLOAT;
-  if (t == DType::f64) return H5T_NATIVE_DOUBLE;
-  throw std::invalid_argument(std::string("checkpoints hold f32 or f64 tensors, not ") +
-                              dtype_name(t));
+  if (t != DType::f32 && t != DType::f64) {
+    throw std::invalid_argument(std::string("checkpoints hold f32 or f64 tensors, not ") +
+                                dtype_name(t));
+  }
+  return h5_memory_type(h5_type_of(t));
 }
 
 std::vector<hsize_t> to_hsize(const Shape& s) {
@@ -101,23 +104,37 @@ void write_tensor(hid_t file, hid_t dxpl, const std::string& name, const ParamIn
   ds.close();
 }
 
-// Reads this process's part of dataset `name` (global shape `info.shape`) into `local`.
+// Reads this process's part of dataset `name` (global shape `info.shape`) into `local`. The
+// dataset's type, shape and stored bytes are checked first: a tensor the file cannot hold is
+// damage (Hdf5Error), one of another shape or element type than the model's does not belong to
+// this model (std::runtime_error naming the tensor).
 void read_tensor(hid_t file, const std::string& path, const std::string& name,
                  const ParamInfo& info, void* local, DType dtype, int64_t first_expert) {
   if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
     throw std::runtime_error("checkpoint '" + path + "' has no tensor '" + name +
                              "' (does it belong to this model config?)");
   }
-  H5DatasetId ds{VMOE_H5_CHECK(H5Dopen2(file, name.c_str(), H5P_DEFAULT))};
-  H5SpaceId file_space{VMOE_H5_CHECK(H5Dget_space(ds.get()))};
-  const int rank = VMOE_H5_CHECK(H5Sget_simple_extent_ndims(file_space.get()));
-  std::vector<hsize_t> dims(static_cast<size_t>(rank));
-  VMOE_H5_CHECK(H5Sget_simple_extent_dims(file_space.get(), dims.data(), nullptr));
-  if (Shape(dims.begin(), dims.end()) != info.shape) {
+  H5DatasetId ds;
+  H5DatasetInfo stored;
+  try {
+    ds = H5DatasetId{VMOE_H5_CHECK(H5Dopen2(file, name.c_str(), H5P_DEFAULT))};
+    stored = checked_dataset_info(ds.get());
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("checkpoint '" + path + "': tensor '" + name + "': " + e.what());
+  }
+  if (stored.shape != info.shape) {
     throw std::runtime_error("checkpoint '" + path + "': tensor '" + name + "' has shape " +
-                             shape_str(Shape(dims.begin(), dims.end())) + ", the model expects " +
+                             shape_str(stored.shape) + ", the model expects " +
                              shape_str(info.shape));
   }
+  if (stored.type != h5_type_of(dtype)) {
+    throw std::runtime_error("checkpoint '" + path + "': tensor '" + name + "' holds " +
+                             h5_type_name(stored.type) + ", the model's parameters are " +
+                             dtype_name(dtype) + " (model.dtype)");
+  }
+  const std::vector<hsize_t> dims = to_hsize(info.shape);
+  H5SpaceId file_space{VMOE_H5_CHECK(H5Dget_space(ds.get()))};
   const std::vector<hsize_t> local_dims = to_hsize(info.local_shape);
   H5SpaceId mem_space{
       VMOE_H5_CHECK(H5Screate_simple(int(local_dims.size()), local_dims.data(), nullptr))};
@@ -248,6 +265,21 @@ void write_metadata(const std::string& path, const std::vector<TensorRef>& tenso
 
 }  // namespace
 
+void check_position(const std::string& path, const CheckpointInfo& info) {
+  const std::pair<const char*, int64_t> fields[] = {
+      {"step", info.position.step},
+      {"epoch", info.position.epoch},
+      {"index_in_epoch", info.position.index_in_epoch},
+      {"optimizer_steps", info.optimizer_steps},
+  };
+  for (const auto& [field, value] : fields) {
+    if (value < 0) {
+      throw std::runtime_error("checkpoint '" + path + "': attribute '" + field + "' is " +
+                               std::to_string(value) + ", expected >= 0");
+    }
+  }
+}
+
 std::vector<std::string> list_checkpoints(const std::filesystem::path& dir) {
   std::vector<std::pair<int64_t, std::string>> found;
   std::error_code ec;
@@ -344,7 +376,16 @@ CheckpointInfo load_checkpoint(const std::string& path, ParameterStore& params,
     info.seed = static_cast<uint64_t>(f.get_attr_int("seed"));
     info.config_text = f.get_attr_string("config");
     info.optimizer = f.get_attr_string("optimizer");
+    if (f.has_attr("dtype")) {
+      const std::string dtype = f.get_attr_string("dtype");
+      if (dtype != dtype_name(params.dtype())) {
+        throw std::runtime_error("checkpoint '" + path + "': attribute 'dtype' is '" + dtype +
+                                 "', the model's parameters are " + dtype_name(params.dtype()) +
+                                 " (model.dtype)");
+      }
+    }
   }
+  check_position(path, info);
   const CheckpointTensors tensors = checkpoint_tensors(params, optimizer);
   // Staged buffers start from the current values, so that the copy back leaves any element no
   // dataset covers as it was.

@@ -40,10 +40,17 @@ std::string save_checkpoint(const std::filesystem::path& dir, const ParameterSto
                             const ProcessGroups& groups, const CheckpointInfo& info, int keep);
 
 // Loads `path` into an allocated store and optimizer (each rank reads its own experts).
-// Throws Hdf5Error on a damaged file and std::runtime_error naming the first parameter whose
-// name or shape does not match. Not collective.
+// Every attribute and tensor is checked before it is read: throws Hdf5Error on a damaged file
+// (unreadable, truncated, a tensor declaring more than the file stores, a failed checksum) and
+// std::runtime_error naming the file and the first field that does not fit: a negative
+// position (check_position), a `dtype` attribute or tensor element type other than the model's,
+// a missing tensor or one of another shape. Not collective.
 CheckpointInfo load_checkpoint(const std::string& path, ParameterStore& params,
                                Optimizer& optimizer);
+
+// Throws std::runtime_error naming `path` and the field if the step, epoch, index_in_epoch or
+// optimizer_steps of `info` is negative.
+void check_position(const std::string& path, const CheckpointInfo& info);
 
 // Complete checkpoints in `dir` (ckpt_<step>.h5), newest first.
 std::vector<std::string> list_checkpoints(const std::filesystem::path& dir);

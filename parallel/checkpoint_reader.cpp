@@ -11,7 +11,7 @@
 #include <stdexcept>
 
 #include "core/tensor.h"
-#include "parallel/hdf5_handle.h"
+#include "hdf5/hdf5_handle.h"
 
 namespace vmoe {
 

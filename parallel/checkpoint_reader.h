@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "parallel/hdf5_file.h"
+#include "hdf5/hdf5_file.h"
 
 namespace vmoe {
 

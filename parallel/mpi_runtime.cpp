@@ -3,10 +3,14 @@
 
 #include <mpi.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <thread>
 
+#include "core/error_text.h"
 #include "parallel/local_communicator.h"
 #include "parallel/mpi_check.h"
 #include "parallel/mpi_communicator.h"
@@ -19,6 +23,18 @@ bool has_env(const char* name) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0';
 }
+
+// This process's rank in the job as the launcher's environment gives it (Open MPI, PMIx, PMI,
+// Slurm); 0 when none does.
+long job_rank_from_environment() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"})
+    if (has_env(name)) return std::strtol(std::getenv(name), nullptr, 10);
+  return 0;
+}
+
+// An error line keeps at most this many characters of its message (head and tail of a longer
+// one): whatever a message echoes from the input, no line repeats it unbounded.
+constexpr size_t kMaxErrorChars = 900;
 
 // MPI is usable: initialised and not yet finalised.
 bool mpi_active() {
@@ -90,20 +106,31 @@ MpiRuntime::~MpiRuntime() {
   if (owns_mpi_ && mpi_active()) MPI_Finalize();
 }
 
-void abort_job(const std::string& message) {
+void abort_job(const std::string& message, AbortCause cause) {
   const bool mpi = mpi_active();
-  std::string line = "vmoe: error: ";
+  int rank = 0;
+  int size = 1;
   if (mpi) {
-    int rank = 0;
-    int size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    if (size > 1) line += "[rank " + std::to_string(rank) + "/" + std::to_string(size) + "] ";
+  } else if (launched_by_mpi()) {
+    // Not initialised yet (e.g. a command-line error): every rank has the same error, rank 0
+    // of the job reports it.
+    if (job_rank_from_environment() > 0) std::_Exit(1);
   }
-  line += message;
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
-    line.pop_back();
-  line += '\n';
+  if (size > 1) {
+    // Give a rank that reports first (rank 0 at once, then rank by rank) the time to end this
+    // one through MPI_Abort; rank 0 does not wait on an error of its own.
+    double quiet = rank == 0 ? 0.0 : 1.0 + 0.5 * std::min(rank - 1, 16);
+    if (cause == AbortCause::communication) quiet += kCommunicationQuietSeconds;
+    if (quiet > 0) std::this_thread::sleep_for(std::chrono::duration<double>(quiet));
+  }
+  std::string text = message;
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
+    text.pop_back();
+  std::string line = "vmoe: error: ";
+  if (size > 1) line += "[rank " + std::to_string(rank) + "/" + std::to_string(size) + "] ";
+  line += error_text(text, kMaxErrorChars) + "\n";
   std::cout.flush();
   std::fflush(stdout);
   std::fputs(line.c_str(), stderr);
@@ -113,6 +140,12 @@ void abort_job(const std::string& message) {
   // Not std::exit: library clean-up at exit (HDF5 flushing a file whose write just failed,
   // threads still running) must not turn a clean error into a crash. Output is flushed above.
   std::_Exit(1);
+}
+
+void abort_job(const std::exception& error) {
+  abort_job(error.what(), dynamic_cast<const MpiError*>(&error) != nullptr
+                              ? AbortCause::communication
+                              : AbortCause::error);
 }
 
 }  // namespace vmoe

@@ -3,6 +3,7 @@
 // Started plainly (not by mpirun / mpiexec / srun), vmoe never calls MPI_Init and the world is
 // a single-process LocalCommunicator.
 #pragma once
+#include <exception>
 #include <memory>
 #include <string>
 
@@ -43,9 +44,24 @@ class MpiRuntime {
   std::shared_ptr<Communicator> world_;
 };
 
-// Prints "vmoe: error: <message>" on stderr (message prefixed "[rank r/P] " when the job has
-// more than one rank), flushes stdout and stderr, and ends the whole job: MPI_Abort on
-// MPI_COMM_WORLD with code 1 when MPI is initialised, std::_Exit(1) otherwise.
-[[noreturn]] void abort_job(const std::string& message);
+// What an error reported by abort_job is: an error of this rank, or a failed MPI call, which in
+// a multi-rank job is most often the consequence of another rank's abort (a broken collective).
+enum class AbortCause : unsigned char { error, communication };
+
+// Prints "vmoe: error: <message>" on stderr as one line (message prefixed "[rank r/P] " when the
+// job has more than one rank; control characters escaped, cut at a few thousand characters),
+// flushes stdout and stderr, and ends the whole job: MPI_Abort on MPI_COMM_WORLD with code 1
+// when MPI is initialised, std::_Exit(1) otherwise.
+// The line is printed once per job, by the failing rank: rank 0 reports an error at once; the
+// other ranks wait a moment first (longer the higher the rank), so that when every rank fails
+// alike, rank 0's abort ends them before they print; a communication error waits longer still
+// (kCommunicationQuietSeconds), so that ranks whose collective another rank's abort broke are
+// ended silently, and reports only if no abort came. Before MPI is initialised (a command-line
+// error under mpirun), only rank 0 of the job prints.
+[[noreturn]] void abort_job(const std::string& message, AbortCause cause = AbortCause::error);
+// abort_job(error.what()), with AbortCause::communication when `error` is an MpiError.
+[[noreturn]] void abort_job(const std::exception& error);
+
+inline constexpr double kCommunicationQuietSeconds = 10.0;
 
 }  // namespace vmoe

@@ -6,7 +6,8 @@
 #include <stdexcept>
 
 #include "core/ops.h"
-#include "parallel/hdf5_file.h"
+#include "hdf5/hdf5_file.h"
+#include "hdf5/hdf5_types.h"
 
 namespace vmoe {
 
@@ -15,15 +16,11 @@ namespace {
 const char* kPrefix = "params/";
 
 H5Type h5_type(DType t) {
-  switch (t) {
-    case DType::f32:
-      return H5Type::f32;
-    case DType::f64:
-      return H5Type::f64;
-    default:
-      throw std::invalid_argument(std::string("weights of dtype ") + dtype_name(t) +
-                                  " cannot be saved");
+  if (t != DType::f32 && t != DType::f64) {
+    throw std::invalid_argument(std::string("weights of dtype ") + dtype_name(t) +
+                                " cannot be saved");
   }
+  return h5_type_of(t);
 }
 
 }  // namespace
@@ -70,21 +67,9 @@ void load_weights(const std::string& path, ParameterStore& params) {
       throw std::runtime_error("weights file '" + path + "' has no parameter '" + info.name +
                                "' (does it belong to this model config?)");
     }
-    H5Array a = file.read(name);
-    if (a.shape != info.shape) {
-      throw std::runtime_error("weights file '" + path + "': parameter '" + info.name +
-                               "' has shape " + shape_str(a.shape) + ", the model expects " +
-                               shape_str(info.shape));
-    }
-    Tensor src;  // on the host, then copied to the store's device
-    if (a.type == H5Type::f32) {
-      src = Tensor::empty(a.shape, DType::f32, kCpu);
-    } else if (a.type == H5Type::f64) {
-      src = Tensor::empty(a.shape, DType::f64, kCpu);
-    } else {
-      throw std::runtime_error("weights file '" + path + "': parameter '" + info.name +
-                               "' is not a float dataset");
-    }
+    // Type, shape and stored size are checked before anything is allocated.
+    const H5Array a = file.read(name, {{H5Type::f32, H5Type::f64}, info.shape, {}});
+    Tensor src = Tensor::empty(a.shape, dtype_of(a.type), kCpu);  // then copied to the device
     std::copy(a.bytes.begin(), a.bytes.end(), static_cast<uint8_t*>(src.raw_data()));
     if (info.local_shape != info.shape) {  // this process's experts only
       const ExpertShard& shard = params.expert_shard();

@@ -21,8 +21,9 @@ void save_weights(const std::string& path, const std::vector<NamedTensor>& param
                   const std::string& config_text, int64_t step);
 
 // Loads values into an allocated store (an expert-sharded store takes its experts' slice).
-// Every parameter must be present with its global shape; the first missing or mismatching one
-// is named in the error.
+// Every parameter must be present with its global shape and an f32 or f64 type (converted to
+// the store's dtype); the first missing or mismatching one is named in the error, with the file.
+// Each dataset's type, shape and stored bytes are checked before it is read (hdf5_checks.h).
 void load_weights(const std::string& path, ParameterStore& params);
 
 // The config text stored with the weights.

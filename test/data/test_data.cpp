@@ -1,5 +1,5 @@
 // Tests of the data library: IDX files written here (raw and gzip), dataset checks, the epoch
-// permutation, augmentation, rank slicing and exact resume of BatchLoader.
+// permutation, augmentation, rank slicing and exact resume of the loader over in-memory data.
 #include <unistd.h>
 #include <zlib.h>
 
@@ -16,12 +16,13 @@
 #include <vector>
 
 #include "data/augment.h"
-#include "data/batch_loader.h"
 #include "data/data_error.h"
 #include "data/epoch_order.h"
 #include "data/eval_batches.h"
 #include "data/idx_reader.h"
 #include "data/image_dataset.h"
+#include "data/image_source.h"
+#include "data/threaded_loader.h"
 #include "test/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -132,6 +133,22 @@ ImageDataset synthetic_dataset(int64_t n, int64_t h, int64_t w, int64_t c, int32
   return d;
 }
 
+// The threaded loader over an in-memory dataset, owning its source.
+class MemoryLoader {
+ public:
+  MemoryLoader(const ImageDataset& dataset, const ThreadedLoaderOptions& options)
+      : source_(dataset, "dataset"), loader_(source_, options) {}
+  Batch next() { return loader_.next(); }
+  void next(Batch& out) { loader_.next(out); }
+  int64_t steps_per_epoch() const { return loader_.steps_per_epoch(); }
+  ThreadedLoader::Position position() const { return loader_.position(); }
+  void set_position(ThreadedLoader::Position p) { loader_.set_position(p); }
+
+ private:
+  InMemorySource source_;
+  ThreadedLoader loader_;
+};
+
 float norm_value(uint8_t v, Normalization norm = {}) {
   return (static_cast<float>(v) / 255.0f - norm.mean) / norm.stddev;
 }
@@ -235,6 +252,47 @@ TEST_CASE("data: IDX errors name the file and what was expected", "[data]") {
   CHECK_THROWS_AS(read_idx_images(t, 1), DataError);
 }
 
+TEST_CASE("data: sizes declared by IDX headers are bounded before use (issue 11)", "[data]") {
+  TempDir dir;
+  // 1 image of 4294967295 x 4294967295: H*W alone overflows int64.
+  const std::string wide = dir.file("wide");
+  write_file(wide, idx_bytes(kImagesMagic, {1, 0xffffffffu, 0xffffffffu}, {1, 2, 3}),
+             Compression::raw);
+  CHECK(error_of([&] { read_idx_images(wide); }) ==
+        "'" + wide + "': image height (header dim 1) is 4294967295, expected at most 65536");
+  const std::string tall = dir.file("tall");
+  write_file(tall, idx_bytes(kImagesMagic, {1, 28, 70000}, {1, 2, 3}), Compression::raw);
+  CHECK(error_of([&] { read_idx_images(tall); }) ==
+        "'" + tall + "': image width (header dim 2) is 70000, expected at most 65536");
+  // 4294967295 images of 65536 x 65536 in a 19-byte file.
+  const std::string many = dir.file("many");
+  write_file(many, idx_bytes(kImagesMagic, {0xffffffffu, 65536, 65536}, {1, 2, 3}),
+             Compression::gzip);
+  CHECK(error_of([&] { read_idx_images(many); }) ==
+        "'" + many +
+            "': header promises 4294967295 images of 4294967296 bytes each, more than the 1 "
+            "TiB this reader accepts");
+  // An IDX file of another dimensionality is refused by its magic, never indexed past its dims.
+  const std::string flat = dir.file("flat");
+  write_file(flat, idx_bytes(0x00000802, {4, 2}, {1, 2, 3, 4, 5, 6, 7, 8}), Compression::raw);
+  CHECK_THROWS_AS(read_idx_images(flat), DataError);
+}
+
+TEST_CASE("data: dataset dims whose product overflows int64 are an error, not a wrap", "[data]") {
+  ImageDataset d;
+  d.n = int64_t{1} << 40;
+  d.height = int64_t{1} << 20;
+  d.width = int64_t{1} << 20;
+  d.channels = 3;
+  d.num_classes = 2;
+  CHECK(error_of([&] { validate_dataset(d, "huge"); }) ==
+        "huge: n*H*W*C = 1099511627776 x 1048576 x 1048576 x 3 overflows 64 bits");
+  ImageDataset ok = synthetic_dataset(2, 2, 2, 1, 2);
+  ok.height = int64_t{1} << 62;
+  ok.width = 4;
+  CHECK_THROWS_WITH(eval_batch(ok, 0, 1, {}), Catch::Matchers::Contains("overflows 64 bits"));
+}
+
 TEST_CASE("data: images and labels must agree", "[data]") {
   TempDir dir;
   const std::vector<uint8_t> pixels = pattern_pixels(4, 2, 2);
@@ -297,17 +355,17 @@ TEST_CASE("data: epoch permutation is a deterministic permutation per (seed, epo
 
 TEST_CASE("data: every example once per epoch, ranks partition the global batch", "[data]") {
   const ImageDataset d = synthetic_dataset(11, 5, 6, 2, 3);
-  BatchLoaderOptions o;
+  ThreadedLoaderOptions o;
   o.batch_size = 4;
   o.drop_last = false;
   o.seed = 9;
-  o.random_flip = true;
-  o.crop_padding = 2;
-  BatchLoader single(d, o);
+  o.preprocess.random_flip = true;
+  o.preprocess.crop_padding = 2;
+  MemoryLoader single(d, o);
   o.num_ranks = 2;
-  BatchLoader rank0(d, o);
+  MemoryLoader rank0(d, o);
   o.rank = 1;
-  BatchLoader rank1(d, o);
+  MemoryLoader rank1(d, o);
   CHECK(single.steps_per_epoch() == 3);
 
   for (int64_t epoch = 0; epoch < 2; ++epoch) {
@@ -340,13 +398,13 @@ TEST_CASE("data: every example once per epoch, ranks partition the global batch"
     std::vector<int64_t> all(11);
     std::iota(all.begin(), all.end(), int64_t{0});
     CHECK(seen == all);
-    CHECK(single.position() == BatchLoader::Position{epoch + 1, 0});
+    CHECK(single.position() == ThreadedLoader::Position{epoch + 1, 0});
   }
 
   // drop_last: only full batches, no example twice in an epoch.
-  BatchLoaderOptions full;
+  ThreadedLoaderOptions full;
   full.batch_size = 4;
-  BatchLoader dropper(d, full);
+  MemoryLoader dropper(d, full);
   CHECK(dropper.steps_per_epoch() == 2);
   std::vector<int64_t> seen;
   for (int step = 0; step < 2; ++step) {
@@ -357,16 +415,16 @@ TEST_CASE("data: every example once per epoch, ranks partition the global batch"
   }
   std::sort(seen.begin(), seen.end());
   CHECK(std::adjacent_find(seen.begin(), seen.end()) == seen.end());
-  CHECK(dropper.position() == BatchLoader::Position{1, 0});
+  CHECK(dropper.position() == ThreadedLoader::Position{1, 0});
 }
 
 TEST_CASE("data: normalisation maps pixels to (p/255 - mean)/stddev", "[data]") {
   ImageDataset d = synthetic_dataset(2, 1, 3, 1, 2);
   d.images = {0, 255, 51, 102, 204, 1};
-  BatchLoaderOptions o;
+  ThreadedLoaderOptions o;
   o.batch_size = 2;
   o.shuffle = false;
-  const Batch b = BatchLoader(d, o).next();
+  const Batch b = MemoryLoader(d, o).next();
   CHECK(b.indices == std::vector<int64_t>{0, 1});
   CHECK(b.images[0] == -1.0f);
   CHECK(b.images[1] == 1.0f);
@@ -374,26 +432,26 @@ TEST_CASE("data: normalisation maps pixels to (p/255 - mean)/stddev", "[data]") 
   CHECK(b.images[3] == Approx(-0.2f));
 
   const Normalization mnist{0.1307f, 0.3081f};
-  o.normalization = mnist;
-  const Batch m = BatchLoader(d, o).next();
+  o.preprocess.normalization = mnist;
+  const Batch m = MemoryLoader(d, o).next();
   for (size_t k = 0; k < d.images.size(); ++k) {
     CHECK(m.images[k] == Approx((d.images[k] / 255.0 - 0.1307) / 0.3081).epsilon(1e-6));
   }
   CHECK(eval_batch(d, 0, 2, mnist).images == m.images);
 
-  o.normalization = {0.5f, 0.0f};
-  CHECK(error_of([&] { BatchLoader loader(d, o); }) ==
+  o.preprocess.normalization = {0.5f, 0.0f};
+  CHECK(error_of([&] { MemoryLoader loader(d, o); }) ==
         "normalization stddev must be finite and > 0, got 0.000000");
 }
 
 TEST_CASE("data: random flip mirrors rows", "[data]") {
   const int64_t h = 3, w = 5, c = 2;
   const ImageDataset d = synthetic_dataset(64, h, w, c, 4);
-  BatchLoaderOptions o;
+  ThreadedLoaderOptions o;
   o.batch_size = 64;
-  o.random_flip = true;
+  o.preprocess.random_flip = true;
   o.seed = 3;
-  BatchLoader loader(d, o);
+  MemoryLoader loader(d, o);
   const Batch b = loader.next();
   int flipped = 0;
   for (int64_t k = 0; k < b.batch_size; ++k) {
@@ -431,11 +489,11 @@ TEST_CASE("data: crop with padding keeps the shape, shifts content, is determini
 
   const int64_t h = 6, w = 7, p = 2;
   const ImageDataset d = synthetic_dataset(40, h, w, 1, 2);
-  BatchLoaderOptions o;
+  ThreadedLoaderOptions o;
   o.batch_size = 40;
-  o.crop_padding = p;
+  o.preprocess.crop_padding = p;
   o.seed = 11;
-  BatchLoader loader(d, o);
+  MemoryLoader loader(d, o);
   const Batch b = loader.next();
   CHECK(b.height == h);
   CHECK(b.width == w);
@@ -460,35 +518,35 @@ TEST_CASE("data: crop with padding keeps the shape, shifts content, is determini
   }
   CHECK(shifted > 20);
 
-  BatchLoader again(d, o);
+  MemoryLoader again(d, o);
   CHECK(same_batch(again.next(), b));
   o.seed = 12;
-  BatchLoader other_seed(d, o);
+  MemoryLoader other_seed(d, o);
   CHECK_FALSE(same_batch(other_seed.next(), b));
 }
 
 TEST_CASE("data: set_position resumes the exact stream", "[data]") {
   const ImageDataset d = synthetic_dataset(10, 4, 4, 1, 3);
-  BatchLoaderOptions o;
+  ThreadedLoaderOptions o;
   o.batch_size = 3;
   o.seed = 5;
-  o.random_flip = true;
-  o.crop_padding = 1;
-  BatchLoader straight(d, o);
+  o.preprocess.random_flip = true;
+  o.preprocess.crop_padding = 1;
+  MemoryLoader straight(d, o);
   CHECK(straight.steps_per_epoch() == 3);  // drop_last: the 10th example is skipped
   std::vector<Batch> stream;
-  std::vector<BatchLoader::Position> positions;
+  std::vector<ThreadedLoader::Position> positions;
   for (int step = 0; step < 10; ++step) {
     positions.push_back(straight.position());
     stream.push_back(straight.next());
   }
-  CHECK(positions[3] == BatchLoader::Position{1, 0});
-  CHECK(positions[4] == BatchLoader::Position{1, 3});
+  CHECK(positions[3] == ThreadedLoader::Position{1, 0});
+  CHECK(positions[4] == ThreadedLoader::Position{1, 3});
   // Epochs differ.
   CHECK_FALSE(same_batch(stream[0], stream[3]));
 
   for (int resume_at : {1, 3, 4, 8}) {
-    BatchLoader resumed(d, o);
+    MemoryLoader resumed(d, o);
     resumed.set_position(positions[resume_at]);
     for (int step = resume_at; step < 10; ++step) {
       CHECK(same_batch(resumed.next(), stream[step]));
@@ -497,7 +555,7 @@ TEST_CASE("data: set_position resumes the exact stream", "[data]") {
   }
 
   // Refilling one Batch gives the same stream.
-  BatchLoader refill(d, o);
+  MemoryLoader refill(d, o);
   Batch reused;
   for (int step = 0; step < 10; ++step) {
     refill.next(reused);
@@ -505,37 +563,37 @@ TEST_CASE("data: set_position resumes the exact stream", "[data]") {
   }
 
   // A position at the end of an epoch is the start of the next one.
-  BatchLoader end(d, o);
+  MemoryLoader end(d, o);
   end.set_position({0, 9});
-  CHECK(end.position() == BatchLoader::Position{1, 0});
+  CHECK(end.position() == ThreadedLoader::Position{1, 0});
   CHECK_THROWS_AS(end.set_position({0, 11}), DataError);
   CHECK_THROWS_AS(end.set_position({-1, 0}), DataError);
 }
 
 TEST_CASE("data: loader options are checked", "[data]") {
   const ImageDataset d = synthetic_dataset(10, 2, 2, 1, 2);
-  BatchLoaderOptions o;
+  ThreadedLoaderOptions o;
   o.batch_size = 5;
   o.num_ranks = 2;
-  CHECK(error_of([&] { BatchLoader loader(d, o); }) ==
-        "BatchLoader: batch_size must be > 0 and a multiple of num_ranks 2, got 5");
+  CHECK(error_of([&] { MemoryLoader loader(d, o); }) ==
+        "ThreadedLoader: batch_size must be > 0 and a multiple of num_ranks 2, got 5");
   o.batch_size = 4;
   o.rank = 2;
-  CHECK(error_of([&] { BatchLoader loader(d, o); }) ==
-        "BatchLoader: rank must be in [0, 2), got 2");
+  CHECK(error_of([&] { MemoryLoader loader(d, o); }) ==
+        "ThreadedLoader: rank must be in [0, 2), got 2");
   o = {};
   o.batch_size = 11;
-  CHECK(error_of([&] { BatchLoader loader(d, o); }) ==
-        "BatchLoader: batch_size 11 exceeds the dataset's 10 examples with drop_last, so no "
+  CHECK(error_of([&] { MemoryLoader loader(d, o); }) ==
+        "ThreadedLoader: batch_size 11 exceeds the source's 10 examples with drop_last, so no "
         "batch could be made");
   o.drop_last = false;
-  CHECK(BatchLoader(d, o).steps_per_epoch() == 1);
-  o.crop_padding = -1;
-  CHECK_THROWS_AS(BatchLoader(d, o), DataError);
+  CHECK(MemoryLoader(d, o).steps_per_epoch() == 1);
+  o.preprocess.crop_padding = -1;
+  CHECK_THROWS_AS(MemoryLoader(d, o), DataError);
   ImageDataset broken = d;
   broken.labels[3] = 2;
-  CHECK(error_of([&] { BatchLoader loader(broken, BatchLoaderOptions{}); }) ==
-        "BatchLoader dataset: label 2 of example 3 is outside [0, 2)");
+  CHECK(error_of([&] { MemoryLoader loader(broken, ThreadedLoaderOptions{}); }) ==
+        "dataset: label 2 of example 3 is outside [0, 2)");
 }
 
 TEST_CASE("data: eval batches go in order without augmentation, last one partial", "[data]") {

@@ -1,18 +1,20 @@
 // Tests of ThreadedLoader: epoch coverage across ranks, independence of the thread count,
-// agreement with BatchLoader, exact resume, deterministic skipping of corrupt examples, error
-// propagation and clean early shutdown.
+// agreement with a reference built from the epoch order and preprocess_example, exact resume,
+// deterministic skipping of corrupt examples, error propagation and clean early shutdown.
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdint>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "data/batch_loader.h"
 #include "data/data_error.h"
+#include "data/epoch_order.h"
 #include "data/image_source.h"
+#include "data/preprocess.h"
 #include "data/threaded_loader.h"
 
 using namespace vmoe::data;
@@ -105,29 +107,41 @@ TEST_CASE("threaded loader: every example exactly once per epoch across 1, 2, 4 
   }
 }
 
-TEST_CASE("threaded loader: same batches for 1 and 3 threads, equal to BatchLoader",
+TEST_CASE("threaded loader: same batches for 1 and 3 threads, equal to the reference stream",
           "[data][loader]") {
   const ImageDataset data = synthetic(45);
   const InMemorySource source(data, "synthetic");
-  ThreadedLoader one(source, options(6, 1));
+  const ThreadedLoaderOptions o = options(6, 1);
+  ThreadedLoader one(source, o);
   ThreadedLoader three(source, options(6, 3));
-  BatchLoaderOptions bo;
-  bo.batch_size = 6;
-  bo.seed = 11;
-  bo.random_flip = true;
-  bo.crop_padding = 1;
-  BatchLoader reference(data, bo);
+  // The reference: 7 full batches per epoch (drop_last) in the epoch's permutation, each
+  // example through preprocess_example with (seed, epoch, example).
+  const int64_t example_values = 6 * 5 * 1;
   for (int step = 0; step < 20; ++step) {  // crosses two epoch boundaries (7 steps each)
+    const int64_t epoch = step / 7;
+    const int64_t start = (step % 7) * 6;
+    const std::vector<int64_t> order = epoch_permutation(45, 11, epoch);
+    std::vector<int64_t> indices(order.begin() + start, order.begin() + start + 6);
+    std::vector<float> images(size_t(6 * example_values));
+    std::vector<int32_t> labels;
+    Image image;
+    for (size_t k = 0; k < 6; ++k) {
+      source.read(indices[k], image);
+      preprocess_example(image, o.preprocess, o.seed, epoch, indices[k],
+                         images.data() + k * example_values);
+      labels.push_back(data.labels[size_t(indices[k])]);
+    }
     const Batch a = one.next();
     const Batch b = three.next();
-    const Batch c = reference.next();
     REQUIRE(a.indices == b.indices);
     REQUIRE(a.images == b.images);
     REQUIRE(a.labels == b.labels);
-    REQUIRE(a.indices == c.indices);
-    REQUIRE(a.images == c.images);
-    REQUIRE(a.labels == c.labels);
-    REQUIRE(one.position() == reference.position());
+    REQUIRE(a.indices == indices);
+    REQUIRE(a.images == images);
+    REQUIRE(a.labels == labels);
+    const int64_t next_start = start + 6;
+    REQUIRE(one.position() == (next_start + 6 > 45 ? ThreadedLoader::Position{epoch + 1, 0}
+                                                   : ThreadedLoader::Position{epoch, next_start}));
   }
 }
 
@@ -240,5 +254,16 @@ TEST_CASE("threaded loader: worker errors reach next, early destruction does not
     CHECK(slow.reads.load() <= 12 * 4);
   }
   CHECK_THROWS_AS(ThreadedLoader(inner, options(6, 0)), DataError);
+  CHECK_THROWS_WITH(ThreadedLoader(inner, options(6, 100000)),
+                    "ThreadedLoader: num_threads must be in [1, 1024], got 100000");
+  auto deep = options(6, 2);
+  deep.prefetch_batches = 1 << 30;
+  CHECK_THROWS_WITH(ThreadedLoader(inner, deep),
+                    "ThreadedLoader: prefetch_batches must be in [1, 1024], got 1073741824");
+  // A batch size near INT64_MAX without drop_last is one partial batch, not an overflow.
+  auto whole = options(6, 1);
+  whole.batch_size = INT64_MAX;
+  whole.drop_last = false;
+  CHECK(ThreadedLoader(inner, whole).steps_per_epoch() == 1);
   CHECK_THROWS_AS(ThreadedLoader(inner, options(6, 2, 0, 4)), DataError);
 }

@@ -541,3 +541,108 @@ TEST_CASE("write_png writes a file that decode_png reads back exactly") {
   CHECK(back.pixels == img.pixels);
   CHECK_THROWS_WITH(write_png(dir.file("no/such/dir/o.png"), img), Contains("no/such/dir/o.png"));
 }
+
+namespace {
+
+// Rewrites the frame size in the SOF0 marker of a baseline JPEG.
+std::vector<uint8_t> with_jpeg_size(std::vector<uint8_t> jpeg, uint16_t width, uint16_t height) {
+  for (size_t i = 0; i + 8 < jpeg.size(); ++i) {
+    if (jpeg[i] == 0xff && jpeg[i + 1] == 0xc0) {  // SOF0: FF C0, length(2), precision(1), H, W
+      jpeg[i + 5] = uint8_t(height >> 8);
+      jpeg[i + 6] = uint8_t(height);
+      jpeg[i + 7] = uint8_t(width >> 8);
+      jpeg[i + 8] = uint8_t(width);
+      return jpeg;
+    }
+  }
+  FAIL("no SOF0 marker");
+  return jpeg;
+}
+
+// Rewrites the IHDR width and height of a PNG and fixes the chunk's CRC.
+std::vector<uint8_t> with_png_size(std::vector<uint8_t> png, uint32_t width, uint32_t height) {
+  // Signature (8), IHDR length (4), "IHDR" (4), width (4), height (4), ... (5), CRC (4).
+  REQUIRE(png.size() > 33);
+  REQUIRE(std::string(png.begin() + 12, png.begin() + 16) == "IHDR");
+  for (int b = 0; b < 4; ++b) {
+    png[size_t(16 + b)] = uint8_t(width >> (24 - 8 * b));
+    png[size_t(20 + b)] = uint8_t(height >> (24 - 8 * b));
+  }
+  uint32_t crc = 0xffffffffu;  // CRC-32 of the chunk type and data (bytes 12..28)
+  for (size_t i = 12; i < 29; ++i) {
+    crc ^= png[i];
+    for (int k = 0; k < 8; ++k)
+      crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+  }
+  crc ^= 0xffffffffu;
+  for (int b = 0; b < 4; ++b)
+    png[size_t(29 + b)] = uint8_t(crc >> (24 - 8 * b));
+  return png;
+}
+
+}  // namespace
+
+TEST_CASE("JPEG and PNG headers declaring huge images are refused before allocating (issue 11)") {
+  TempDir dir;
+  write_test_jpeg(dir.file("small.jpg"), 16, 12, 3, smooth_rgb(16, 12));
+  const std::vector<uint8_t> jpeg = read_bytes(dir.file("small.jpg"));
+  // 65500 x 65500 x 3 = 12.9 GB from a file of a few hundred bytes.
+  const std::vector<uint8_t> huge_jpeg = with_jpeg_size(jpeg, 65500, 65500);
+  Image img;
+  CHECK_THROWS_WITH(
+      decode_jpeg(huge_jpeg.data(), huge_jpeg.size(), 3, "huge.jpg", img),
+      Contains("'huge.jpg'") && Contains("65500x65500") && Contains("67108864 pixels"));
+  // Inside the limit the damaged file is still an error (its data ends early), not a crash.
+  const std::vector<uint8_t> big_jpeg = with_jpeg_size(jpeg, 4000, 4000);
+  CHECK_THROWS_AS(decode_jpeg(big_jpeg.data(), big_jpeg.size(), 1, "big.jpg", img), DataError);
+
+  write_test_png(dir.file("small.png"), 2, 2, PNG_FORMAT_GRAY, {1, 2, 3, 4});
+  const std::vector<uint8_t> png = read_bytes(dir.file("small.png"));
+  const std::vector<uint8_t> huge_png = with_png_size(png, 100000, 100000);
+  CHECK_THROWS_WITH(
+      decode_png(huge_png.data(), huge_png.size(), 3, "huge.png", img),
+      Contains("'huge.png'") && Contains("100000x100000") && Contains("67108864 pixels"));
+  // 4000 x 4000 is within the pixel limit, but no deflate stream of a few dozen bytes holds it.
+  const std::vector<uint8_t> big_png = with_png_size(png, 4000, 4000);
+  CHECK_THROWS_WITH(decode_png(big_png.data(), big_png.size(), 1, "big.png", img),
+                    Contains("'big.png'") && Contains("4000x4000") &&
+                        Contains(std::to_string(big_png.size()) + "-byte file"));
+  // The real file still decodes.
+  decode_png(png.data(), png.size(), 1, "small.png", img);
+  CHECK(img.pixels == std::vector<uint8_t>{1, 2, 3, 4});
+}
+
+TEST_CASE("CIFAR files larger than the record limit are refused before reading (issue 11)") {
+  TempDir dir;
+  // A sparse file of 131073 CIFAR-100 records (403 MB on paper, nothing on disk): every
+  // record has a valid label (0), so only the size limit can refuse it.
+  const std::string train = dir.file("train.bin");
+  { std::ofstream(train, std::ios::binary).put(0); }
+  fs::resize_file(train, uintmax_t{131073} * 3074);
+  CHECK_THROWS_WITH(load_cifar100(dir.path().string(), Split::train),
+                    Contains(train) && Contains("131073 records") && Contains("131072"));
+}
+
+TEST_CASE("image folders: train and test class names must be equal (issue 11)") {
+  TempDir dir;
+  const fs::path train = dir.path() / "train";
+  const fs::path test = dir.path() / "test";
+  for (const char* c : {"cat", "dog", "eel"})
+    write_test_png((train / c / "a.png").string(), 2, 2, PNG_FORMAT_GRAY, {1, 2, 3, 4});
+  for (const char* c : {"cat", "dig", "eel"})
+    write_test_png((test / c / "a.png").string(), 2, 2, PNG_FORMAT_GRAY, {1, 2, 3, 4});
+  CHECK(image_folder_classes(train.string()) == std::vector<std::string>{"cat", "dog", "eel"});
+  CHECK_THROWS_WITH(check_same_classes(train.string(), test.string()),
+                    Contains("image folders '" + train.string() + "' and '" + test.string() +
+                             "' have different classes") &&
+                        Contains("class 1 is 'dog' in the first and 'dig' in the second"));
+  // A class missing at the end.
+  fs::remove_all(test / "dig");
+  write_test_png((test / "dog" / "a.png").string(), 2, 2, PNG_FORMAT_GRAY, {1, 2, 3, 4});
+  fs::remove_all(test / "eel");
+  CHECK_THROWS_WITH(check_same_classes(train.string(), test.string()),
+                    Contains("3 classes and 2 classes") && Contains("class 2 is 'eel' in the first "
+                                                                    "and missing in the second"));
+  write_test_png((test / "eel" / "a.png").string(), 2, 2, PNG_FORMAT_GRAY, {1, 2, 3, 4});
+  CHECK_NOTHROW(check_same_classes(train.string(), test.string()));
+}

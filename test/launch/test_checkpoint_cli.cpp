@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "command_runner.h"
+#include "hdf5/hdf5_file.h"
 #include "parallel/checkpoint.h"
-#include "parallel/hdf5_file.h"
 
 namespace fs = std::filesystem;
 using vmoe::testing::CommandResult;
@@ -313,6 +313,33 @@ TEST_CASE("checkpoint: a checkpoint of another model is refused with the first m
   CHECK(r.err.find(
             "vmoe: error: checkpoint '" + checkpoint(work, 4).string() +
             "': tensor 'params/embedding/kernel' has shape [16, 64], the model expects [16, 32]") !=
+        std::string::npos);
+}
+
+TEST_CASE("checkpoint: a negative position or another dtype in the checkpoint is refused, named") {
+  SKIP_WITHOUT_DATA();
+  const fs::path work = fresh("position");
+  REQUIRE(train(0, work, 4).exit_code == 0);
+  const std::string ck = checkpoint(work, 4).string();
+  int64_t index = 0;
+  {
+    vmoe::Hdf5File f(ck, vmoe::Hdf5File::Mode::Append);
+    index = f.get_attr_int("index_in_epoch");
+    f.set_attr("index_in_epoch", int64_t(-3));
+  }
+  CommandResult r = train(0, work, 8);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("vmoe: error: checkpoint '" + ck + "': attribute 'index_in_epoch' is -3") !=
+        std::string::npos);
+  {
+    vmoe::Hdf5File f(ck, vmoe::Hdf5File::Mode::Append);
+    f.set_attr("index_in_epoch", index);
+    f.set_attr("dtype", std::string("f64"));
+  }
+  r = train(0, work, 8);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("vmoe: error: checkpoint '" + ck +
+                   "': attribute 'dtype' is 'f64', the model's parameters are f32") !=
         std::string::npos);
 }
 

@@ -17,7 +17,8 @@
 #include <vector>
 
 #include "command_runner.h"
-#include "parallel/hdf5_file.h"
+#include "hdf5/hdf5_file.h"
+#include "test/hdf5/hostile_files.h"
 
 namespace fs = std::filesystem;
 using vmoe::H5Type;
@@ -533,6 +534,42 @@ TEST_CASE("ckpt: bad input is a one-line error naming the file or the option") {
   REQUIRE(run_vmoe(export_ck, dir).exit_code == 0);
   check_one_line_error(run_vmoe("ckpt ls " + out.string(), dir),
                        "its format is 'vmoe-weights-1', expected 'vmoe-checkpoint-1'");
+}
+
+TEST_CASE("ckpt: a tensor declaring more than the file stores, an array-valued attribute") {
+  const fs::path dir = scratch("hostile");
+  const fs::path ck = dir / "ckpt.h5";
+  write_checkpoint(ck);
+  // params/head/bias declares [2^27, 1024] f32 (512 GiB) and stores nothing.
+  vmoe::testing::declare_dataset(ck.string(), "params/head/bias", H5T_IEEE_F32LE,
+                                 {uint64_t(1) << 27, 1024});
+  RunResult v = run_vmoe("ckpt verify " + ck.string(), dir);
+  INFO("stdout:\n" << v.out << "stderr: " << v.err);
+  CHECK(v.exit_code == 1);
+  CHECK(contains(v.out,
+                 "fault: dataset 'params/head/bias': its shape [134217728, 1024] declares "
+                 "549755813888 bytes but the file stores 0 bytes of it"));
+  CHECK_FALSE(contains(v.out + v.err, "bad_alloc"));
+  RunResult ls = run_vmoe("ckpt ls " + ck.string(), dir);
+  CHECK(ls.exit_code == 0);
+  CHECK(contains(ls.out, "unreadable: its shape [134217728, 1024] declares"));
+  for (const std::string cmd : {"stats", "export"}) {
+    INFO(cmd);
+    check_one_line_error(run_vmoe("ckpt " + cmd + " " + ck.string() +
+                                      (cmd == "export" ? " " + (dir / "w.h5").string() : ""),
+                                  dir),
+                         "'params/head/bias'");
+  }
+
+  // step as an array: refused before reading, naming the attribute.
+  write_checkpoint(ck);
+  vmoe::testing::set_int_array_attribute(ck.string(), ".", "step", {1200, 1300});
+  check_one_line_error(run_vmoe("ckpt ls " + ck.string(), dir),
+                       "attribute 'step' of HDF5 file '" + ck.string() +
+                           "': it is an array of shape [2], expected a single value");
+  RunResult mv = run_vmoe("ckpt verify " + ck.string(), dir);
+  CHECK(mv.exit_code == 1);
+  CHECK(contains(mv.out, "fault: attribute 'step': it is an array of shape [2]"));
 }
 
 TEST_CASE("ckpt: h5ls -r lists every dataset of the checkpoint with its shape") {

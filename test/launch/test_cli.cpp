@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -135,6 +136,41 @@ TEST_CASE("cli: an unwritable workdir is a one-line error naming it") {
   check_one_line_error(r, workdir);
 }
 
+TEST_CASE("cli: command-line errors are one vmoe error line, exit 1") {
+  const fs::path dir = scratch("usage");
+  check_one_line_error(run_vmoe("plot --bogus x", dir), "--bogus");
+  check_one_line_error(run_vmoe("", dir), "subcommand");
+  check_one_line_error(run_vmoe("predict --count x --output o.h5", dir), "--count");
+}
+
+TEST_CASE("cli: error lines escape control characters and cut long input") {
+  const fs::path dir = scratch("long_input");
+  // A workdir name of 5000 characters with a newline in it: one short line, the length named.
+  const std::string name = "x\ny" + std::string(5000, 'a');
+  RunResult r = run_vmoe("plot '" + (dir / name).string() + "'", dir);
+  check_one_line_error(r, "metrics.jsonl");
+  CHECK(r.err.size() < 400);
+  CHECK(r.err.find("x\\ny") != std::string::npos);
+  CHECK(r.err.find("bytes)") != std::string::npos);
+}
+
+TEST_CASE("cli: running out of memory is a one-line error naming the allocation") {
+  if (!fs::exists(kData)) {
+    WARN("Fashion-MNIST not installed; skipped");
+    return;
+  }
+  const fs::path dir = scratch("out_of_memory");
+  // 1.5 GB of address space cannot hold a 2-layer model of width 8192 with MLPs of 65536.
+  RunResult r = vmoe::testing::run_command(
+      "ulimit -v 1500000; " + std::string(VMOE_BINARY) + " train --config " + kConfig +
+          " --workdir " + (dir / "w").string() + kTinyRun +
+          " --set model.hidden_size=8192 --set model.mlp_dim=65536 --set model.num_heads=8",
+      dir);
+  check_one_line_error(r, "cannot allocate");
+  CHECK(r.err.find("GiB") != std::string::npos);
+  CHECK(r.err.find("on cpu") != std::string::npos);
+}
+
 TEST_CASE("cli: eval of a missing weights file is a one-line error") {
   const fs::path dir = scratch("eval_missing");
   RunResult r = run_vmoe("eval --weights " + (dir / "none.h5").string(), dir);
@@ -245,6 +281,30 @@ TEST_CASE("cli: predict writes logits, pre-logits and every MoE layer's routing"
   CHECK(dims["/moe/block_01/kept"] == "{6, 50, 2}");
   CHECK(dims["/moe/block_01/expert_load"] == "{8}");
   CHECK(dims.count("/moe/block_03/kept") == 0);  // 2 blocks: the only MoE layer is block 1
+
+  // --capacity-factor and --bpr as in `vmoe eval`: a low test-time capacity drops choices that
+  // the config's capacity kept.
+  auto dropped = [&](const std::string& flags, const std::string& file) {
+    RunResult q = run_vmoe("predict --workdir " + work.string() + " --start 4 --count 6 --output " +
+                               (dir / file).string() + flags,
+                           dir);
+    INFO("stderr: " << q.err);
+    REQUIRE(q.exit_code == 0);
+    const std::string cmd = "h5dump -y -w 0 -d /moe/block_01/kept -o " +
+                            (dir / (file + ".txt")).string() + " " + (dir / file).string() +
+                            " > /dev/null";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    const std::string values = slurp(dir / (file + ".txt"));
+    int zeros = 0;
+    for (size_t i = 0; i < values.size(); ++i)
+      zeros +=
+          values[i] == '0' && (i == 0 || !std::isdigit(static_cast<unsigned char>(values[i - 1])));
+    return zeros;
+  };
+  const int at_config = dropped("", "config.h5");
+  const int low = dropped(" --capacity-factor 0.25 --bpr on", "low.h5");
+  CHECK(low > at_config);
+  CHECK(low > 0);
 }
 
 TEST_CASE("cli: test-time capacity options need a V-MoE and valid values") {
@@ -260,6 +320,11 @@ TEST_CASE("cli: test-time capacity options need a V-MoE and valid values") {
                        "need a V-MoE model");
   RunResult bad = run_vmoe("eval --workdir " + work.string() + " --bpr maybe", dir);
   CHECK(bad.exit_code != 0);
+  // predict takes the same options, with the same checks.
+  const std::string predict =
+      "predict --workdir " + work.string() + " --output " + (dir / "p.h5").string();
+  check_one_line_error(run_vmoe(predict + " --capacity-factor 0.5", dir), "need a V-MoE model");
+  check_one_line_error(run_vmoe(predict + " --bpr maybe", dir), "--bpr");
 }
 
 TEST_CASE("cli: mixup trains with soft targets, and is refused with the sigmoid loss") {

@@ -50,6 +50,15 @@ std::vector<nlohmann::json> train_lines(const fs::path& metrics) {
   return out;
 }
 
+// Lines of vmoe's own error output ("vmoe: error: ..."), whatever mpirun adds around them.
+int count_error_lines(const std::string& err) {
+  int n = 0;
+  for (size_t at = err.find("vmoe: error:"); at != std::string::npos;
+       at = err.find("vmoe: error:", at + 1))
+    ++n;
+  return n;
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -157,7 +166,27 @@ TEST_CASE("distributed: an error on one rank ends a 4-rank job within seconds wi
   INFO("stderr: " << r.err);
   CHECK(r.exit_code != 0);
   CHECK(r.err.find("vmoe: error: [rank 2/4] injected failure at step 3") != std::string::npos);
+  // Printed once, by the failing rank: the ranks that its abort ends stay silent.
+  CHECK(count_error_lines(r.err) == 1);
   CHECK(r.seconds < 10.0);
+}
+
+TEST_CASE("distributed: an error that every rank hits is printed once") {
+  const fs::path dir = scratch("same_error");
+  // Every rank reads the same config and fails alike: rank 0 reports, the others stay silent.
+  RunResult r = run_vmoe(3,
+                         "train --workdir " + (dir / "w").string() + " --config " + kConfig +
+                             " --set model.hidden_size=abc",
+                         dir);
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code != 0);
+  CHECK(count_error_lines(r.err) == 1);
+  CHECK(r.err.find("vmoe: error: [rank 0/3] ") != std::string::npos);
+  // A command-line error under mpirun (before MPI starts): one line as well.
+  RunResult usage = run_vmoe(3, "train --bogus", dir);
+  INFO("stderr: " << usage.err);
+  CHECK(usage.exit_code != 0);
+  CHECK(count_error_lines(usage.err) == 1);
 }
 
 TEST_CASE("distributed: layouts that cannot work are clear errors at start") {

@@ -51,9 +51,10 @@ TEST_CASE("open_split streams IMAGE_FOLDER splits and load_split refuses them") 
   CHECK(img.height == 5);    // sizes are the augmentation's business, not checked here
   CHECK(train->label(1) == 1);
 
-  // The test folder lacks class b: its labels would not match the model's.
+  // The test folder lacks class b: its labels would not mean the training classes.
   CHECK_THROWS_WITH(vmoe::open_split(cfg, vmoe::data::Split::test),
-                    Contains("te") && Contains("has 1 classes but the model has 2"));
+                    Contains("te") && Contains("have different classes") &&
+                        Contains("class 1 is 'b' in the first and missing in the second"));
   CHECK_THROWS_WITH(vmoe::load_split(cfg, vmoe::data::Split::train), Contains("IMAGE_FOLDER"));
   CHECK_THROWS_WITH(config_for({"data.dataset=IMAGE_FOLDER", "data.train_folder="}),
                     Contains("data.train_folder"));

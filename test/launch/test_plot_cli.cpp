@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "command_runner.h"
-#include "parallel/hdf5_file.h"
+#include "hdf5/hdf5_file.h"
 
 namespace fs = std::filesystem;
 
@@ -63,6 +63,25 @@ void check_png(const fs::path& path, uint32_t width, uint32_t height) {
 
 using vmoe::testing::check_one_line_error;
 
+// A word for the shell: single-quoted, so that every byte but NUL passes as it is.
+std::string shell_word(const std::string& text) {
+  std::string q = "'";
+  for (char c : text)
+    q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// gnuplot commands that create $VMOE_SENTINEL if a script ever runs them: each breaks out of a
+// quoted string in its own way (newline, quote, backtick substitution, `;`).
+const std::vector<std::string> kHostileNames = {"nl\nsystem(\"touch $VMOE_SENTINEL\")\n#",
+                                                "quote'\nsystem('touch $VMOE_SENTINEL')\n#'",
+                                                "dquote\"\nsystem(\"touch $VMOE_SENTINEL\")\n#\"",
+                                                "tick`touch $VMOE_SENTINEL`",
+                                                "semi'; system('touch $VMOE_SENTINEL'); '",
+                                                "cr\rsystem(\"touch $VMOE_SENTINEL\")\r",
+                                                "bytes\xff\xfe\x80\x01\x7f",
+                                                "at@x @VMOE_SENTINEL $(touch $VMOE_SENTINEL)"};
+
 }  // namespace
 
 TEST_CASE("plot: curves of the metrics present only, each a PNG of 800x500") {
@@ -85,6 +104,35 @@ TEST_CASE("plot: curves of the metrics present only, each a PNG of 800x500") {
   CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 3);
   CHECK_FALSE(fs::exists(dir / "plots" / "moe_dropped_fraction.png"));
   CHECK_FALSE(fs::exists(dir / "plots" / "capacity_sweep.png"));
+}
+
+TEST_CASE("plot: hostile workdir names draw in place and run no command") {
+  const fs::path dir = vmoe::testing::scratch_dir("plot_hostile");
+  const fs::path sentinel = dir / "SENTINEL";
+  for (const std::string& name : kHostileNames) {
+    INFO("workdir name: " << name);
+    const fs::path work = dir / name;
+    fs::create_directories(work);
+    std::ofstream(work / "metrics.jsonl")
+        << R"({"step":1,"train/loss":2.0,"moe/x\nsystem(\"touch $VMOE_SENTINEL\")\n#)"
+        << R"(/dropped_fraction":0.1})"
+        << "\n";
+    std::ofstream(work / "capacity_sweep.csv") << "capacity_factor,routing,accuracy\n"
+                                               << "0.5,vanilla`touch $VMOE_SENTINEL`,0.3\n"
+                                               << "1.0,bpr,0.5\n";
+    // A hostile TMPDIR as well: gnuplot's private folder is made under it.
+    const CommandResult r = vmoe::testing::run_command(
+        "VMOE_SENTINEL=" + shell_word(sentinel.string()) + " TMPDIR=" + shell_word(work.string()) +
+            " " + VMOE_BINARY + " plot " + shell_word(work.string()),
+        dir);
+    INFO("stderr: " << r.err);
+    CHECK(r.exit_code == 0);
+    check_png(work / "plots" / "loss.png", 800, 500);
+    check_png(work / "plots" / "moe_dropped_fraction.png", 800, 500);
+    check_png(work / "plots" / "capacity_sweep.png", 800, 520);
+    CHECK_FALSE(fs::exists(sentinel));
+    fs::remove(sentinel);
+  }
 }
 
 TEST_CASE("plot: a missing metrics file is a one-line error") {
@@ -185,4 +233,21 @@ TEST_CASE("plot: a tiny V-MoE's curves, capacity sweep and routing map (matches 
 
   check_one_line_error(run_vmoe("routing-map --workdir " + work.string() + " --images 0,200", dir),
                        "200");
+
+  // Hostile output names: the picture lands there and no gnuplot command in the name runs.
+  const fs::path sentinel = dir / "SENTINEL";
+  for (const std::string& name : kHostileNames) {
+    INFO("output name: " << name);
+    const fs::path out = dir / (name + ".png");
+    const CommandResult h =
+        vmoe::testing::run_command("VMOE_SENTINEL=" + shell_word(sentinel.string()) + " " +
+                                       VMOE_BINARY + " routing-map --workdir " + work.string() +
+                                       " --images 0 --output " + shell_word(out.string()),
+                                   dir);
+    INFO("stderr: " << h.err);
+    CHECK(h.exit_code == 0);
+    check_png(out, 2 * 170 + 20, 40 + 200 + 70);
+    CHECK_FALSE(fs::exists(sentinel));
+    fs::remove(sentinel);
+  }
 }

@@ -3,6 +3,7 @@
 // the E = 1 dense limit, determinism and batch-split independence of the routing noise.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "core/autograd.h"
@@ -10,6 +11,7 @@
 #include "core/optim/adamw.h"
 #include "core/optim/grad_clip.h"
 #include "core/transfer_counts.h"
+#include "launch/experiment.h"
 #include "models/mlp_block.h"
 #include "models/moe_layer.h"
 #include "models/moe_losses.h"
@@ -65,7 +67,66 @@ TEST_CASE("moe: capacity is ceil(S k c / E) rounded up to a multiple of 4") {
   CHECK(expert_capacity(16, 1, 1.0, 2) == 8);      // exact multiple stays
   CHECK(expert_capacity(64, 2, 0.5, 8) == 8);      // 8
   CHECK(expert_capacity(8, 1, 0.5, 4) == 4);       // 1 -> 4
-  REQUIRE_THROWS_WITH(expert_capacity(3, 1, 1.0, 8), Catch::Contains("capacity 0.375"));
+  // Exact products stay exact: 400-token groups, E 8, k 2 -> S k c / E = 100 c.
+  CHECK(expert_capacity(400, 2, 0.2, 8) == 20);
+  CHECK(expert_capacity(400, 2, 0.4, 8) == 40);
+  CHECK(expert_capacity(400, 2, 0.6, 8) == 60);
+  CHECK(expert_capacity(400, 2, 1.2, 8) == 120);
+}
+
+TEST_CASE("moe: capacity below one slot is 4 as in the reference, only bad factors are errors") {
+  // A small last group at low test-time capacity, or many experts: S k c / E < 1 -> C = 4.
+  CHECK(expert_capacity(3, 1, 1.0, 8) == 4);      // 0.375
+  CHECK(expert_capacity(1, 1, 0.01, 64) == 4);    // 0.00016
+  CHECK(expert_capacity(400, 2, 0.001, 8) == 4);  // 0.1
+  CHECK(expert_capacity(0, 2, 1.0, 8) == 4);      // an empty group still gets the minimum
+  for (double c :
+       {0.0, -1.0, std::numeric_limits<double>::infinity(),
+        -std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()}) {
+    INFO(c);
+    CHECK_THROWS_WITH(expert_capacity(400, 2, c, 8),
+                      Catch::Contains("capacity factor must be finite and > 0"));
+  }
+  // Sizes too large for 64 bits are reported, not wrapped.
+  CHECK_THROWS_AS(expert_capacity(int64_t(1) << 62, 4, 1.0, 1), SizeOverflow);
+  CHECK_THROWS_AS(expert_capacity(int64_t(1) << 50, 2, 65536.0, 1), SizeOverflow);
+  // The routing layout of a batch whose last group is small gets the minimum there.
+  const SlotLayout layout = routing_layout(8 * 50 + 3, 2, 8, 400, 0.4);
+  CHECK(layout.capacity == 40);
+  CHECK(layout.last_capacity == 4);
+  CHECK(layout.rows_per_expert == 44);
+}
+
+TEST_CASE("moe: capacities from a config are computed from the factor as written") {
+  // 0.4 stored as a 32-bit float widened to 0.4000000059604645 and gave 44 slots, not 40.
+  const config::Config cfg = config::parse_config_text(
+      "model { moe { num_experts: 8 k: 2 capacity_factor: 0.4 eval_capacity_factor: 0.6 } }",
+      "test");
+  const MoeConfig m = moe_config_from(cfg.model().moe(), cfg.model().num_layers());
+  CHECK(expert_capacity(400, m.k, m.capacity_factor, m.num_experts) == 40);
+  CHECK(expert_capacity(400, m.k, m.eval_capacity_factor, m.num_experts) == 60);
+  for (const char* c : {"0.2", "1.2"}) {
+    INFO(c);
+    const config::Config one =
+        config::parse_config_text("", "test", {"model.moe.capacity_factor=" + std::string(c)});
+    const MoeConfig mc = moe_config_from(one.model().moe(), one.model().num_layers());
+    CHECK(expert_capacity(400, 2, mc.capacity_factor, 8) == int64_t(std::stod(c) * 100 + 0.5));
+    CHECK(expert_capacity(400, 2, mc.eval_capacity_factor, 8) == int64_t(std::stod(c) * 100 + 0.5));
+  }
+}
+
+TEST_CASE("moe: sizes of a model config are computed with checked multiplication") {
+  VitConfig v;
+  v.image_size = int64_t(1) << 40;
+  v.patch_size = 1;
+  CHECK_THROWS_AS(v.num_patches(), SizeOverflow);
+  CHECK_THROWS_AS(validate(v), SizeOverflow);
+  VitConfig g;
+  MoeConfig c;
+  c.images_per_group = int64_t(1) << 60;
+  c.moe_blocks = {1};
+  g.moe = c;
+  CHECK_THROWS_AS(validate(g), SizeOverflow);
 }
 
 TEST_CASE("moe: placements every-n and last-n follow the paper") {
@@ -176,14 +237,12 @@ struct SmallMoe {
   }
 };
 
-// loss = sum(out * R) + aux, a scalar that depends on every output element.
-double moe_loss(const SmallMoe& m, const Tensor& x, const Tensor& r, const ForwardContext& base,
+// loss = sum(out * R) + aux, a scalar that depends on every output element; the auxiliary
+// loss as the layer returns it (no report sink attached).
+double moe_loss(const SmallMoe& m, const Tensor& x, const Tensor& r, const ForwardContext& ctx,
                 bool backward) {
-  std::vector<MoeReport> reports;
-  ForwardContext ctx = base;
-  ctx.moe_reports = &reports;
-  Tensor out = (*m.layer)(x, ctx, 0);
-  Tensor loss = sum_all(out * r) + reports.at(0).aux_loss;
+  const FeedForwardOutput y = (*m.layer)(x, ctx, 0);
+  Tensor loss = sum_all(y.out * r) + y.aux_loss;
   if (backward) loss.backward();
   return loss.cpu().item();
 }
@@ -211,7 +270,7 @@ TEST_CASE("moe: finite-difference gradients through router and experts (f64)") {
     std::vector<MoeReport> reports;
     ForwardContext probe = ctx;
     probe.moe_reports = &reports;
-    (*m.layer)(x.detach(), probe, 0);
+    (void)(*m.layer)(x.detach(), probe, 0);
     REQUIRE(dropped_fraction(reports[0]) > 0);
     // Central differences on every parameter element and on x.
     const double eps = 1e-6;
@@ -254,6 +313,73 @@ TEST_CASE("moe: finite-difference gradients through router and experts (f64)") {
   }
 }
 
+TEST_CASE("moe: the auxiliary loss does not depend on a report sink") {
+  MoeConfig c;
+  c.num_experts = 4;
+  c.k = 2;
+  c.images_per_group = 2;
+  c.importance_loss_weight = 0.3;
+  c.load_loss_weight = 0.2;
+  c.gshard_loss_weight = 0.1;
+  SmallMoe m(c, 5, DType::f64);
+  const Tensor x = randn({4, 5, 6}, RngKey{5, 1}, 0, DType::f64);
+  const Tensor r = randn({4, 5, 6}, RngKey{5, 2}, 0, DType::f64);
+  for (Mode mode : {Mode::train, Mode::eval}) {
+    INFO((mode == Mode::train ? "train" : "eval"));
+    const ForwardContext bare{mode, RngKey{11, 0}, 0};  // no reports: a tool, or a new model
+    std::vector<MoeReport> reports;
+    ForwardContext reported = bare;
+    reported.moe_reports = &reports;
+
+    m.store.zero_grads();
+    const FeedForwardOutput a = (*m.layer)(x, bare, 0);
+    REQUIRE(a.aux_loss.defined());
+    (sum_all(a.out * r) + a.aux_loss).backward();
+    const std::vector<double> grad_bare =
+        m.store.flat_grads(Sharding::replicated).cpu().to_vector<double>();
+
+    m.store.zero_grads();
+    const FeedForwardOutput b = (*m.layer)(x, reported, 0);
+    (sum_all(b.out * r) + b.aux_loss).backward();
+    const std::vector<double> grad_reported =
+        m.store.flat_grads(Sharding::replicated).cpu().to_vector<double>();
+
+    const double aux = a.aux_loss.cpu().item();
+    CHECK(aux > 0);
+    CHECK(aux == b.aux_loss.cpu().item());
+    CHECK(aux == reports.at(0).aux_loss.cpu().item());  // the report's copy, for diagnostics
+    // The router kernel's gradient includes the auxiliary losses' share, identically.
+    CHECK(grad_bare == grad_reported);
+  }
+}
+
+TEST_CASE("moe: test-time routing overrides are optional, unset keeps the config's") {
+  MoeConfig c;
+  c.num_experts = 2;
+  c.k = 1;
+  c.capacity_factor = c.eval_capacity_factor = 2.0;  // room for every token
+  c.images_per_group = 8;
+  SmallMoe m(c, 5, DType::f64);
+  const Tensor x = randn({8, 5, 6}, RngKey{4, 4}, 0, DType::f64);
+  auto dropped = [&](const ForwardContext& base) {
+    std::vector<MoeReport> reports;
+    ForwardContext ctx = base;
+    ctx.moe_reports = &reports;
+    (void)(*m.layer)(x, ctx, 0);
+    return dropped_fraction(reports.at(0));
+  };
+  ForwardContext ctx{Mode::eval, RngKey{}, 0};
+  CHECK_FALSE(ctx.eval_capacity_factor.has_value());
+  CHECK_FALSE(ctx.eval_batch_priority.has_value());
+  CHECK(dropped(ctx) == 0);
+  ctx.eval_capacity_factor = 0.1;  // 4 slots per expert for 40 tokens
+  CHECK(dropped(ctx) == Approx(32.0 / 40.0));
+  ctx.eval_batch_priority = true;
+  CHECK(dropped(ctx) == Approx(32.0 / 40.0));
+  ctx.eval_capacity_factor.reset();
+  CHECK(dropped(ctx) == 0);
+}
+
 TEST_CASE("moe: E = 1, k = 1 with ample capacity equals the dense MLP") {
   MoeConfig c;
   c.num_experts = 1;
@@ -272,8 +398,8 @@ TEST_CASE("moe: E = 1, k = 1 with ample capacity equals the dense MLP") {
   Tensor x = randn({4, 3, 4}, RngKey{2, 2}, 0, DType::f64);
   for (Mode mode : {Mode::eval, Mode::train}) {
     ForwardContext ctx{mode, RngKey{1, 1}, 0};
-    auto a = (*m.layer)(x, ctx, 0).cpu().to_vector<double>();
-    auto b = dense(x, ctx, 0).cpu().to_vector<double>();
+    auto a = (*m.layer)(x, ctx, 0).out.cpu().to_vector<double>();
+    auto b = dense(x, ctx, 0).out.cpu().to_vector<double>();
     REQUIRE(a.size() == b.size());
     for (size_t i = 0; i < a.size(); ++i)
       CHECK(a[i] == Approx(b[i]).epsilon(1e-12));
@@ -287,18 +413,18 @@ TEST_CASE("moe: evaluation is deterministic and training noise comes from the se
   SmallMoe m(c, 5, DType::f32);
   Tensor x = randn({4, 5, 6}, RngKey{1, 2});
   ForwardContext eval{Mode::eval, RngKey{1, 0}, 0};
-  CHECK((*m.layer)(x, eval, 0).cpu().to_vector<float>() ==
-        (*m.layer)(x, eval, 0).cpu().to_vector<float>());
+  CHECK((*m.layer)(x, eval, 0).out.cpu().to_vector<float>() ==
+        (*m.layer)(x, eval, 0).out.cpu().to_vector<float>());
   ForwardContext t1{Mode::train, RngKey{1, 0}, 0}, t2{Mode::train, RngKey{2, 0}, 0};
-  CHECK((*m.layer)(x, t1, 0).cpu().to_vector<float>() ==
-        (*m.layer)(x, t1, 0).cpu().to_vector<float>());
+  CHECK((*m.layer)(x, t1, 0).out.cpu().to_vector<float>() ==
+        (*m.layer)(x, t1, 0).out.cpu().to_vector<float>());
   std::vector<MoeReport> r1, r2;
   t1.moe_reports = &r1;
   t1.record_routing = true;
   t2.moe_reports = &r2;
   t2.record_routing = true;
-  (*m.layer)(x, t1, 0);
-  (*m.layer)(x, t2, 0);
+  (void)(*m.layer)(x, t1, 0);
+  (void)(*m.layer)(x, t2, 0);
   CHECK(r1[0].routing.weights.cpu().to_vector<float>() !=
         r2[0].routing.weights.cpu().to_vector<float>());
 }
@@ -311,10 +437,10 @@ TEST_CASE("moe: routing noise does not depend on how the batch is split") {
   SmallMoe m(c, 5, DType::f64);
   Tensor x = randn({8, 5, 6}, RngKey{3, 3}, 0, DType::f64);
   ForwardContext whole{Mode::train, RngKey{7, 0}, 100};
-  auto full = (*m.layer)(x, whole, 0).cpu().to_vector<double>();
+  auto full = (*m.layer)(x, whole, 0).out.cpu().to_vector<double>();
   ForwardContext first{Mode::train, RngKey{7, 0}, 100}, second{Mode::train, RngKey{7, 0}, 104};
-  auto a = (*m.layer)(x.slice(0, 0, 4), first, 0).cpu().to_vector<double>();
-  auto b = (*m.layer)(x.slice(0, 4, 8), second, 0).cpu().to_vector<double>();
+  auto a = (*m.layer)(x.slice(0, 0, 4), first, 0).out.cpu().to_vector<double>();
+  auto b = (*m.layer)(x.slice(0, 4, 8), second, 0).out.cpu().to_vector<double>();
   a.insert(a.end(), b.begin(), b.end());
   REQUIRE(a.size() == full.size());
   for (size_t i = 0; i < a.size(); ++i)
@@ -333,7 +459,7 @@ TEST_CASE("moe: a token with every assignment dropped passes through the residua
   ForwardContext ctx{Mode::eval, RngKey{}, 0};
   ctx.moe_reports = &reports;
   ctx.record_routing = true;
-  Tensor out = (*m.layer)(x, ctx, 0);
+  Tensor out = (*m.layer)(x, ctx, 0).out;
   const auto kept = reports[0].routing.kept.cpu().to_vector<uint8_t>();
   const auto values = out.reshape({40, 6}).cpu().to_vector<double>();
   int dropped_tokens = 0;
@@ -373,6 +499,29 @@ TEST_CASE("moe: a V-MoE ViT has MoE layers at the placement and an aux loss") {
   CHECK(std::isfinite(out.aux_loss.cpu().item()));
 }
 
+TEST_CASE("moe: an f64 V-MoE computes in f64 from f32 images and trains") {
+  VitConfig v;
+  v.num_layers = 2;
+  v.hidden_size = 16;
+  v.mlp_dim = 16;
+  v.num_heads = 2;
+  MoeConfig c;
+  c.num_experts = 4;
+  c.images_per_group = 2;
+  c.moe_blocks = {1};
+  v.moe = c;
+  ParameterStore store;
+  VisionTransformer model(store, v);
+  store.allocate(1, DType::f64);
+  const Tensor images = randn({4, 28, 28, 1}, RngKey{1, 1});  // f32, as batches arrive
+  VitOutput out = model(images, ForwardContext{Mode::train, RngKey{1, 0}, 0});
+  CHECK(out.logits.dtype() == DType::f64);
+  REQUIRE(out.aux_loss.defined());
+  (sum_all(out.logits) + out.aux_loss).backward();
+  for (double g : store.flat_grads(Sharding::replicated).cpu().to_vector<double>())
+    REQUIRE(std::isfinite(g));
+}
+
 TEST_CASE("device: a MoE layer's forward, backward and AdamW step read nothing from the device") {
   // On the strict device every device -> host copy is counted: routing (top-k, BPR order,
   // slot assignment), dispatch, experts, combine, auxiliary losses, statistics, the gradient
@@ -396,7 +545,7 @@ TEST_CASE("device: a MoE layer's forward, backward and AdamW step read nothing f
   std::vector<MoeReport> reports;
   ForwardContext ctx{Mode::train, RngKey{11, 0}, 0};
   ctx.moe_reports = &reports;
-  Tensor out = layer(x, ctx, 0);
+  Tensor out = layer(x, ctx, 0).out;
   Tensor loss = sum_all(out * r) + reports.at(0).aux_loss;
   loss.backward();
   optimizer.step(store, 1e-3, {grad_norm_squared(store), 0.5});

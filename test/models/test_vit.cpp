@@ -8,7 +8,7 @@
 #include "core/ops.h"
 #include "launch/train_step.h"
 #include "models/vision_transformer.h"
-#include "parallel/hdf5_file.h"
+#include "hdf5/hdf5_file.h"
 
 using namespace vmoe;
 

@@ -259,9 +259,10 @@ LayerRun run_layer(const LayerCase& c, const ProcessGroups* groups) {
   std::vector<MoeReport> reports;
   ForwardContext ctx{Mode::train, RngKey{9, 3}, first};
   ctx.moe_reports = &reports;
-  Tensor out = layer(x, ctx, 0);
+  const FeedForwardOutput y = layer(x, ctx, 0);
+  Tensor out = y.out;
   // Mean over this slice's images, as the training loss is.
-  Tensor loss = sum_all(out * weights) * (1.0 / double(images)) + reports.at(0).aux_loss;
+  Tensor loss = sum_all(out * weights) * (1.0 / double(images)) + y.aux_loss;
   LayerRun run;
   std::unique_ptr<GradientReducer> reducer;
   if (groups) reducer = std::make_unique<GradientReducer>(store, *groups, 256);

@@ -1,5 +1,5 @@
-// Tests of the plain HDF5 file wrapper (parallel/hdf5_file.h) and the HDF5 RAII handles and
-// checking macro (parallel/hdf5_handle.h): round trips, names, attributes, error messages,
+// Tests of the plain HDF5 file wrapper (hdf5/hdf5_file.h) and the HDF5 RAII handles and
+// checking macro (hdf5/hdf5_handle.h): round trips, names, attributes, error messages,
 // checksums and interoperability with files written by h5py.
 #include <unistd.h>
 
@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
-#include "parallel/hdf5_file.h"
-#include "parallel/hdf5_handle.h"
+#include "hdf5/hdf5_file.h"
+#include "hdf5/hdf5_handle.h"
 
 using namespace vmoe;
 namespace fs = std::filesystem;

@@ -1,5 +1,5 @@
 // Hdf5File: plain HDF5 files of raw typed arrays and attributes on the serial sec2 driver.
-#include "parallel/hdf5_file.h"
+#include "hdf5/hdf5_file.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <utility>
 
-#include "parallel/hdf5_handle.h"
+#include "hdf5/hdf5_handle.h"
 
 namespace vmoe {
 
@@ -16,50 +16,12 @@ namespace {
 
 // Chunks are at most this big: the size of HDF5's default per-dataset chunk cache.
 constexpr size_t kTargetChunkBytes = size_t(1) << 20;
-// Dataset attribute that marks uint16 data as bfloat16 bits.
+// Dataset attribute that marks uint16 data as bfloat16 bits (read in hdf5_checks.cpp).
 constexpr const char* kDtypeAttr = "dtype";
 constexpr const char* kBf16 = "bf16";
 
 std::string in_quotes(const std::string& s) {
   return "'" + s + "'";
-}
-
-// Portable little-endian type an element type is stored as.
-hid_t file_type(H5Type t) {
-  switch (t) {
-    case H5Type::f32:
-      return H5T_IEEE_F32LE;
-    case H5Type::f64:
-      return H5T_IEEE_F64LE;
-    case H5Type::i32:
-      return H5T_STD_I32LE;
-    case H5Type::i64:
-      return H5T_STD_I64LE;
-    case H5Type::u8:
-      return H5T_STD_U8LE;
-    case H5Type::bf16:
-      return H5T_STD_U16LE;
-  }
-  throw std::invalid_argument("unknown H5Type " + std::to_string(int(t)));
-}
-
-// Native in-memory type of an element type.
-hid_t memory_type(H5Type t) {
-  switch (t) {
-    case H5Type::f32:
-      return H5T_NATIVE_FLOAT;
-    case H5Type::f64:
-      return H5T_NATIVE_DOUBLE;
-    case H5Type::i32:
-      return H5T_NATIVE_INT32;
-    case H5Type::i64:
-      return H5T_NATIVE_INT64;
-    case H5Type::u8:
-      return H5T_NATIVE_UINT8;
-    case H5Type::bf16:
-      return H5T_NATIVE_UINT16;
-  }
-  throw std::invalid_argument("unknown H5Type " + std::to_string(int(t)));
 }
 
 // `name` without leading '/'; rejects empty names and empty components ("a//b", "a/").
@@ -170,131 +132,6 @@ void write_string_attr(hid_t obj, const std::string& name, const std::string& va
   write_attr(obj, name, type.get(), type.get(), &chars);
 }
 
-// Kind of value an attribute holds, for the getters' checks and messages.
-const char* class_name(H5T_class_t cls) {
-  switch (cls) {
-    case H5T_INTEGER:
-      return "an integer";
-    case H5T_FLOAT:
-      return "a real number";
-    case H5T_STRING:
-      return "a string";
-    default:
-      return "of an unsupported kind";
-  }
-}
-
-// Reads a one-element attribute. `read_value` is called with the open attribute and its
-// stored type once the checks pass.
-template <typename Fn>
-auto read_one_element_attr(hid_t attr, Fn read_value) {
-  H5SpaceId space{VMOE_H5_CHECK(H5Aget_space(attr))};
-  const hssize_t count = VMOE_H5_CHECK(H5Sget_simple_extent_npoints(space.get()));
-  if (count != 1) {
-    throw Hdf5Error("it holds " + std::to_string(count) + " values, expected a single value");
-  }
-  H5TypeId type{VMOE_H5_CHECK(H5Aget_type(attr))};
-  return read_value(type.get());
-}
-
-std::string read_string_value(hid_t attr, hid_t type) {
-  const H5T_class_t cls = H5Tget_class(type);
-  if (cls != H5T_STRING) {
-    throw Hdf5Error(std::string("it is ") + class_name(cls) + ", expected a string");
-  }
-  if (VMOE_H5_CHECK(H5Tis_variable_str(type)) > 0) {
-    H5TypeId mem{VMOE_H5_CHECK(H5Tcopy(H5T_C_S1))};
-    VMOE_H5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE));
-    VMOE_H5_CHECK(H5Tset_cset(mem.get(), H5Tget_cset(type)));
-    char* chars = nullptr;
-    VMOE_H5_CHECK(H5Aread(attr, mem.get(), &chars));
-    std::string value = chars ? std::string(chars) : std::string();
-    H5free_memory(chars);
-    return value;
-  }
-  // Fixed-length: null-terminated, null-padded or space-padded.
-  const size_t size = H5Tget_size(type);
-  std::string value(size, '\0');
-  VMOE_H5_CHECK(H5Aread(attr, type, value.data()));
-  const size_t nul = value.find('\0');
-  if (nul != std::string::npos) value.resize(nul);
-  if (H5Tget_strpad(type) == H5T_STR_SPACEPAD) {
-    value.erase(value.find_last_not_of(' ') + 1);
-  }
-  return value;
-}
-
-// True if dataset `ds` carries the attribute dtype = "bf16".
-bool marked_bf16(hid_t ds) {
-  if (VMOE_H5_CHECK(H5Aexists(ds, kDtypeAttr)) <= 0) return false;
-  H5AttrId attr{VMOE_H5_CHECK(H5Aopen(ds, kDtypeAttr, H5P_DEFAULT))};
-  H5TypeId type{VMOE_H5_CHECK(H5Aget_type(attr.get()))};
-  if (H5Tget_class(type.get()) != H5T_STRING) return false;
-  return read_string_value(attr.get(), type.get()) == kBf16;
-}
-
-// The element type a dataset holds, or nullopt if it is none of H5Type.
-std::optional<H5Type> stored_type(hid_t ds, hid_t type) {
-  const H5T_class_t cls = H5Tget_class(type);
-  const size_t size = H5Tget_size(type);
-  if (cls == H5T_FLOAT) {
-    if (size == 4) return H5Type::f32;
-    if (size == 8) return H5Type::f64;
-  } else if (cls == H5T_INTEGER) {
-    const bool is_signed = H5Tget_sign(type) == H5T_SGN_2;
-    if (is_signed && size == 4) return H5Type::i32;
-    if (is_signed && size == 8) return H5Type::i64;
-    if (!is_signed && size == 1) return H5Type::u8;
-    if (!is_signed && size == 2 && marked_bf16(ds)) return H5Type::bf16;
-  }
-  return std::nullopt;
-}
-
-std::string describe_type(hid_t type) {
-  const H5T_class_t cls = H5Tget_class(type);
-  const std::string bits = std::to_string(8 * H5Tget_size(type)) + "-bit ";
-  switch (cls) {
-    case H5T_FLOAT:
-      return bits + "float";
-    case H5T_INTEGER:
-      return bits + (H5Tget_sign(type) == H5T_SGN_2 ? "signed" : "unsigned") + " integer";
-    case H5T_STRING:
-      return "string";
-    case H5T_COMPOUND:
-      return "compound";
-    case H5T_ENUM:
-      return "enum";
-    default:
-      return "class " + std::to_string(int(cls));
-  }
-}
-
-// Shape of a dataspace; throws for a null dataspace.
-std::vector<int64_t> space_shape(hid_t space) {
-  const H5S_class_t cls = H5Sget_simple_extent_type(space);
-  if (cls == H5S_SCALAR) return {};
-  if (cls != H5S_SIMPLE) throw Hdf5Error("it has a null dataspace (no shape)");
-  const int rank = VMOE_H5_CHECK(H5Sget_simple_extent_ndims(space));
-  std::vector<hsize_t> dims(size_t(rank), 0);
-  VMOE_H5_CHECK(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
-  return std::vector<int64_t>(dims.begin(), dims.end());
-}
-
-int64_t checked_numel(const std::vector<int64_t>& shape, const std::string& name) {
-  int64_t n = 1;
-  for (int64_t d : shape) {
-    if (d < 0) {
-      throw std::invalid_argument("dataset " + in_quotes(name) + ": negative dimension " +
-                                  std::to_string(d) + " in its shape");
-    }
-    if (d > 0 && n > std::numeric_limits<int64_t>::max() / d) {
-      throw std::invalid_argument("dataset " + in_quotes(name) + ": shape has too many elements");
-    }
-    n *= d;
-  }
-  return n;
-}
-
 // H5Lvisit callback: collects the paths of datasets reached through hard links.
 herr_t collect_dataset(hid_t group, const char* name, const H5L_info_t* info, void* data) {
   if (info->type != H5L_TYPE_HARD) return 0;
@@ -307,42 +144,6 @@ herr_t collect_dataset(hid_t group, const char* name, const H5L_info_t* info, vo
 }
 
 }  // namespace
-
-size_t h5_type_size(H5Type t) {
-  switch (t) {
-    case H5Type::f32:
-      return 4;
-    case H5Type::f64:
-      return 8;
-    case H5Type::i32:
-      return 4;
-    case H5Type::i64:
-      return 8;
-    case H5Type::u8:
-      return 1;
-    case H5Type::bf16:
-      return 2;
-  }
-  throw std::invalid_argument("unknown H5Type " + std::to_string(int(t)));
-}
-
-const char* h5_type_name(H5Type t) {
-  switch (t) {
-    case H5Type::f32:
-      return "f32";
-    case H5Type::f64:
-      return "f64";
-    case H5Type::i32:
-      return "i32";
-    case H5Type::i64:
-      return "i64";
-    case H5Type::u8:
-      return "u8";
-    case H5Type::bf16:
-      return "bf16";
-  }
-  throw std::invalid_argument("unknown H5Type " + std::to_string(int(t)));
-}
 
 int64_t H5Array::numel() const {
   int64_t n = 1;
@@ -410,20 +211,29 @@ void Hdf5File::write(const std::string& name, H5Type t, const std::vector<int64_
   Hdf5Lock lock;
   const std::string n = normalize_name(name, "dataset");
   require_writable("write dataset " + in_quotes(n));
-  const int64_t numel = checked_numel(shape, n);
+  int64_t numel = 0;
+  try {
+    numel = h5_checked_numel(shape);
+  } catch (const Hdf5Error& e) {
+    throw std::invalid_argument("dataset " + in_quotes(n) + ": " + e.what());
+  }
   if (numel > 0 && data == nullptr) {
     throw std::invalid_argument("dataset " + in_quotes(n) + ": data is null for " +
                                 std::to_string(numel) + " elements");
   }
   const hid_t file = impl().file.get();
-  const hid_t mem_type = memory_type(t);
+  const hid_t mem_type = h5_memory_type(t);
   try {
     const H5I_type_t existing = object_type(file, n);
     if (existing == H5I_DATASET) {
       H5DatasetId ds{VMOE_H5_CHECK(H5Dopen2(file, n.c_str(), H5P_DEFAULT))};
-      H5TypeId type{VMOE_H5_CHECK(H5Dget_type(ds.get()))};
-      H5SpaceId space{VMOE_H5_CHECK(H5Dget_space(ds.get()))};
-      if (stored_type(ds.get(), type.get()) == t && space_shape(space.get()) == shape) {
+      bool same = false;
+      try {
+        same = checked_dataset_info(ds.get(), {{t}, shape, {}}).shape == shape;
+      } catch (const Hdf5Error&) {
+        // of another type, shape or layout: replaced below
+      }
+      if (same) {
         if (numel > 0) {
           VMOE_H5_CHECK(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
         }
@@ -448,8 +258,8 @@ void Hdf5File::write(const std::string& name, H5Type t, const std::vector<int64_
       VMOE_H5_CHECK(H5Pset_fletcher32(dcpl.get()));
     }
     H5PlistId lcpl = intermediate_groups_lcpl();
-    H5DatasetId ds{VMOE_H5_CHECK(H5Dcreate2(file, n.c_str(), file_type(t), space.get(), lcpl.get(),
-                                            dcpl.get(), H5P_DEFAULT))};
+    H5DatasetId ds{VMOE_H5_CHECK(H5Dcreate2(file, n.c_str(), h5_file_type(t), space.get(),
+                                            lcpl.get(), dcpl.get(), H5P_DEFAULT))};
     if (t == H5Type::bf16) write_string_attr(ds.get(), kDtypeAttr, kBf16);
     if (numel > 0) {
       VMOE_H5_CHECK(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
@@ -462,42 +272,35 @@ void Hdf5File::write(const std::string& name, H5Type t, const std::vector<int64_
 
 namespace {
 
-// Dataset `n` of `file`, opened, with its element type and shape; throws Hdf5Error saying why
-// it is not a readable dataset.
+// Dataset `n` of `file`, opened, with its element type and shape after the checks of
+// checked_dataset_info(); throws Hdf5Error saying why it is not a readable dataset.
 struct OpenedDataset {
   H5DatasetId ds;
-  H5Type type;
-  std::vector<int64_t> shape;
+  H5DatasetInfo info;
 };
 
-OpenedDataset open_dataset(hid_t file, const std::string& n) {
+OpenedDataset open_dataset(hid_t file, const std::string& n, const H5Expect& expect) {
   const H5I_type_t kind = object_type(file, n);
   if (kind == H5I_BADID) throw Hdf5Error("no such dataset");
   if (kind != H5I_DATASET) throw Hdf5Error("it is a group, not a dataset");
   H5DatasetId ds{VMOE_H5_CHECK(H5Dopen2(file, n.c_str(), H5P_DEFAULT))};
-  H5TypeId type{VMOE_H5_CHECK(H5Dget_type(ds.get()))};
-  H5SpaceId space{VMOE_H5_CHECK(H5Dget_space(ds.get()))};
-  const std::optional<H5Type> t = stored_type(ds.get(), type.get());
-  if (!t) {
-    throw Hdf5Error("its element type (" + describe_type(type.get()) +
-                    ") is not one of f32, f64, i32, i64, u8, bf16");
-  }
-  return {std::move(ds), *t, space_shape(space.get())};
+  H5DatasetInfo info = checked_dataset_info(ds.get(), expect);
+  return {std::move(ds), std::move(info)};
 }
 
 }  // namespace
 
-H5Array Hdf5File::read(const std::string& name) const {
+H5Array Hdf5File::read(const std::string& name, const H5Expect& expect) const {
   Hdf5Lock lock;
   const std::string n = normalize_name(name, "dataset");
   try {
-    OpenedDataset d = open_dataset(impl().file.get(), n);
+    OpenedDataset d = open_dataset(impl().file.get(), n, expect);
     H5Array out;
-    out.type = d.type;
-    out.shape = d.shape;
-    out.bytes.resize(size_t(out.numel()) * h5_type_size(d.type));
+    out.type = d.info.type;
+    out.shape = d.info.shape;
+    out.bytes.resize(size_t(out.numel()) * h5_type_size(out.type));
     if (!out.bytes.empty()) {
-      VMOE_H5_CHECK(H5Dread(d.ds.get(), memory_type(d.type), H5S_ALL, H5S_ALL, H5P_DEFAULT,
+      VMOE_H5_CHECK(H5Dread(d.ds.get(), h5_memory_type(out.type), H5S_ALL, H5S_ALL, H5P_DEFAULT,
                             out.bytes.data()));
     }
     return out;
@@ -507,12 +310,11 @@ H5Array Hdf5File::read(const std::string& name) const {
   }
 }
 
-H5DatasetInfo Hdf5File::info(const std::string& name) const {
+H5DatasetInfo Hdf5File::info(const std::string& name, const H5Expect& expect) const {
   Hdf5Lock lock;
   const std::string n = normalize_name(name, "dataset");
   try {
-    OpenedDataset d = open_dataset(impl().file.get(), n);
-    return {d.type, d.shape};
+    return open_dataset(impl().file.get(), n, expect).info;
   } catch (const Hdf5Error& e) {
     throw Hdf5Error("cannot inspect dataset " + in_quotes(n) + " in HDF5 file " + in_quotes(path_) +
                     ": " + e.what());
@@ -614,10 +416,11 @@ bool Hdf5File::has_attr(const std::string& key) const {
 
 namespace {
 
-// Opens attribute `key` for a getter and hands it to `read_value`, wrapping every failure in
-// one message that names the file and the key.
+// Opens attribute `key` for a getter, checks that it holds one value of `kind` and hands it to
+// `read_value`, wrapping every failure in one message that names the file and the key.
 template <typename Fn>
-auto get_attr(hid_t file, const std::string& path, const std::string& key, Fn read_value) {
+auto get_attr(hid_t file, const std::string& path, const std::string& key, H5AttrKind kind,
+              Fn read_value) {
   const auto [object, attr] = split_attr_key(key);
   try {
     H5ObjectId owner = attr_owner(file, object, /*create=*/false);
@@ -625,7 +428,8 @@ auto get_attr(hid_t file, const std::string& path, const std::string& key, Fn re
       throw Hdf5Error("no such attribute");
     }
     H5AttrId a{VMOE_H5_CHECK(H5Aopen(owner.get(), attr.c_str(), H5P_DEFAULT))};
-    return read_one_element_attr(a.get(), [&](hid_t type) { return read_value(a.get(), type); });
+    check_single_value_attribute(a.get(), kind);
+    return read_value(a.get());
   } catch (const Hdf5Error& e) {
     throw Hdf5Error("cannot read attribute " + in_quotes(key) + " of HDF5 file " + in_quotes(path) +
                     ": " + e.what());
@@ -636,16 +440,12 @@ auto get_attr(hid_t file, const std::string& path, const std::string& key, Fn re
 
 std::string Hdf5File::get_attr_string(const std::string& key) const {
   Hdf5Lock lock;
-  return get_attr(impl().file.get(), path_, key, read_string_value);
+  return get_attr(impl().file.get(), path_, key, H5AttrKind::string, read_string_attribute);
 }
 
 int64_t Hdf5File::get_attr_int(const std::string& key) const {
   Hdf5Lock lock;
-  return get_attr(impl().file.get(), path_, key, [](hid_t attr, hid_t type) {
-    const H5T_class_t cls = H5Tget_class(type);
-    if (cls != H5T_INTEGER) {
-      throw Hdf5Error(std::string("it is ") + class_name(cls) + ", expected an integer");
-    }
+  return get_attr(impl().file.get(), path_, key, H5AttrKind::integer, [](hid_t attr) {
     int64_t value = 0;
     VMOE_H5_CHECK(H5Aread(attr, H5T_NATIVE_INT64, &value));
     return value;
@@ -654,11 +454,7 @@ int64_t Hdf5File::get_attr_int(const std::string& key) const {
 
 double Hdf5File::get_attr_double(const std::string& key) const {
   Hdf5Lock lock;
-  return get_attr(impl().file.get(), path_, key, [](hid_t attr, hid_t type) {
-    const H5T_class_t cls = H5Tget_class(type);
-    if (cls != H5T_FLOAT && cls != H5T_INTEGER) {
-      throw Hdf5Error(std::string("it is ") + class_name(cls) + ", expected a number");
-    }
+  return get_attr(impl().file.get(), path_, key, H5AttrKind::number, [](hid_t attr) {
     double value = 0;
     VMOE_H5_CHECK(H5Aread(attr, H5T_NATIVE_DOUBLE, &value));
     return value;

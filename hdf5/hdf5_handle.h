@@ -1,6 +1,6 @@
 // RAII ownership of HDF5 identifiers (hid_t), the one checking macro for HDF5 calls
-// (VMOE_H5_CHECK), and the process-wide lock every HDF5 call is made under. Shared by the
-// plain-file wrapper (hdf5_file.h) and the sharded parallel checkpoint.
+// (VMOE_H5_CHECK), and the one process-wide lock every HDF5 call in the project is made under.
+// Part of the one HDF5 library (hdf5/) below data/ and parallel/.
 #pragma once
 #include <hdf5.h>
 

@@ -1,5 +1,5 @@
 // HDF5 process setup, error-stack formatting and the failure path of VMOE_H5_CHECK.
-#include "parallel/hdf5_handle.h"
+#include "hdf5/hdf5_handle.h"
 
 #include <string>
 
@@ -64,7 +64,7 @@ std::string hdf5_error_stack() {
 namespace detail {
 
 void throw_hdf5_error(const char* call, const char* file, int line) {
-  // "…/parallel/hdf5_file.cpp" -> "parallel/hdf5_file.cpp".
+  // "…/hdf5/hdf5_file.cpp" -> "hdf5/hdf5_file.cpp".
   std::string where(file);
   const size_t last = where.rfind('/');
   if (last != std::string::npos && last > 0) {

@@ -1,6 +1,7 @@
-// A plain (single-process) HDF5 file of raw typed arrays and attributes: the one wrapper of
-// HDF5 for ordinary files (weights, golden data, tools). Independent of core/: arrays are raw
-// bytes plus a type and a shape. The sharded parallel checkpoint builds on hdf5_handle.h.
+// A plain (single-process) HDF5 file of raw typed arrays and attributes: the HDF5 wrapper for
+// ordinary files (weights, golden data, shards, tools). Arrays are raw bytes plus a type and a
+// shape. Every read is checked first (hdf5_checks.h): nothing a file declares is allocated
+// before its type, shape and stored bytes are. The parallel checkpoint builds on hdf5_handle.h.
 #pragma once
 #include <concepts>
 #include <cstddef>
@@ -9,16 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "hdf5/hdf5_checks.h"
+#include "hdf5/hdf5_types.h"
+
 namespace vmoe {
-
-// Element types of stored arrays. bf16 is stored as uint16 with a dataset attribute
-// dtype = "bf16" so that other readers see the raw bits and know what they are.
-enum class H5Type { f32, f64, i32, i64, u8, bf16 };
-
-// Bytes per element (4, 8, 4, 8, 1, 2).
-size_t h5_type_size(H5Type t);
-// "f32", "f64", "i32", "i64", "u8", "bf16".
-const char* h5_type_name(H5Type t);
 
 // An array read back from a file: row-major native-endian bytes, shape {} for a scalar.
 struct H5Array {
@@ -27,12 +22,6 @@ struct H5Array {
   std::vector<uint8_t> bytes;  // numel() * h5_type_size(type) bytes
 
   int64_t numel() const;
-};
-
-// What a dataset holds, without its data.
-struct H5DatasetInfo {
-  H5Type type = H5Type::f32;
-  std::vector<int64_t> shape;  // {} for a scalar
 };
 
 // One open HDF5 file, always with the serial (sec2) driver: it works in programs that never
@@ -65,12 +54,14 @@ class Hdf5File {
   void write(const std::string& name, H5Type t, const std::vector<int64_t>& shape,
              const void* data);
 
-  // The whole dataset `name`. Throws if it is missing, of an unsupported type, or if a
-  // checksum does not match.
-  H5Array read(const std::string& name) const;
+  // The whole dataset `name`. Throws Hdf5Error naming the file, the dataset and what was
+  // expected if it is missing, of an unsupported type, not as `expect` says, larger than the
+  // file holds or than kH5MaxDatasetBytes (all checked before allocating), or if a checksum
+  // does not match.
+  H5Array read(const std::string& name, const H5Expect& expect = {}) const;
 
   // Element type and shape of dataset `name`, without reading its data. Throws like read().
-  H5DatasetInfo info(const std::string& name) const;
+  H5DatasetInfo info(const std::string& name, const H5Expect& expect = {}) const;
 
   // True if `name` exists and is a dataset.
   bool has(const std::string& name) const;
@@ -91,8 +82,8 @@ class Hdf5File {
     set_attr_int(key, static_cast<int64_t>(value));
   }
 
-  // Getters throw if the attribute is missing or of another kind; get_attr_double also
-  // accepts an integer attribute.
+  // Getters throw if the attribute is missing, of another kind or not a single value (checked
+  // before reading); get_attr_double also accepts an integer attribute.
   std::string get_attr_string(const std::string& key) const;
   int64_t get_attr_int(const std::string& key) const;
   double get_attr_double(const std::string& key) const;
