@@ -115,6 +115,12 @@ std::string Tensor::desc() const {
   return shape_str(shape()) + " " + dtype_name(dtype());
 }
 
+void Tensor::check_element_type(DType as) const {
+  if (dtype() != as) {
+    throw std::invalid_argument(std::string("tensor ") + desc() + " accessed as " + dtype_name(as));
+  }
+}
+
 void* Tensor::device_raw() const {
   const TensorImpl& t = checked(impl_);
   return static_cast<char*>(t.storage->data()) + t.offset * int64_t(dtype_size(t.dtype));

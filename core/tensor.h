@@ -131,6 +131,9 @@ class Tensor {
   const std::shared_ptr<TensorImpl>& impl() const { return impl_; }
 
  private:
+  // Throws std::invalid_argument unless the elements are of type `as`.
+  void check_element_type(DType as) const;
+
   std::shared_ptr<TensorImpl> impl_;
 };
 
@@ -147,19 +150,13 @@ struct TensorImpl {
 
 template <class T>
 T* Tensor::data() const {
-  if (dtype() != dtype_of<T>()) {
-    throw std::invalid_argument(std::string("tensor ") + desc() + " accessed as " +
-                                dtype_name(dtype_of<T>()));
-  }
+  check_element_type(dtype_of<T>());
   return static_cast<T*>(raw_data());
 }
 
 template <class T>
 T* Tensor::device_data() const {
-  if (dtype() != dtype_of<T>()) {
-    throw std::invalid_argument(std::string("tensor ") + desc() + " accessed as " +
-                                dtype_name(dtype_of<T>()));
-  }
+  check_element_type(dtype_of<T>());
   return static_cast<T*>(device_raw());
 }
 

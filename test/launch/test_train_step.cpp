@@ -64,45 +64,56 @@ TEST_CASE("train step: soft targets with the sigmoid loss or the wrong shape are
 
 namespace {
 
-// fashion_vmoe_ti's shape (D 64, E 8, k 2) with BPR, noise and a GShard loss: every routing path.
-VitConfig small_vmoe(std::vector<int64_t> moe_blocks) {
-  VitConfig c;
-  MoeConfig moe;
-  moe.moe_blocks = std::move(moe_blocks);
-  moe.batch_priority = true;
-  moe.gshard_loss_weight = 0.01;
-  c.moe = moe;
-  return c;
-}
+// fashion_vmoe_ti's shape (D 64, E 8, k 2) with BPR, noise and a GShard loss: every routing
+// path; `layers` blocks, MoE in `moe_blocks`; parameters and a batch of 16 images on `device`.
+struct TinyVmoe {
+  ParameterStore params;
+  std::unique_ptr<VisionTransformer> model;
+  std::unique_ptr<AdamW> optimizer;
+  LrSchedule schedule{LrSchedule::Kind::constant, 1e-3};
+  Tensor images, labels;
+
+  TinyVmoe(int64_t layers, std::vector<int64_t> moe_blocks, Device device) {
+    VitConfig c;
+    c.num_layers = layers;
+    MoeConfig moe;
+    moe.moe_blocks = std::move(moe_blocks);
+    moe.batch_priority = true;
+    moe.gshard_loss_weight = 0.01;
+    c.moe = moe;
+    model = std::make_unique<VisionTransformer>(params, c);
+    params.allocate(0, DType::f32, device);
+    optimizer = std::make_unique<AdamW>(params, AdamWOptions{});
+    images = randn({16, 28, 28, 1}, RngKey{1, 1}, 0, DType::f32, device);
+    std::vector<int32_t> y(16);
+    for (size_t i = 0; i < y.size(); ++i)
+      y[i] = int32_t(i % 10);
+    labels = Tensor::from_vector(y, {16}, device);
+  }
+
+  StepResult steps(int64_t n, double clip) {
+    StepOptions options;
+    options.grad_clip_norm = clip;
+    StepResult r;
+    for (int64_t step = 0; step < n; ++step)
+      r = train_step(*model, params, *optimizer, schedule, images, labels, step, 0, options);
+    return r;
+  }
+};
 
 }  // namespace
 
 TEST_CASE("device: a V-MoE training step reads nothing back, a logged step reads once") {
-  // fashion_vmoe_ti's shape (4 blocks, MoE in 1 and 3, E 8, k 2, BPR, noise, clipping) on the
-  // strict device, where every device -> host copy is counted.
-  const VitConfig c = small_vmoe({1, 3});
-  ParameterStore params;
-  VisionTransformer model(params, c);
-  params.allocate(0, DType::f32, kCpuStrict);
-  AdamW optimizer(params, AdamWOptions{});
-  const LrSchedule schedule{LrSchedule::Kind::constant, 1e-3};
-  const Tensor images = randn({16, 28, 28, 1}, RngKey{1, 1}, 0, DType::f32, kCpuStrict);
-  std::vector<int32_t> y(16);
-  for (size_t i = 0; i < y.size(); ++i)
-    y[i] = int32_t(i % 10);
-  const Tensor labels = Tensor::from_vector(y, {16}, kCpuStrict);
-  StepOptions options;
-  options.grad_clip_norm = 1.0;
-
+  // fashion_vmoe_ti's shape (4 blocks, MoE in 1 and 3) on the strict device, where every
+  // device -> host copy is counted.
+  TinyVmoe run(4, {1, 3}, kCpuStrict);
   const TransferCounter transfers(kCpuStrict);
-  StepResult r;
-  for (int64_t step = 0; step < 2; ++step)
-    r = train_step(model, params, optimizer, schedule, images, labels, step, 0, options);
+  const StepResult r = run.steps(2, 1.0);
   // Forward, backward, gradient norm, clipped update and the step's figures: all on the device.
   CHECK(transfers.now().to_host == 0);
   CHECK(transfers.now().from_host == 0);
   CHECK(transfers.now().synchronizations == 0);
-  // A logging step reads the figures vector once: loss, aux loss, grad norm, hits and four
+  // A logging step reads the figures vector once: loss, aux loss, grad norm, hits and five
   // figures of each MoE layer.
   const StepFigures f = r.read();
   CHECK(transfers.now().to_host == 1);
@@ -116,27 +127,12 @@ TEST_CASE("device: a V-MoE training step reads nothing back, a logged step reads
 }
 
 TEST_CASE("device: the train step computes the same figures on the CPU and the strict device") {
-  VitConfig c = small_vmoe({1});
-  c.num_layers = 2;
   std::vector<StepFigures> figures;
   std::vector<std::vector<float>> weights;
   for (Device device : {kCpu, kCpuStrict}) {
-    ParameterStore params;
-    VisionTransformer model(params, c);
-    params.allocate(0, DType::f32, device);
-    AdamW optimizer(params, AdamWOptions{});
-    const LrSchedule schedule{LrSchedule::Kind::constant, 1e-3};
-    const Tensor images = randn({16, 28, 28, 1}, RngKey{1, 1}, 0, DType::f32, device);
-    std::vector<int32_t> y(16, 3);
-    StepOptions options;
-    options.grad_clip_norm = 0.5;
-    StepResult r;
-    for (int64_t step = 0; step < 3; ++step) {
-      r = train_step(model, params, optimizer, schedule, images,
-                     Tensor::from_vector(y, {16}, device), step, 0, options);
-    }
-    figures.push_back(r.read());
-    weights.push_back(params.flat_values(Sharding::replicated).cpu().to_vector<float>());
+    TinyVmoe run(2, {1}, device);
+    figures.push_back(run.steps(3, 0.5).read());
+    weights.push_back(run.params.flat_values(Sharding::replicated).cpu().to_vector<float>());
   }
   CHECK(figures[0].loss == figures[1].loss);
   CHECK(figures[0].grad_norm == figures[1].grad_norm);

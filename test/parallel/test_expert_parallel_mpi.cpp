@@ -106,6 +106,43 @@ TEST_CASE("exchange: rows reach their expert's owner in source order and come ba
   }
 }
 
+namespace {
+
+// One exchange of E = 2P experts over the world on `device`: dispatched [E, R_me, D] coded
+// token values, local experts that scale their rows by (expert index + 1), and the backward of
+// sum(out * weights) with weights [E, R_me, D] in {1, 2, 3}.
+struct ScaledExchange {
+  std::vector<double> weights;
+  Tensor dispatched, scale, out;
+};
+
+ScaledExchange scaled_exchange(const ExpertParallelExchange& exchange, int64_t d, Device device) {
+  auto w = world();
+  const int64_t me = w->rank(), e = 2 * w->size();
+  const int64_t el = exchange.experts_per_rank(), first = me * el, r = rows_of(me);
+  ScaledExchange run;
+  std::vector<double> v;
+  for (int64_t x = 0; x < e; ++x)
+    for (int64_t i = 0; i < r; ++i)
+      for (int64_t f = 0; f < d; ++f) {
+        v.push_back(token_value(me, x, i, f) / 1000.0);
+        run.weights.push_back(double(1 + ((x + i + f + me) % 3)));
+      }
+  run.dispatched = Tensor::from_vector(v, {e, r, d}, device);
+  run.dispatched.set_requires_grad(true);
+  std::vector<double> s0;
+  for (int64_t l = 0; l < el; ++l)
+    s0.push_back(double(first + l + 1));
+  run.scale = Tensor::from_vector(s0, {el, 1, 1}, device);
+  run.scale.set_requires_grad(true);
+  const Tensor scale = run.scale;
+  run.out = exchange(run.dispatched, [scale](const Tensor& x) { return x * scale; });
+  sum_all(run.out * Tensor::from_vector(run.weights, {e, r, d}, device)).backward();
+  return run;
+}
+
+}  // namespace
+
 TEST_CASE("exchange: backward returns each row's gradient and sums the owners' parameters") {
   auto w = world();
   const int64_t p = w->size(), me = w->rank(), d = 2, e = 2 * p;
@@ -113,23 +150,10 @@ TEST_CASE("exchange: backward returns each row's gradient and sums the owners' p
     CAPTURE(chunks);
     ExpertParallelExchange exchange(w, e, chunks);
     const int64_t el = exchange.experts_per_rank(), first = me * el, r = rows_of(me);
-    std::vector<double> v, c;
-    for (int64_t x = 0; x < e; ++x)
-      for (int64_t i = 0; i < r; ++i)
-        for (int64_t f = 0; f < d; ++f) {
-          v.push_back(token_value(me, x, i, f) / 1000.0);
-          c.push_back(double(1 + ((x + i + f + me) % 3)));
-        }
-    Tensor dispatched = Tensor::from_vector(v, {e, r, d});
-    dispatched.set_requires_grad(true);
-    std::vector<double> s0;
-    for (int64_t l = 0; l < el; ++l)
-      s0.push_back(double(first + l + 1));
-    Tensor scale = Tensor::from_vector(s0, {el, 1, 1});
-    scale.set_requires_grad(true);
-    Tensor out = exchange(dispatched, [&](const Tensor& x) { return x * scale; });
-    Tensor cw = Tensor::from_vector(c, {e, r, d});
-    sum_all(out * cw).backward();
+    const ScaledExchange run = scaled_exchange(exchange, d, default_device());
+    const std::vector<double>& c = run.weights;
+    const Tensor& dispatched = run.dispatched;
+    const Tensor& scale = run.scale;
     // d/d dispatched = c * (e + 1)
     const std::vector<double> g = dispatched.grad().cpu().to_vector<double>();
     bool grad_ok = true;
@@ -158,25 +182,9 @@ namespace {
 // backward: outputs, input gradients and expert-parameter gradients read back to the host.
 std::vector<double> exchange_results(Device device, int64_t chunks) {
   auto w = world();
-  const int64_t p = w->size(), me = w->rank(), d = 3, e = 2 * p;
-  ExpertParallelExchange exchange(w, e, chunks);
-  const int64_t el = exchange.experts_per_rank(), first = me * el, r = rows_of(me);
-  std::vector<double> v, c;
-  for (int64_t x = 0; x < e; ++x)
-    for (int64_t i = 0; i < r; ++i)
-      for (int64_t f = 0; f < d; ++f) {
-        v.push_back(token_value(me, x, i, f) / 1000.0);
-        c.push_back(double(1 + ((x + i + f + me) % 3)));
-      }
-  Tensor dispatched = Tensor::from_vector(v, {e, r, d}, device);
-  dispatched.set_requires_grad(true);
-  std::vector<double> s0;
-  for (int64_t l = 0; l < el; ++l)
-    s0.push_back(double(first + l + 1));
-  Tensor scale = Tensor::from_vector(s0, {el, 1, 1}, device);
-  scale.set_requires_grad(true);
-  Tensor out = exchange(dispatched, [&](const Tensor& x) { return x * scale; });
-  sum_all(out * Tensor::from_vector(c, {e, r, d}, device)).backward();
+  ExpertParallelExchange exchange(w, 2 * w->size(), chunks);
+  const ScaledExchange run = scaled_exchange(exchange, 3, device);
+  const Tensor &out = run.out, &dispatched = run.dispatched, &scale = run.scale;
   std::vector<double> all = out.cpu().to_vector<double>();
   for (const Tensor& t : {dispatched.grad(), scale.grad()})
     for (double x : t.cpu().to_vector<double>())
