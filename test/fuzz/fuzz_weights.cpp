@@ -4,10 +4,10 @@
 
 #include "core/parameters.h"
 #include "parallel/weights_file.h"
-#include "test/fuzz/fuzz_common.h"
+#include "test/fuzz/h5_edits.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::string path = vmoe::fuzz::write_input("weights.h5", data, size);
+  const std::string path = vmoe::fuzz::hdf5_input("weights.h5", data, size);
   vmoe::fuzz::expect_clean([&] { vmoe::read_weights_config(path); });
   vmoe::fuzz::expect_clean([&] {
     vmoe::ParameterStore params;

@@ -9,14 +9,20 @@
 #include <jpeglib.h>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/optim/adamw.h"
 #include "core/tensor.h"
 #include "data/hdf5_shards.h"
 #include "data/image_source.h"
 #include "data/png_codec.h"
+#include "parallel/checkpoint.h"
+#include "parallel/local_communicator.h"
+#include "parallel/process_groups.h"
 #include "parallel/weights_file.h"
+#include "test/fuzz/fuzz_checkpoint_store.h"
 
 namespace fs = std::filesystem;
 using namespace vmoe;
@@ -128,6 +134,10 @@ int main(int argc, char** argv) {
   data::write_png((out / "png" / "rgb.png").string(), image(3, 4, 3));
   data::write_png((out / "png" / "grey.png").string(), image(5, 2, 1));
 
+  // HDF5 templates (h5_files/): the files the structure-aware targets edit, and the seeds of the
+  // *_bytes targets.
+  const fs::path h5 = out / "h5_files";
+  fs::create_directories(h5);
   data::ImageDataset ds;
   ds.n = 2;
   ds.height = 2;
@@ -137,20 +147,39 @@ int main(int argc, char** argv) {
   ds.images = image(2, 2 * 3, 1).pixels;
   ds.labels = {0, 1};
   const data::InMemorySource source(ds, "seed");
-  fs::create_directories(out / "hdf5_shard");
-  data::write_hdf5_shard((out / "hdf5_shard" / "shard.h5").string(), source, 0, 0);
+  data::write_hdf5_shard((h5 / "shard.h5").string(), source, 0, 0);
 
-  fs::create_directories(out / "weights");
   const std::vector<NamedTensor> weights = {
       {"head/kernel", Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {3, 2})},
       {"head/bias", Tensor::from_vector<float>({0.5f, -0.5f}, {2})}};
-  save_weights((out / "weights" / "weights.h5").string(), weights, "model { num_classes: 2 }", 3);
+  save_weights((h5 / "weights.h5").string(), weights, "model { num_classes: 2 }", 3);
 
-  // checkpoint: HDF5 files of the same family (the reader runs without the format check).
-  fs::create_directories(out / "checkpoint");
-  fs::copy_file(out / "weights" / "weights.h5", out / "checkpoint" / "weights.h5",
-                fs::copy_options::overwrite_existing);
-  fs::copy_file(out / "hdf5_shard" / "shard.h5", out / "checkpoint" / "shard.h5",
-                fs::copy_options::overwrite_existing);
+  ParameterStore store;
+  fuzz::declare_checkpoint_seed_params(store);
+  AdamW optimizer(store, AdamWOptions{});
+  const ProcessGroups groups = make_process_groups(std::make_shared<LocalCommunicator>("world"), 2);
+  CheckpointInfo info;
+  info.position = {4, 1, 8};
+  info.optimizer_steps = 4;
+  info.config_text = "model { num_classes: 2 }";
+  info.optimizer = "adamw";
+  const std::string ckpt =
+      save_checkpoint(out / "tmp_ckpt", store, optimizer, "adamw", groups, info, 0);
+  fs::rename(ckpt, h5 / "checkpoint.h5");
+  fs::remove_all(out / "tmp_ckpt");
+
+  // The structure-aware HDF5 targets: a few edit lists (fixed pseudo-random bytes; the empty
+  // input, no edit at all, is always tried).
+  uint32_t state = 12345;
+  for (const char* target : {"hdf5_shard", "weights", "checkpoint"}) {
+    for (size_t length : {8, 32, 128}) {
+      std::vector<uint8_t> edits(length);
+      for (uint8_t& b : edits) {
+        state = state * 1664525u + 1013904223u;
+        b = uint8_t(state >> 24);
+      }
+      write(out / target / ("edits_" + std::to_string(length)), edits);
+    }
+  }
   return 0;
 }
