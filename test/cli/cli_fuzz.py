@@ -475,6 +475,24 @@ def limit_memory():
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def no_core_files():
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+# The memory cap of every case: an address-space limit, except for a binary built with
+# AddressSanitizer (--sanitized), whose shadow memory reserves terabytes of address space; there
+# the sanitizer's allocator refuses any single allocation over the limit and returns null (so
+# that operator new throws as it does in production), and a process over it in RSS dies.
+PREEXEC = limit_memory
+
+
+def sanitized_env(env):
+    mb = MEMORY_LIMIT >> 20
+    options = env.get("ASAN_OPTIONS", "")
+    env["ASAN_OPTIONS"] = (options + ":" if options else "") + (
+        "allocator_may_return_null=1:max_allocation_size_mb=%d:hard_rss_limit_mb=%d" % (mb, mb))
+
+
 def run_case(vmoe, case, timeout, env, cwd):
     start = time.monotonic()
     full_env = dict(env)
@@ -482,7 +500,7 @@ def run_case(vmoe, case, timeout, env, cwd):
     try:
         p = subprocess.run([vmoe] + case.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=timeout, env=full_env, cwd=cwd,
-                           preexec_fn=limit_memory)
+                           preexec_fn=PREEXEC)
     except subprocess.TimeoutExpired:
         return case, "hang", "no exit after %g s" % timeout, time.monotonic() - start
     seconds = time.monotonic() - start
@@ -555,6 +573,8 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--sanitized", action="store_true",
+                        help="the binary is built with AddressSanitizer (VMOE_SANITIZE=ON)")
     opts = parser.parse_args()
     vmoe = os.path.abspath(opts.vmoe)
     started = time.monotonic()
@@ -568,6 +588,10 @@ def main():
     env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "VMOE_SENTINEL": sentinel})
     for name in ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "VMOE_TEST_DEVICE"):
         env.pop(name, None)
+    if opts.sanitized:
+        global PREEXEC
+        PREEXEC = no_core_files
+        sanitized_env(env)
     rng = random.Random(opts.seed)
     idx_dir = os.path.join(root, "idx_good")
     write_idx_dir(idx_dir)
@@ -629,7 +653,7 @@ def main():
         print("  vmoe " + " ".join(repr(a) if re.search(r"[^\w/.=,:+-]", a) else a
                                    for a in case.args)[:400])
         print("  " + detail.strip().replace("\n", "\n  ")[:600])
-        others = sorted({c.name.split(":")[0] + ":" + c.name.split(":")[1] for c, _ in items})
+        others = sorted({":".join(c.name.split(":")[:2]) for c, _ in items})
         print("  categories: " + ", ".join(others[:12]))
     if not opts.workdir:
         shutil.rmtree(root, ignore_errors=True)

@@ -62,13 +62,13 @@ int count_error_lines(const std::string& err) {
 }  // namespace
 
 TEST_CASE(
-    "device: 50 steps of fashion_vmoe_ti give the same losses on the CPU and the strict device") {
+    "device: 20 steps of fashion_vmoe_ti give the same losses on the CPU and the strict device") {
   if (!fs::exists(kData)) {
     WARN("Fashion-MNIST not installed; skipped");
     return;
   }
   const std::string args = " --config " + kConfig +
-                           " --set train.num_steps=50 --set train.log_every_steps=1"
+                           " --set train.num_steps=20 --set train.log_every_steps=1"
                            " --set eval.num_examples=64 --set output.progress=NONE";
   for (int ranks : {0, 2}) {
     std::vector<std::vector<nlohmann::json>> runs;
@@ -81,9 +81,9 @@ TEST_CASE(
       INFO("stderr: " << r.err);
       REQUIRE(r.exit_code == 0);
       runs.push_back(train_lines(dir / "w" / "metrics.jsonl"));
-      REQUIRE(runs.back().size() == 50);
+      REQUIRE(runs.back().size() == 20);
     }
-    for (size_t step = 0; step < 50; ++step) {
+    for (size_t step = 0; step < 20; ++step) {
       for (const char* key :
            {"train/loss", "train/aux_loss", "train/grad_norm", "moe/block_03/dropped_fraction"}) {
         CAPTURE(ranks, step, key);
