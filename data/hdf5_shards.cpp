@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/checked_size.h"
 #include "data/data_error.h"
 #include "hdf5/hdf5_file.h"
 #include "hdf5/hdf5_handle.h"
@@ -114,12 +115,17 @@ void write_hdf5_shard(const std::string& path, const ImageSource& source, int64_
     throw DataError("cannot pack '" + path + "': image size " + std::to_string(height) + "x" +
                     std::to_string(width) + " must be >= 0 (0 = the first image's)");
   }
+  const std::string where = "cannot pack '" + path + "'";
+  check_at_most(height, kMaxImageSide, where, "the image height");
+  check_at_most(width, kMaxImageSide, where, "the image width");
   Image image;
   source.read(0, image);
   const int64_t h = height > 0 ? height : image.height;
   const int64_t w = width > 0 ? width : image.width;
   const int64_t c = image.channels;
-  const int64_t image_bytes = h * w * c;
+  check_at_most(checked_mul(h, w, "image pixels"), kMaxImagePixels, where,
+                "the pixels per image (" + std::to_string(h) + "x" + std::to_string(w) + ")");
+  const int64_t image_bytes = checked_product({h, w, c}, "image bytes");
   // Chunks of whole images, about 1 MiB each.
   const int64_t per_chunk = std::clamp<int64_t>((int64_t(1) << 20) / image_bytes, 1, n);
 
