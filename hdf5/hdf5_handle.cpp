@@ -48,6 +48,19 @@ void hdf5_init() {
   });
 }
 
+std::string hdf5_library_text() {
+  unsigned major = 0, minor = 0, release = 0;
+  H5get_libversion(&major, &minor, &release);
+  std::string text =
+      std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(release);
+#ifdef H5_HAVE_PARALLEL
+  text += ", parallel";
+#else
+  text += ", serial";
+#endif
+  return text;
+}
+
 std::string hdf5_error_stack() {
   Hdf5Lock lock;
   // Copies the current stack and clears it.

@@ -36,6 +36,9 @@ class Hdf5Lock {
 // entry point calls it.
 void hdf5_init();
 
+// "1.10.8, parallel": the HDF5 library this process runs with (`vmoe info`).
+std::string hdf5_library_text();
+
 // One line describing the current HDF5 error stack: the outermost entry (the API call that
 // failed) and, if different, the innermost one (the cause). Clears the stack. Empty if the
 // stack holds nothing.

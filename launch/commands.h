@@ -24,6 +24,9 @@ struct TrainArgs {
 };
 int run_train(const TrainArgs& args, const LaunchInfo& launch);
 
+// `vmoe info` (launch/info_command.cpp): the build's features and the devices it sees.
+int run_info();
+
 struct EvalArgs {
   std::string workdir;  // uses workdir/config.textproto and workdir/weights.h5
   std::string weights;  // or a weights file (its stored config)

@@ -21,7 +21,7 @@ command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -
 # -O1 with line tables only: fast to build on small CI machines, symbolized stacks on a crash.
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" \
-  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DVMOE_FUZZ=ON -DVMOE_BUILD_TESTS=OFF \
+  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DVMOE_FUZZ=ON -DVMOE_BUILD_TESTS=OFF -DVMOE_CUDA=OFF \
   "${launcher[@]}" >/dev/null
 cmake --build "$build" -j "$jobs" --target $(printf 'fuzz_%s ' $targets)
 

@@ -1,8 +1,8 @@
-// The vmoe binary: subcommands train, eval, predict, ckpt, plot, routing-map and data. Started
-// by mpirun / srun it joins the MPI job; started plainly it runs as one process. Every error ends
-// as one line "vmoe: error: ..." on stderr and exit code 1 (command-line errors and running out
-// of memory included); in a multi-rank job the failing rank's message, printed once, ends the
-// whole job.
+// The vmoe binary: subcommands train, eval, predict, ckpt, plot, routing-map, data and info.
+// Started by mpirun / srun it joins the MPI job; started plainly it runs as one process. Every
+// error ends as one line "vmoe: error: ..." on stderr and exit code 1 (command-line errors and
+// running out of memory included); in a multi-rank job the failing rank's message, printed once,
+// ends the whole job.
 #include <malloc.h>
 
 #include <CLI/CLI.hpp>
@@ -151,6 +151,9 @@ int main(int argc, char** argv) {
   data_inspect->add_option("--grid-side", data_args.grid_side,
                            "Images per grid row and column (default 8)");
 
+  CLI::App* info_cmd = app.add_subcommand(
+      "info", "Print the build's features (CUDA, cuDNN, NCCL, MPI, HDF5) and the devices seen");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -178,6 +181,7 @@ int main(int argc, char** argv) {
       throw std::runtime_error("`vmoe " + command +
                                "` runs on one process; start it without mpirun / srun");
     }
+    if (info_cmd->parsed()) return vmoe::run_info();
     if (eval_cmd->parsed())
       return eval.fewshot.empty() ? vmoe::run_eval(eval) : vmoe::run_fewshot_eval(eval);
     if (predict_cmd->parsed()) return vmoe::run_predict(predict);

@@ -18,10 +18,11 @@ launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 start=$(date +%s)
 # -O1 -g1: the cheapest build that still gives symbolized stacks with line numbers; the
-# benchmarks are left out (no test runs them; the release build compiles them).
+# benchmarks are left out (no test runs them; the release build compiles them), and so is the
+# CUDA code (device code is not instrumented; the release build compiles it).
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" \
-  -DVMOE_SANITIZE=ON -DVMOE_WERROR=ON -DVMOE_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
+  -DVMOE_SANITIZE=ON -DVMOE_WERROR=ON -DVMOE_BUILD_BENCH=OFF -DVMOE_CUDA=OFF "${launcher[@]}" >/dev/null
 cmake --build "$build" -j "$jobs"
 built=$(date +%s)
 

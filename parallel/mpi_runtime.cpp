@@ -47,6 +47,15 @@ bool mpi_active() {
 
 }  // namespace
 
+std::string mpi_library_text() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING] = {};
+  int length = 0;
+  MPI_Get_library_version(text, &length);
+  std::string out(text, size_t(std::max(length, 0)));
+  out = out.substr(0, out.find_first_of("\r\n"));
+  return out.substr(0, out.find(", package:"));
+}
+
 bool launched_by_mpi() {
   if (has_env("OMPI_COMM_WORLD_SIZE") || has_env("PMIX_RANK") || has_env("PMI_RANK") ||
       has_env("PMI_SIZE")) {

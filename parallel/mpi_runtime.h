@@ -17,6 +17,10 @@ namespace vmoe {
 // SLURM_PROCID set).
 bool launched_by_mpi();
 
+// The first line of the MPI library's version text ("Open MPI v4.1.4, package: ..."); callable
+// without MPI_Init (`vmoe info`).
+std::string mpi_library_text();
+
 // Create one, first thing in main(), and keep it alive until every communicator and request
 // is gone. If launched_by_mpi(), initialises MPI with MPI_THREAD_MULTIPLE (throws MpiError if
 // the library provides less) and sets MPI_ERRORS_RETURN on MPI_COMM_WORLD; the destructor

@@ -12,8 +12,10 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "command_runner.h"
+#include "vmoe_build_features.h"
 
 namespace fs = std::filesystem;
 
@@ -362,4 +364,29 @@ TEST_CASE("cli: mixup trains with soft targets, and is refused with the sigmoid 
                    " --set data.mixup_alpha=0.2 --set train.loss=SIGMOID_XENT",
                dir),
       "data.mixup_alpha > 0 needs train.loss SOFTMAX_XENT");
+}
+
+TEST_CASE("cli: info prints the build's features and the devices it sees") {
+  const fs::path dir = scratch("info");
+  RunResult r = run_vmoe("info", dir);
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.empty());
+  CHECK(r.out.rfind("vmoe " VMOE_VERSION " (", 0) == 0);
+#if VMOE_WITH_CUDA
+  CHECK(r.out.find("  cuda: on (nvcc " VMOE_CUDA_COMPILER_VERSION
+                   ", architectures " VMOE_CUDA_ARCHITECTURES "), cuDNN " VMOE_CUDNN_VERSION
+                   ", NCCL " VMOE_NCCL_VERSION "\n") != std::string::npos);
+  // Either the devices, one line each, or one line saying why there are none.
+  const bool devices = r.out.find("  cuda:0: ") != std::string::npos;
+  const bool none = r.out.find("  cuda: no device (") != std::string::npos;
+  CHECK(devices != none);
+#else
+  CHECK(r.out.find("  cuda: off (") != std::string::npos);
+#endif
+  CHECK(r.out.find("  mpi: ") != std::string::npos);
+  CHECK(r.out.find("  hdf5: ") != std::string::npos);
+  CHECK(r.out.find(", parallel\n") != std::string::npos);
+  CHECK(r.out.find("  cpu: " + std::to_string(std::thread::hardware_concurrency()) +
+                   " hardware threads") != std::string::npos);
 }
