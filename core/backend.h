@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "core/allocator.h"
+#include "core/op_kinds.h"
 #include "core/optim/update_options.h"
 #include "core/rng.h"
 #include "core/slot_layout.h"
@@ -15,9 +16,6 @@
 
 namespace vmoe {
 
-enum class BinaryOp : uint8_t { add, sub, mul, div, equal };  // equal: 1 where a == b, else 0
-enum class UnaryOp : uint8_t { neg, exp, log, tanh, sigmoid, relu, sqrt, square, gelu, normal_cdf };
-enum class SoftmaxKind : bool { plain = false, log = true };
 enum class Distribution : bool { uniform = false, normal = true };
 enum class PatchDirection : bool { to_patches = false, to_images = true };
 enum class ScanDirection : bool { forward = false, reverse = true };

@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numbers>
 
 #include "core/backend.h"
 #include "core/cpu/cpu_common.h"
 #include "core/cpu/fast_math.h"
 #include "core/cpu/kernels.h"
+#include "core/elementwise_math.h"
 
 namespace vmoe::cpu {
 
@@ -57,68 +57,27 @@ void store_from(void* base, DType t, int64_t i, T v) {
   }
 }
 
-constexpr double kSqrt2OverPi = 0.7978845608028654;
-constexpr double kGeluCubic = 0.044715;
+// exp and tanh for the shared op math (core/elementwise_math.h): the vectorisable versions.
+struct FastMath {
+  template <class T>
+  static T exp(T x) {
+    return exp_t(x);
+  }
+  template <class T>
+  static T tanh(T x) {
+    return tanh_t(x);
+  }
+};
 
 template <UnaryOp op, class T>
 inline T apply_unary(T x) {
-  switch (op) {
-    case UnaryOp::neg:
-      return -x;
-    case UnaryOp::exp:
-      return exp_t(x);
-    case UnaryOp::log:
-      return std::log(x);
-    case UnaryOp::tanh:
-      return tanh_t(x);
-    case UnaryOp::sigmoid:
-      return T(1) / (T(1) + exp_t(-x));
-    case UnaryOp::relu:
-      return x > T(0) ? x : T(0);
-    case UnaryOp::sqrt:
-      return std::sqrt(x);
-    case UnaryOp::square:
-      return x * x;
-    case UnaryOp::gelu: {
-      T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
-      return T(0.5) * x * (T(1) + tanh_t(u));
-    }
-    case UnaryOp::normal_cdf:
-      return T(0.5) * std::erfc(-x * T(std::numbers::sqrt2 / 2));
-  }
-  return x;
+  return unary_value<FastMath>(op, x);
 }
 
 // d op(x)/dx given x and y = op(x).
 template <UnaryOp op, class T>
-inline T unary_derivative(T x, T y) {
-  switch (op) {
-    case UnaryOp::neg:
-      return T(-1);
-    case UnaryOp::exp:
-      return y;
-    case UnaryOp::log:
-      return T(1) / x;
-    case UnaryOp::tanh:
-      return T(1) - y * y;
-    case UnaryOp::sigmoid:
-      return y * (T(1) - y);
-    case UnaryOp::relu:
-      return x > T(0) ? T(1) : T(0);
-    case UnaryOp::sqrt:
-      return T(0.5) / y;
-    case UnaryOp::square:
-      return T(2) * x;
-    case UnaryOp::gelu: {
-      T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
-      T t = tanh_t(u);
-      T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * x * x);
-      return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
-    }
-    case UnaryOp::normal_cdf:
-      return std::exp(T(-0.5) * x * x) * T(1.0 / std::sqrt(2 * std::numbers::pi));
-  }
-  return T(0);
+inline T unary_derivative_of(T x, T y) {
+  return unary_derivative<FastMath>(op, x, y);
 }
 
 // Same-type element copy between strided runs.
@@ -147,7 +106,7 @@ void unary_backward_loop(const T* __restrict x, const T* __restrict y, const T* 
                          T* __restrict gx, int64_t n) {
 #pragma omp parallel for simd if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i)
-    gx[i] = gy[i] * unary_derivative<op, T>(x[i], y[i]);
+    gx[i] = gy[i] * unary_derivative_of<op, T>(x[i], y[i]);
 }
 
 // Calls fn(std::integral_constant<UnaryOp, op>) so that loops are compiled per op (the
