@@ -17,6 +17,7 @@
 
 namespace vmoe {
 
+#if VMOE_WITH_CUDA
 namespace {
 
 std::string gib(int64_t bytes) {
@@ -26,6 +27,7 @@ std::string gib(int64_t bytes) {
 }
 
 }  // namespace
+#endif
 
 int run_info() {
   std::printf("vmoe %s (%s, %s%s)\n", VMOE_VERSION, VMOE_BUILD_TYPE, VMOE_CXX_COMPILER,
