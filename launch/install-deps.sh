@@ -15,6 +15,7 @@ packages=(
   zlib1g-dev libjpeg62-turbo-dev libpng-dev
   gnuplot-nox fonts-dejavu-core python3
   dataset-fashion-mnist
+  iproute2 slurm-wlm munge  # the multihost and slurm tests (docs/launching.md)
 )
 for option in "$@"; do
   case $option in
