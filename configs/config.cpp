@@ -141,10 +141,10 @@ std::string located_error(const std::string& text, const std::string& source_nam
   if (auto m = split_message(message, {"Message type \"", "\" has no field named \"", "\"."})) {
     message = "unknown field " + quote_for_error((*m)[1]) + " in " + error_text((*m)[0]);
     offset = start_of_token_before(text, offset, (*m)[1]);
-  } else if (auto e = split_message(message, {"Unknown enumeration value of \"", "\" for field \"",
-                                              "\"."})) {
-    message = "unknown value " + quote_for_error((*e)[0]) + " for enum field " +
-              quote_for_error((*e)[1]);
+  } else if (auto e = split_message(
+                 message, {"Unknown enumeration value of \"", "\" for field \"", "\"."})) {
+    message =
+        "unknown value " + quote_for_error((*e)[0]) + " for enum field " + quote_for_error((*e)[1]);
     if (const pb::EnumDescriptor* d = unique_enum_for_field(root, (*e)[1])) {
       message += " (expected one of " + enum_value_names(d) + ")";
     }
@@ -461,7 +461,9 @@ void validate_model(const config::ModelConfig& m) {
     require_float(m.head_bias_init(), "model.head_bias_init", {-10000, 10000});
   if (m.dtype() != "f32" && m.dtype() != "f64") {
     invalid("model.dtype must be one of f32, f64 (got '" + m.dtype().substr(0, 32) + "')" +
-            (m.dtype() == "bf16" ? ": bf16 parameters are not supported yet" : ""));
+            (m.dtype() == "bf16" ? ": parameters stay f32 (master weights); for bf16 compute set "
+                                   "train.precision: BF16"
+                                 : ""));
   }
   if (m.has_moe()) validate_moe(m.moe(), m);
 }

@@ -4,6 +4,12 @@
 #include <stdexcept>
 #include <string>
 
+#include "vmoe_build_features.h"  // VMOE_WITH_CUDA
+#if VMOE_WITH_CUDA
+#include "core/cuda/cuda_backend.h"
+#include "core/cuda/cuda_context.h"
+#endif
+
 namespace vmoe {
 
 namespace {
@@ -14,7 +20,7 @@ bool has_entry(const Backend& b, Entry entry);
 const Backend& checked_table(const Backend& b) {
   if (!b.allocator || !b.copy_to_host || !b.copy_from_host || !b.synchronize)
     throw std::logic_error(std::string("backend ") + b.name + " lacks its memory functions");
-  for (int e = 0; e <= int(Entry::sgd_update); ++e) {
+  for (int e = 0; e <= int(Entry::attention_backward); ++e) {
     const Entry entry = Entry(e);
     if (!is_optional(entry) && !has_entry(b, entry))
       throw std::logic_error(std::string("backend ") + b.name + " lacks the required entry " +
@@ -35,26 +41,62 @@ const Backend& backend_for(Device device) {
       static const Backend& table = checked_table(cpu_strict_backend());
       return table;
     }
-    case DeviceType::cuda:
+    case DeviceType::cuda: {
+#if VMOE_WITH_CUDA
+      // One table serves the process's CUDA device; use_device selects it on first use, makes
+      // it this thread's, and throws "cuda:0 is not available: ..." without a GPU.
+      cuda::use_device(device.index);
+      static const Backend& table = checked_table(cuda::cuda_backend());
+      return table;
+#else
       break;
+#endif
+    }
   }
   throw std::runtime_error("no backend for device " + device.str() +
                            " in this build (configure with -DVMOE_CUDA=ON)");
 }
 
 bool is_optional(Entry entry) {
-  return entry == Entry::assign_slots || entry == Entry::adamw_update || entry == Entry::sgd_update;
+  return entry == Entry::assign_slots || entry == Entry::adamw_update ||
+         entry == Entry::sgd_update || entry == Entry::attention_forward ||
+         entry == Entry::attention_backward;
 }
 
 const char* entry_name(Entry entry) {
-  static const char* const names[] = {
-      "copy",         "fill",         "binary",           "unary",           "unary_backward",
-      "add_scaled",   "scale",        "sum_squares",      "reduce_sum",      "max_last",
-      "gemm",         "softmax",      "softmax_backward", "layer_norm",      "layer_norm_backward",
-      "softmax_xent", "sigmoid_xent", "dropout_mask",     "random_fill",     "patches",
-      "index_select", "index_add",    "gather",           "gather_backward", "topk",
-      "argsort",      "cumsum",       "one_hot",          "assign_slots",    "adamw_update",
-      "sgd_update"};
+  static const char* const names[] = {"copy",
+                                      "fill",
+                                      "binary",
+                                      "unary",
+                                      "unary_backward",
+                                      "add_scaled",
+                                      "scale",
+                                      "sum_squares",
+                                      "reduce_sum",
+                                      "max_last",
+                                      "gemm",
+                                      "softmax",
+                                      "softmax_backward",
+                                      "layer_norm",
+                                      "layer_norm_backward",
+                                      "softmax_xent",
+                                      "sigmoid_xent",
+                                      "dropout_mask",
+                                      "random_fill",
+                                      "patches",
+                                      "index_select",
+                                      "index_add",
+                                      "gather",
+                                      "gather_backward",
+                                      "topk",
+                                      "argsort",
+                                      "cumsum",
+                                      "one_hot",
+                                      "assign_slots",
+                                      "adamw_update",
+                                      "sgd_update",
+                                      "attention_forward",
+                                      "attention_backward"};
   return names[int(entry)];
 }
 
@@ -131,6 +173,10 @@ bool has_entry(const Backend& b, Entry entry) {
       return b.adamw_update;
     case Entry::sgd_update:
       return b.sgd_update;
+    case Entry::attention_forward:
+      return b.attention_forward;
+    case Entry::attention_backward:
+      return b.attention_backward;
   }
   return false;
 }

@@ -6,6 +6,7 @@
 // (core/cpu/) is the reference for every other one.
 #pragma once
 #include <cstdint>
+#include <optional>
 
 #include "core/allocator.h"
 #include "core/op_kinds.h"
@@ -32,7 +33,10 @@ struct GemmArgs {
   int64_t lda = 0, ldb = 0, ldc = 0;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
   double alpha = 1, beta = 0;
-  DType dtype = DType::f32;
+  DType dtype = DType::f32;  // of A and B
+  // Of C when it differs from A and B: bf16 inputs accumulate in f32 and may write f32 (the
+  // mixed-precision gradients of f32 master weights). Unset: C is `dtype` too.
+  std::optional<DType> c_dtype;
 };
 
 // One fused optimizer update over flat [n] buffers of one dtype (f32 or f64). When
@@ -79,7 +83,9 @@ enum class Entry : uint8_t {
   one_hot,
   assign_slots,
   adamw_update,
-  sgd_update
+  sgd_update,
+  attention_forward,
+  attention_backward
 };
 
 struct Backend {
@@ -167,6 +173,17 @@ struct Backend {
   // ---- optimizer updates (optional; fused; gradients are not modified) ----
   void (*adamw_update)(const UpdateArgs& args, const AdamWOptions& options) = nullptr;
   void (*sgd_update)(const UpdateArgs& args, const SgdOptions& options) = nullptr;
+
+  // ---- fused attention (optional; core/ops_attention.cpp composes the ops without it) ----
+  // q, k, v, out [BH, N, Dh]: out = softmax(q k^T * scale) v per leading index; lse [BH, N]
+  // (f64 for f64 inputs, else f32) gets each row's log-sum-exp of the scaled scores, so that
+  // backward recomputes the probabilities instead of keeping [BH, N, N].
+  void (*attention_forward)(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                            const Tensor& out, const Tensor& lse) = nullptr;
+  // Given the forward's out and lse and gout [BH, N, Dh], writes gq, gk, gv [BH, N, Dh].
+  void (*attention_backward)(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                             const Tensor& lse, const Tensor& gout, double scale, const Tensor& gq,
+                             const Tensor& gk, const Tensor& gv) = nullptr;
 
   // Whether `entry` handles `dtype` (nullptr: every dtype the op layer allows).
   bool (*supports_dtype)(Entry entry, DType dtype) = nullptr;

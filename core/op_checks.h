@@ -32,6 +32,12 @@ inline void check_float(const char* op, const Tensor& t, const char* name) {
     op_error(op, std::string(name) + " must be f32 or f64, got " + t.desc());
 }
 
+// The ops mixed precision runs on bf16 activations (stored bf16, computed in f32).
+inline void check_float_or_bf16(const char* op, const Tensor& t, const char* name) {
+  if (t.dtype() != DType::f32 && t.dtype() != DType::f64 && t.dtype() != DType::bf16)
+    op_error(op, std::string(name) + " must be f32 or f64 (or bf16 storage), got " + t.desc());
+}
+
 inline void check_index(const char* op, const Tensor& t, const char* name) {
   if (t.dtype() != DType::i32 && t.dtype() != DType::i64)
     op_error(op, std::string(name) + " must be i32 or i64, got " + t.desc());

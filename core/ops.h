@@ -117,6 +117,13 @@ Tensor sigmoid_cross_entropy(const Tensor& logits, const Tensor& labels);
 Tensor dropout(const Tensor& x, double rate, RngKey key, uint64_t offset = 0);
 // images [B, H, W, C] -> [B, (H/p)*(W/p), p*p*C], each patch flattened in (py, px, c) order.
 Tensor image_to_patches(const Tensor& images, int64_t patch);
+// Scaled dot-product attention (core/ops_attention.cpp): q, k, v [..., N, Dh] ->
+// softmax(q k^T * scale) v [..., N, Dh], one softmax per leading index. `fused_if_available`
+// uses the backend's fused kernels where it has them for the dtype, else (and for `composed`)
+// the ops scale, matmul, softmax, matmul.
+enum class AttentionPath : bool { fused_if_available = false, composed = true };
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                 AttentionPath path = AttentionPath::fused_if_available);
 
 // ---- indexing ----
 // Rows of x [N, ...] at idx i32/i64 [M] -> [M, ...]; idx -1 gives a zero row. Differentiable.

@@ -22,7 +22,7 @@ Tensor binary_op(BinaryOp op, const char* name, const Tensor& a, const Tensor& b
   check_defined(name, b, "b");
   check_same_device(name, a, b);
   check_same_dtype(name, a, b);
-  check_float(name, a, "a");
+  check_float_or_bf16(name, a, "a");
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = Tensor::empty(shape, a.dtype(), a.device());
   backend_for(a.device()).binary(op, broadcast_view(a, shape), broadcast_view(b, shape), out);
@@ -58,7 +58,7 @@ Tensor binary_op(BinaryOp op, const char* name, const Tensor& a, const Tensor& b
 
 Tensor unary_op(UnaryOp op, const char* name, const Tensor& x_in) {
   check_defined(name, x_in, "x");
-  check_float(name, x_in, "x");
+  check_float_or_bf16(name, x_in, "x");
   Tensor x = contiguous(x_in);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   backend_for(x.device()).unary(op, x, out);

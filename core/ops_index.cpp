@@ -41,7 +41,7 @@ Tensor index_select(const Tensor& x_in, const Tensor& idx_in) {
 
 Tensor index_add(int64_t rows, const Tensor& idx_in, const Tensor& src_in) {
   check_defined("index_add", src_in, "src");
-  check_float("index_add", src_in, "src");
+  check_float_or_bf16("index_add", src_in, "src");
   check_row_indices("index_add", idx_in, src_in);
   if (rows < 0) op_error("index_add", "rows must be >= 0, got " + std::to_string(rows));
   if (src_in.dim() < 1 || src_in.size(0) != idx_in.numel())
@@ -59,7 +59,7 @@ Tensor index_add(int64_t rows, const Tensor& idx_in, const Tensor& src_in) {
 
 Tensor gather(const Tensor& x_in, const Tensor& idx_in) {
   check_defined("gather", x_in, "x");
-  check_float("gather", x_in, "x");
+  check_float_or_bf16("gather", x_in, "x");
   check_index("gather", idx_in, "idx");
   if (x_in.dim() != idx_in.dim() || x_in.dim() < 1)
     op_error("gather", "x " + x_in.desc() + " and idx " + idx_in.desc() + " need the same rank");

@@ -1,6 +1,7 @@
 // Matrix products (2-D, batched 3-D) and the fused dense layer.
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/flop_counter.h"
 #include "core/op_checks.h"
 #include "core/ops.h"
 
@@ -39,6 +40,7 @@ Tensor matmul_core(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
   g.stride_c = m * n;
   g.dtype = a.dtype();
   backend_for(a.device()).gemm(g);
+  count_flops(2 * g.m * g.n * g.k * g.batch);
   if (needs_grad({&a, &b})) {
     record("matmul", out, {a, b}, [a, b, ta, tb](const Tensor& gc) {
       Tensor ga, gb;
@@ -61,7 +63,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, Trans ta, Trans tb) {
   check_defined("matmul", b, "b");
   check_same_device("matmul", a, b);
   check_same_dtype("matmul", a, b);
-  check_float("matmul", a, "a");
+  check_float_or_bf16("matmul", a, "a");
   const bool ta_ = ta == Trans::yes, tb_ = tb == Trans::yes;
   if (b.dim() == 2 && a.dim() >= 2) {
     if (a.dim() == 2) return matmul_core(a, b, ta_, tb_);
@@ -88,7 +90,7 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   check_rank("linear", w, 2, "w");
   check_same_dtype("linear", x_in, w);
   check_same_device("linear", x_in, w);
-  check_float("linear", x_in, "x");
+  check_float_or_bf16("linear", x_in, "x");
   const int64_t k = w.size(0), n = w.size(1);
   if (x_in.dim() < 1 || x_in.size(-1) != k)
     op_error("linear", "x " + x_in.desc() + " does not match kernel " + w.desc());
@@ -122,6 +124,7 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   g.beta = bias.defined() ? 1.0 : 0.0;
   g.dtype = x.dtype();
   be.gemm(g);
+  count_flops(2 * g.m * g.n * g.k);
   if (needs_grad({&x, &wc, &bias})) {
     record("linear", out, {x, wc, bias}, [x, wc, bias, rows, k, n](const Tensor& g_in) {
       Tensor gy = reshape(contiguous(g_in), {rows, n});

@@ -10,7 +10,7 @@ namespace {
 
 Tensor softmax_impl(const Tensor& x_in, SoftmaxKind kind, const char* name) {
   check_defined(name, x_in, "x");
-  check_float(name, x_in, "x");
+  check_float_or_bf16(name, x_in, "x");
   if (x_in.dim() < 1 || x_in.size(-1) == 0)
     op_error(name, "needs a non-empty last axis, got " + x_in.desc());
   Tensor x = contiguous(x_in);
@@ -71,18 +71,27 @@ Tensor log_softmax(const Tensor& x) {
 
 Tensor layer_norm(const Tensor& x_in, const Tensor& scale, const Tensor& bias, double eps) {
   check_defined("layer_norm", x_in, "x");
-  check_float("layer_norm", x_in, "x");
+  check_float_or_bf16("layer_norm", x_in, "x");
   const int64_t d = x_in.size(-1);
+  // bf16 x (mixed precision) takes f32 scale/bias (master weights) and keeps its row
+  // statistics in f32; otherwise everything is x's dtype.
+  const bool mixed = x_in.dtype() == DType::bf16;
+  const DType param_dtype = mixed ? DType::f32 : x_in.dtype();
   for (const Tensor* p : {&scale, &bias}) {
     check_defined("layer_norm", *p, "scale/bias");
-    if (p->dim() != 1 || p->size(0) != d || p->dtype() != x_in.dtype())
-      op_error("layer_norm", "scale/bias " + p->desc() + " do not match x " + x_in.desc());
+    if (p->dim() != 1 || p->size(0) != d ||
+        (p->dtype() != x_in.dtype() && p->dtype() != param_dtype))
+      op_error("layer_norm", "scale/bias " + p->desc() + " do not match x " + x_in.desc() +
+                                 (mixed ? " (expected [D] f32 or bf16)" : ""));
   }
+  if (scale.dtype() != bias.dtype())
+    op_error("layer_norm",
+             "scale " + scale.desc() + " and bias " + bias.desc() + " differ in dtype");
   Tensor x = contiguous(x_in), s = contiguous(scale), b = contiguous(bias);
   Shape rows_shape(x.shape().begin(), x.shape().end() - 1);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  Tensor mu = Tensor::empty(rows_shape, x.dtype(), x.device());
-  Tensor rstd = Tensor::empty(rows_shape, x.dtype(), x.device());
+  Tensor mu = Tensor::empty(rows_shape, param_dtype, x.device());
+  Tensor rstd = Tensor::empty(rows_shape, param_dtype, x.device());
   backend_for(x.device()).layer_norm(x, s, b, eps, y, mu, rstd);
   if (needs_grad({&x, &s, &b})) {
     record("layer_norm", y, {x, s, b}, [x, s, mu, rstd](const Tensor& g) {
@@ -119,7 +128,7 @@ Tensor dropout(const Tensor& x, double rate, RngKey key, uint64_t offset) {
 Tensor image_to_patches(const Tensor& images_in, int64_t p) {
   check_defined("image_to_patches", images_in, "images");
   check_rank("image_to_patches", images_in, 4, "images [B, H, W, C]");
-  check_float("image_to_patches", images_in, "images");
+  check_float_or_bf16("image_to_patches", images_in, "images");
   const int64_t b = images_in.size(0), h = images_in.size(1), w = images_in.size(2),
                 c = images_in.size(3);
   if (p <= 0 || h % p != 0 || w % p != 0)

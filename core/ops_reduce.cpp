@@ -33,7 +33,7 @@ Shape drop_reduced(const Shape& kept, const std::vector<bool>& reduced) {
 
 Tensor sum(const Tensor& x_in, const std::vector<int64_t>& axes, KeepDim keep) {
   check_defined("sum", x_in, "x");
-  check_float("sum", x_in, "x");
+  check_float_or_bf16("sum", x_in, "x");
   std::vector<bool> reduced;
   const Shape kept = keepdim_shape(x_in, axes, "sum", reduced);
   Tensor x = contiguous(x_in);

@@ -63,11 +63,27 @@ MoeConfig moe_config_from(const config::MoeConfig& e, int64_t num_layers) {
 
 DType param_dtype_from(const config::ModelConfig& m) {
   DType t = parse_dtype(m.dtype());
+  if (t == DType::bf16) {
+    throw config::ConfigError(
+        "model.dtype 'bf16' is not supported: parameters stay f32 (master weights); for bf16 "
+        "compute set train.precision: BF16 with model.dtype 'f32'");
+  }
   if (t != DType::f32 && t != DType::f64) {
     throw config::ConfigError("model.dtype '" + m.dtype() +
                               "' is not supported for parameters yet; use f32 or f64");
   }
   return t;
+}
+
+Precision precision_from(const config::Config& c) {
+  if (c.train().precision() != config::TrainConfig::BF16) return Precision::f32;
+  if (param_dtype_from(c.model()) != DType::f32) {
+    throw config::ConfigError(
+        "train.precision BF16 needs model.dtype 'f32' (f32 master weights), "
+        "got '" +
+        c.model().dtype() + "'");
+  }
+  return Precision::bf16;
 }
 
 Device device_from(const config::TrainConfig& train) {

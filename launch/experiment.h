@@ -23,6 +23,9 @@ MoeConfig moe_config_from(const config::MoeConfig& moe, int64_t num_layers);
 DType param_dtype_from(const config::ModelConfig& model);
 // train.device -> the device parameters, optimizer state and activations live on.
 Device device_from(const config::TrainConfig& train);
+// train.precision, checked against model.dtype (BF16 needs f32 parameters; a ConfigError names
+// both fields).
+Precision precision_from(const config::Config& config);
 LossKind loss_from(const config::TrainConfig& train);
 LrSchedule schedule_from(const config::Config& config, int64_t total_steps);
 std::unique_ptr<Optimizer> optimizer_from(const config::OptimizerConfig& opt,

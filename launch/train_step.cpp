@@ -92,6 +92,7 @@ StepResult train_step(const VisionTransformer& model, ParameterStore& params, Op
                       const Tensor& soft_targets) {
   ForwardContext ctx{Mode::train, derive(RngKey{options.seed, 0}, "step", uint64_t(step)),
                      first_example};
+  ctx.precision = options.precision;
   params.zero_grads();
   VitOutput out = model(images, ctx);
   const Tensor loss = soft_targets.defined()

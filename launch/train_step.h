@@ -59,6 +59,8 @@ struct StepOptions {
   // Data-parallel runs: reduces gradients during backward; the step's figures are then
   // reduced over all ranks too (loss and aux losses averaged, hits and expert loads summed).
   GradientReducer* reducer = nullptr;
+  // Mixed precision (models/precision.h): bf16 activations, f32 master weights and optimizer.
+  Precision precision = Precision::f32;
 };
 
 // images [B, H, W, C] f32, labels [B] i32 (on the model's device): this rank's slice of the

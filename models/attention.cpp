@@ -1,4 +1,5 @@
-// Multi-head self-attention forward (backward comes from the ops' autograd).
+// Multi-head self-attention forward (backward comes from the ops' autograd): the fused
+// attention op, or the composed ops when attention dropout is active in training.
 #include "models/attention.h"
 
 #include <cmath>
@@ -31,13 +32,19 @@ Tensor MultiHeadAttention::operator()(const Tensor& x, const ForwardContext& ctx
   Tensor q = qkv.slice(0, 0, 1).reshape({b * heads_, t, hd});
   Tensor k = qkv.slice(0, 1, 2).reshape({b * heads_, t, hd});
   Tensor v = qkv.slice(0, 2, 3).reshape({b * heads_, t, hd});
-  // Scaling q costs T*hd per head instead of T*T on the scores.
-  Tensor scores = matmul(q * (1.0 / std::sqrt(double(hd))), k, Trans::no, Trans::yes);
-  Tensor attn = softmax(scores);  // [B*H, T, T]
-  attn =
-      example_dropout(attn.reshape({b, heads_, t, t}), dropout_rate_, ctx, "attn_dropout", stream)
-          .reshape({b * heads_, t, t});
-  Tensor heads = matmul(attn, v);  // [B*H, T, hd]
+  const double scale = 1.0 / std::sqrt(double(hd));
+  Tensor heads;  // [B*H, T, hd]
+  if (ctx.training() && dropout_rate_ > 0) {
+    // Dropout on the attention weights needs them materialised: the composed ops, as the
+    // fused kernels keep no [T, T] weights.
+    Tensor scores = matmul(q * scale, k, Trans::no, Trans::yes);  // [B*H, T, T]
+    Tensor attn = example_dropout(softmax(scores).reshape({b, heads_, t, t}), dropout_rate_, ctx,
+                                  "attn_dropout", stream)
+                      .reshape({b * heads_, t, t});
+    heads = matmul(attn, v);
+  } else {
+    heads = attention(q, k, v, scale);  // fused where the backend has the kernels
+  }
   Tensor merged = heads.reshape({b, heads_, t, hd}).permute({0, 2, 1, 3}).reshape({b, t, dim_});
   return out_(merged);
 }

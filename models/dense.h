@@ -4,6 +4,7 @@
 
 #include "core/ops.h"
 #include "core/parameters.h"
+#include "models/precision.h"
 
 namespace vmoe {
 
@@ -15,8 +16,10 @@ class Dense {
         kernel_(store.declare(prefix + "/kernel", {in, out}, kernel_init, WeightDecay::yes)),
         bias_(store.declare(prefix + "/bias", {out}, bias_init)) {}
 
-  // x [..., in] -> [..., out]
-  Tensor operator()(const Tensor& x) const { return linear(x, kernel(), bias()); }
+  // x [..., in] -> [..., out], in x's dtype (bf16 x: the f32 weights are cast to bf16).
+  Tensor operator()(const Tensor& x) const {
+    return linear(x, operand_for(kernel(), x), operand_for(bias(), x));
+  }
   const Tensor& kernel() const { return (*store_)[kernel_]; }
   const Tensor& bias() const { return (*store_)[bias_]; }
 

@@ -1,5 +1,6 @@
-// What a forward pass needs besides its inputs: training or evaluation, and the keys that
-// make dropout and routing noise a pure function of (seed, step, layer, global example).
+// What a forward pass needs besides its inputs: training or evaluation, the keys that make
+// dropout and routing noise a pure function of (seed, step, layer, global example), and the
+// compute precision.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -7,6 +8,7 @@
 
 #include "core/rng.h"
 #include "models/moe_report.h"
+#include "models/precision.h"
 
 namespace vmoe {
 
@@ -23,6 +25,8 @@ struct ForwardContext {
   // Test-time routing overrides; unset: the config's eval capacity factor and eval BPR.
   std::optional<double> eval_capacity_factor = std::nullopt;
   std::optional<bool> eval_batch_priority = std::nullopt;
+  // Mixed precision (models/precision.h): bf16 activations and matmuls, f32 master weights.
+  Precision precision = Precision::f32;
   bool training() const { return mode == Mode::train; }
 };
 

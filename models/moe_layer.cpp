@@ -6,6 +6,7 @@
 #include "core/autograd.h"
 #include "core/checked_math.h"
 #include "models/moe_losses.h"
+#include "models/precision.h"
 #include "models/routing.h"
 
 namespace vmoe {
@@ -35,9 +36,12 @@ FeedForwardOutput MoeLayer::operator()(const Tensor& x, const ForwardContext& ct
   const bool bpr = train ? config_.batch_priority
                          : ctx.eval_batch_priority.value_or(config_.eval_batch_priority);
 
-  Tensor xf = x.reshape({n, d});
-  Tensor logits = matmul(xf, (*store_)[router_kernel_]);  // [N, E]
-  Tensor p_clean = softmax(logits);                       // [N, E]
+  Tensor xf = x.reshape({n, d});  // [N, D] in the activation dtype (dispatched as is)
+  // The router is an f32 island in mixed precision: logits, softmax, top-k and the auxiliary
+  // losses in the router kernel's dtype (models/precision.h).
+  const Tensor& router_kernel = (*store_)[router_kernel_];
+  Tensor logits = matmul(in_dtype_of(xf, router_kernel), router_kernel);  // [N, E]
+  Tensor p_clean = softmax(logits);                                       // [N, E]
   const double sigma = config_.noise_std / double(e);
   const bool noisy = train && sigma > 0;
   Tensor noisy_logits = logits, p = p_clean;
@@ -63,7 +67,12 @@ FeedForwardOutput MoeLayer::operator()(const Tensor& x, const ForwardContext& ct
   Tensor expert_out = (*exchange_)(
       dispatched, [this](const Tensor& tokens) { return experts_(tokens); });           // [E, R, D]
   Tensor picked = index_select(expert_out.reshape({e * rows, d}), slots.combine_rows);  // [N*k, D]
-  Tensor out = sum((picked * top.values.reshape({n * k, 1})).reshape({n, k, d}), {1});  // [N, D]
+  // Combined in the router's dtype (f32 weights, f32 sum over the k choices), then back to
+  // the activation dtype.
+  Tensor out = to_dtype(
+      sum((in_dtype_of(picked, router_kernel) * top.values.reshape({n * k, 1})).reshape({n, k, d}),
+          {1}),
+      x.dtype());  // [N, D]
 
   // Auxiliary losses, per group then averaged over groups: part of the training objective, so
   // computed whether or not a report sink is attached.

@@ -2,6 +2,8 @@
 // per expert or one draw copied to all.
 #include "models/stacked_experts.h"
 
+#include "models/precision.h"
+
 namespace vmoe {
 
 StackedExperts::StackedExperts(ParameterStore& store, const std::string& prefix,
@@ -28,10 +30,13 @@ StackedExperts::StackedExperts(ParameterStore& store, const std::string& prefix,
 Tensor StackedExperts::operator()(const Tensor& tokens) const {
   const ParameterStore& p = *store_;
   const int64_t e = tokens.size(0);
-  const Tensor& b1 = p[fc1_bias_];
-  const Tensor& b2 = p[fc2_bias_];
-  Tensor h = gelu(matmul(tokens, p[fc1_kernel_]) + b1.reshape({e, 1, b1.size(1)}));  // [E, R, M]
-  return matmul(h, p[fc2_kernel_]) + b2.reshape({e, 1, b2.size(1)});                 // [E, R, D]
+  // Weights in the tokens' dtype (bf16 in mixed precision; models/precision.h).
+  const Tensor b1 = operand_for(p[fc1_bias_], tokens);  // [E, M]
+  const Tensor b2 = operand_for(p[fc2_bias_], tokens);  // [E, D]
+  Tensor h = gelu(matmul(tokens, operand_for(p[fc1_kernel_], tokens)) +
+                  b1.reshape({e, 1, b1.size(1)}));  // [E, R, M]
+  return matmul(h, operand_for(p[fc2_kernel_], tokens)) +
+         b2.reshape({e, 1, b2.size(1)});  // [E, R, D]
 }
 
 }  // namespace vmoe

@@ -123,9 +123,16 @@ VitOutput VisionTransformer::operator()(const Tensor& images, const ForwardConte
   // Images arrive as f32; a model in another float type (f64) computes in its own.
   const Tensor pixels =
       images.dtype() == store_->dtype() ? images : to_dtype(images, store_->dtype());
-  Tensor x = embedding_(image_to_patches(pixels, c.patch_size));                  // [B, N, D]
-  if (cls_) x = concat({expand((*store_)[*cls_], {b, 1, c.hidden_size}), x}, 1);  // [B, T, D]
-  x = example_dropout(x + (*store_)[pos_embedding_], c.dropout_rate, ctx, "embed_dropout", 0);
+  // Mixed precision (models/precision.h): the patches enter the embedding GEMM in the
+  // activation dtype, and every activation after it stays in that dtype up to the final norm.
+  const Tensor patches = to_dtype(image_to_patches(pixels, c.patch_size),
+                                  activation_dtype(ctx.precision, store_->dtype()));
+  Tensor x = embedding_(patches);  // [B, N, D]
+  if (cls_)
+    x = concat({expand(operand_for((*store_)[*cls_], x), {b, 1, c.hidden_size}), x},
+               1);  // [B, T, D]
+  x = example_dropout(x + operand_for((*store_)[pos_embedding_], x), c.dropout_rate, ctx,
+                      "embed_dropout", 0);
   for (size_t i = 0; i < blocks_.size(); ++i) {
     FeedForwardOutput y = (*blocks_[i])(x, block_ctx, i);
     x = y.out;
@@ -133,7 +140,8 @@ VitOutput VisionTransformer::operator()(const Tensor& images, const ForwardConte
     if (y.aux_loss.defined())
       result.aux_loss = result.aux_loss.defined() ? result.aux_loss + y.aux_loss : y.aux_loss;
   }
-  x = encoder_norm_(x);
+  // The final norm, readout, pre-logits and head in the parameter dtype (f32 logits and loss).
+  x = encoder_norm_(to_dtype(x, store_->dtype()));
   Tensor rep = cls_ ? x.slice(1, 0, 1).reshape({b, c.hidden_size}) : mean(x, {1});
   if (pre_logits_) rep = tanh((*pre_logits_)(rep));
   result.logits = head_(rep);

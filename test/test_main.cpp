@@ -1,6 +1,8 @@
 // The Catch2 main shared by every non-MPI test executable. VMOE_TEST_DEVICE ("cpu", the
-// default, or "cpu_strict") sets the default device before any test runs, so that the whole
-// suite also runs on the strict test device (core/device.h).
+// default, "cpu_strict" or "cuda") sets the default device before any test runs, so that the
+// whole suite also runs on the strict test device (core/device.h) or on the GPU. A device this
+// build or machine lacks ends the run at once with exit code 2 and the reason on one line
+// ("VMOE_TEST_DEVICE: cuda:0 is not available: ..."), before any test could pass on the CPU.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 

@@ -1,7 +1,8 @@
 // The Catch2 main of MPI tests (vmoe_add_mpi_test): initialises MPI through MpiRuntime, which
 // stays alive for the whole run, runs the test cases on every rank (each rank reports its own
 // failures), and exits non-zero on every rank when an assertion failed on any rank.
-// VMOE_TEST_DEVICE sets the default device as in test_main.cpp.
+// VMOE_TEST_DEVICE sets the default device as in test_main.cpp; a missing device aborts the job
+// on every rank with the reason.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 

@@ -45,6 +45,41 @@ void assign_slots(const Tensor& experts, const Tensor& order, const SlotLayout& 
                   const Tensor& expert_load);
 void adamw_update(const UpdateArgs& args, const AdamWOptions& options);
 void sgd_update(const UpdateArgs& args, const SgdOptions& options);
+// attention.cpp
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                       const Tensor& out, const Tensor& lse);
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& lse, const Tensor& gout, double scale, const Tensor& gq,
+                        const Tensor& gk, const Tensor& gv);
 bool supports_dtype(Entry entry, DType dtype);
+
+// The same entries taking bf16 storage as well (core/cpu/bf16_storage.cpp): bf16 operands
+// are widened to f32, the kernel above runs, outputs are rounded to bf16 once. The backend
+// table holds these.
+namespace via_f32 {
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+void unary(UnaryOp op, const Tensor& x, const Tensor& out);
+void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy,
+                    const Tensor& gx);
+void add_scaled(const Tensor& dst, const Tensor& src, double alpha);
+void scale(const Tensor& dst, double s);
+void sum_squares(const Tensor& x, const Tensor& out);
+void reduce_sum(const Tensor& x, const Tensor& out);
+void gemm(const GemmArgs& args);
+void softmax(const Tensor& x, const Tensor& y, SoftmaxKind kind);
+void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, SoftmaxKind kind);
+void layer_norm(const Tensor& x, const Tensor& scale, const Tensor& bias, double eps,
+                const Tensor& y, const Tensor& mean, const Tensor& rstd);
+void layer_norm_backward(const Tensor& x, const Tensor& scale, const Tensor& mean,
+                         const Tensor& rstd, const Tensor& gy, const Tensor& gx,
+                         const Tensor& gscale, const Tensor& gbias);
+void dropout_mask(const Tensor& mask, double rate, RngKey key, uint64_t offset);
+void random_fill(const Tensor& out, RngKey key, uint64_t offset, Distribution dist, double lo,
+                 double hi);
+void patches(const Tensor& images, int64_t p, const Tensor& out, PatchDirection dir);
+void index_add(const Tensor& src, const Tensor& idx, const Tensor& out);
+void gather(const Tensor& x, const Tensor& idx, const Tensor& out);
+void gather_backward(const Tensor& gy, const Tensor& idx, const Tensor& gx);
+}  // namespace via_f32
 
 }  // namespace vmoe::cpu

@@ -18,6 +18,29 @@ bool supports_dtype(Entry entry, DType dtype) {
       return numeric;
     case Entry::assign_slots:
       return dtype == DType::i64;
+    // bf16 storage, f32 compute (core/cpu/bf16_storage.cpp): what mixed precision needs.
+    case Entry::binary:
+    case Entry::unary:
+    case Entry::unary_backward:
+    case Entry::add_scaled:
+    case Entry::scale:
+    case Entry::sum_squares:
+    case Entry::reduce_sum:
+    case Entry::gemm:
+    case Entry::softmax:
+    case Entry::softmax_backward:
+    case Entry::layer_norm:
+    case Entry::layer_norm_backward:
+    case Entry::dropout_mask:
+    case Entry::random_fill:
+    case Entry::patches:
+    case Entry::index_add:
+    case Entry::gather:
+    case Entry::gather_backward:
+      return floating || dtype == DType::bf16;
+    case Entry::attention_forward:  // f32 and f64 only (attention.cpp)
+    case Entry::attention_backward:
+      return floating;
     default:
       return floating;
   }

@@ -54,6 +54,13 @@ void sgd_update(const UpdateArgs& args, const SgdOptions& options);
 // ---- gemm.cpp: cuBLASLt ----
 void gemm(const GemmArgs& args);
 
+// ---- attention_entries.cpp: fused attention (f32, f64, bf16; head dimension <= 128) ----
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                       const Tensor& out, const Tensor& lse);
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& lse, const Tensor& gout, double scale, const Tensor& gq,
+                        const Tensor& gk, const Tensor& gv);
+
 // ---- supports.cpp: which dtypes each entry handles ----
 bool supports_dtype(Entry entry, DType dtype);
 

@@ -18,7 +18,8 @@ enum class KernelErrorOp : int32_t {
   gather,
   gather_backward,
   one_hot,
-  assign_slots,
+  assign_slots,        // an expert index out of range
+  assign_slots_order,  // a BPR order entry out of its group
   softmax_xent,
   sigmoid_xent
 };

@@ -1,8 +1,11 @@
-// The CUDA backend's elementwise and row kernels: each runs the __host__ __device__ bodies of
-// kernel_bodies.h at its grid position; the tests run the same bodies on the host.
-#include <algorithm>
+// The CUDA backend's elementwise kernels: each runs a __host__ __device__ body of
+// kernel_bodies.h at its grid position (grid-stride loops, kElementThreads per block); the tests
+// run the same bodies on the host.
+#include <cstdint>
 
 #include "core/cuda/cuda_check.h"
+#include "core/cuda/device_block.cuh"
+#include "core/cuda/element_access.h"
 #include "core/cuda/kernel_bodies.h"
 #include "core/cuda/kernels.h"
 
@@ -10,99 +13,177 @@ namespace vmoe::cuda {
 
 namespace {
 
-constexpr int kElementThreads = 256;
-// Enough blocks to fill an H200 (132 SMs) several times; the grid-stride loop does the rest.
-constexpr int64_t kMaxElementBlocks = 132 * 16;
-
-__device__ GridPos grid_pos() {
-  return GridPos{blockIdx.x, threadIdx.x, blockDim.x, gridDim.x};
+template <class S, class D>
+__global__ void copy_kernel(const S* src, D* dst, StridedIndex<2> idx, int64_t n) {
+  copy_body(grid_pos(), src, dst, idx, n);
 }
 
-int element_blocks(int64_t n) {
-  return int(
-      std::clamp<int64_t>((n + kElementThreads - 1) / kElementThreads, 1, kMaxElementBlocks));
+template <class T>
+__global__ void fill_kernel(T* dst, T value, StridedIndex<1> idx, int64_t n) {
+  fill_body(grid_pos(), dst, value, idx, n);
 }
 
-// The block's tree reduction of `value` (kernel_bodies.h), result broadcast to every thread.
-template <class Op>
-__device__ float block_reduce(float value, float* partials, Op op) {
-  partials[threadIdx.x] = value;
-  __syncthreads();
-  for (int64_t stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    tree_reduce_step(partials, threadIdx.x, stride, op);
-    __syncthreads();
-  }
-  const float result = partials[0];
-  __syncthreads();  // partials is reused by the next reduction
-  return result;
+template <class T>
+__global__ void binary_kernel(BinaryOp op, const T* a, const T* b, T* out, StridedIndex<3> idx,
+                              int64_t n) {
+  binary_body(grid_pos(), op, a, b, out, idx, n);
 }
 
-__global__ void unary_kernel(UnaryOp op, const float* x, float* y, int64_t n) {
+template <class T>
+__global__ void unary_kernel(UnaryOp op, const T* x, T* y, int64_t n) {
   unary_body(grid_pos(), op, x, y, n);
 }
 
-__global__ void unary_backward_kernel(UnaryOp op, const float* x, const float* y, const float* gy,
-                                      float* gx, int64_t n) {
+template <class T>
+__global__ void unary_backward_kernel(UnaryOp op, const T* x, const T* y, const T* gy, T* gx,
+                                      int64_t n) {
   unary_backward_body(grid_pos(), op, x, y, gy, gx, n);
 }
 
-__global__ void softmax_rows_kernel(const float* x, float* y, int64_t n, SoftmaxKind kind) {
-  __shared__ float partials[kRowThreads];
-  const float* row = x + blockIdx.x * n;
-  const float m =
-      block_reduce(softmax_partial_max(row, n, threadIdx.x, blockDim.x), partials, MaxOp{});
-  const float s =
-      block_reduce(softmax_partial_sum(row, n, m, threadIdx.x, blockDim.x), partials, SumOp{});
-  softmax_write(row, y + blockIdx.x * n, n, m, s, kind, threadIdx.x, blockDim.x);
+template <class T>
+__global__ void add_scaled_kernel(T* dst, const T* src, double alpha, StridedIndex<2> idx,
+                                  int64_t n) {
+  add_scaled_body(grid_pos(), dst, src, alpha, idx, n);
 }
 
-__global__ void layer_norm_rows_kernel(const float* x, const float* scale, const float* bias,
-                                       float eps, float* y, float* mean, float* rstd, int64_t d) {
-  __shared__ float partials[kRowThreads];
-  const float* row = x + blockIdx.x * d;
-  const float mu =
-      block_reduce(layer_norm_partial_sum(row, d, threadIdx.x, blockDim.x), partials, SumOp{}) /
-      float(d);
-  const float var =
-      block_reduce(layer_norm_partial_var(row, d, mu, threadIdx.x, blockDim.x), partials, SumOp{}) /
-      float(d);
-  const float rs = 1.0f / sqrtf(var + eps);
-  layer_norm_write(row, scale, bias, y + blockIdx.x * d, d, mu, rs, threadIdx.x, blockDim.x);
-  if (threadIdx.x == 0) {
-    mean[blockIdx.x] = mu;
-    rstd[blockIdx.x] = rs;
+template <class T>
+__global__ void scale_kernel(T* dst, double s, StridedIndex<1> idx, int64_t n) {
+  scale_body(grid_pos(), dst, s, idx, n);
+}
+
+unsigned blocks_for(int64_t n) {
+  return unsigned(element_blocks(n));
+}
+
+// Calls fn(T{}) with T the C++ type stored for dtype t.
+template <class Fn>
+void dispatch_stored(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::f32:
+      fn(float{});
+      break;
+    case DType::f64:
+      fn(double{});
+      break;
+    case DType::bf16:
+      fn(BFloat16{});
+      break;
+    case DType::i32:
+      fn(int32_t{});
+      break;
+    case DType::i64:
+      fn(int64_t{});
+      break;
+    case DType::u8:
+      fn(uint8_t{});
+      break;
+  }
+}
+
+// The unsigned word of a dtype's size: same-dtype copies move bits.
+template <class Fn>
+void dispatch_word(size_t bytes, Fn&& fn) {
+  switch (bytes) {
+    case 1:
+      fn(uint8_t{});
+      break;
+    case 2:
+      fn(uint16_t{});
+      break;
+    case 4:
+      fn(uint32_t{});
+      break;
+    default:
+      fn(uint64_t{});
+      break;
   }
 }
 
 }  // namespace
 
-void launch_unary(UnaryOp op, const float* x, float* y, int64_t n, cudaStream_t stream) {
+void launch_copy(const void* src, DType ts, void* dst, DType td, const StridedIndex<2>& idx,
+                 int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  unary_kernel<<<element_blocks(n), kElementThreads, 0, stream>>>(op, x, y, n);
+  if (ts == td) {
+    dispatch_word(dtype_size(ts), [&](auto w) {
+      using W = decltype(w);
+      copy_kernel<W, W><<<blocks_for(n), kElementThreads, 0, stream>>>(
+          static_cast<const W*>(src), static_cast<W*>(dst), idx, n);
+    });
+  } else {
+    dispatch_stored(ts, [&](auto s) {
+      using S = decltype(s);
+      dispatch_stored(td, [&](auto d) {
+        using D = decltype(d);
+        copy_kernel<S, D><<<blocks_for(n), kElementThreads, 0, stream>>>(
+            static_cast<const S*>(src), static_cast<D*>(dst), idx, n);
+      });
+    });
+  }
   VMOE_CUDA_CHECK(cudaGetLastError());
 }
 
-void launch_unary_backward(UnaryOp op, const float* x, const float* y, const float* gy, float* gx,
-                           int64_t n, cudaStream_t stream) {
+void launch_fill(void* dst, DType t, double value, const StridedIndex<1>& idx, int64_t n,
+                 cudaStream_t stream) {
   if (n == 0) return;
-  unary_backward_kernel<<<element_blocks(n), kElementThreads, 0, stream>>>(op, x, y, gy, gx, n);
+  dispatch_stored(t, [&](auto d) {
+    using D = decltype(d);
+    fill_kernel<D><<<blocks_for(n), kElementThreads, 0, stream>>>(static_cast<D*>(dst),
+                                                                  from_double<D>(value), idx, n);
+  });
   VMOE_CUDA_CHECK(cudaGetLastError());
 }
 
-void launch_softmax_rows(const float* x, float* y, int64_t rows, int64_t n, SoftmaxKind kind,
-                         cudaStream_t stream) {
-  if (rows == 0 || n == 0) return;
-  softmax_rows_kernel<<<unsigned(rows), kRowThreads, 0, stream>>>(x, y, n, kind);
+template <class T>
+void launch_binary(BinaryOp op, const T* a, const T* b, T* out, const StridedIndex<3>& idx,
+                   int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  binary_kernel<T><<<blocks_for(n), kElementThreads, 0, stream>>>(op, a, b, out, idx, n);
   VMOE_CUDA_CHECK(cudaGetLastError());
 }
 
-void launch_layer_norm_rows(const float* x, const float* scale, const float* bias, float eps,
-                            float* y, float* mean, float* rstd, int64_t rows, int64_t d,
-                            cudaStream_t stream) {
-  if (rows == 0 || d == 0) return;
-  layer_norm_rows_kernel<<<unsigned(rows), kRowThreads, 0, stream>>>(x, scale, bias, eps, y, mean,
-                                                                     rstd, d);
+template <class T>
+void launch_unary(UnaryOp op, const T* x, T* y, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  unary_kernel<T><<<blocks_for(n), kElementThreads, 0, stream>>>(op, x, y, n);
   VMOE_CUDA_CHECK(cudaGetLastError());
 }
+
+template <class T>
+void launch_unary_backward(UnaryOp op, const T* x, const T* y, const T* gy, T* gx, int64_t n,
+                           cudaStream_t stream) {
+  if (n == 0) return;
+  unary_backward_kernel<T><<<blocks_for(n), kElementThreads, 0, stream>>>(op, x, y, gy, gx, n);
+  VMOE_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void launch_add_scaled(T* dst, const T* src, double alpha, const StridedIndex<2>& idx, int64_t n,
+                       cudaStream_t stream) {
+  if (n == 0) return;
+  add_scaled_kernel<T><<<blocks_for(n), kElementThreads, 0, stream>>>(dst, src, alpha, idx, n);
+  VMOE_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void launch_scale(T* dst, double s, const StridedIndex<1>& idx, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  scale_kernel<T><<<blocks_for(n), kElementThreads, 0, stream>>>(dst, s, idx, n);
+  VMOE_CUDA_CHECK(cudaGetLastError());
+}
+
+#define VMOE_ELEMENTWISE_LAUNCHERS(T)                                                        \
+  template void launch_binary<T>(BinaryOp, const T*, const T*, T*, const StridedIndex<3>&,   \
+                                 int64_t, cudaStream_t);                                     \
+  template void launch_unary<T>(UnaryOp, const T*, T*, int64_t, cudaStream_t);               \
+  template void launch_unary_backward<T>(UnaryOp, const T*, const T*, const T*, T*, int64_t, \
+                                         cudaStream_t);                                      \
+  template void launch_add_scaled<T>(T*, const T*, double, const StridedIndex<2>&, int64_t,  \
+                                     cudaStream_t);                                          \
+  template void launch_scale<T>(T*, double, const StridedIndex<1>&, int64_t, cudaStream_t);
+VMOE_ELEMENTWISE_LAUNCHERS(float)
+VMOE_ELEMENTWISE_LAUNCHERS(double)
+VMOE_ELEMENTWISE_LAUNCHERS(BFloat16)
+#undef VMOE_ELEMENTWISE_LAUNCHERS
 
 }  // namespace vmoe::cuda

@@ -366,7 +366,8 @@ TEST_CASE("config: each validation error names its field") {
   CHECK(override_error("model.dropout_rate=1") == "model.dropout_rate must be in [0, 1) (got 1)");
   CHECK(override_error("model.dtype=f16") == "model.dtype must be one of f32, f64 (got 'f16')");
   CHECK(override_error("model.dtype=bf16") ==
-        "model.dtype must be one of f32, f64 (got 'bf16'): bf16 parameters are not supported yet");
+        "model.dtype must be one of f32, f64 (got 'bf16'): parameters stay f32 (master weights); "
+        "for bf16 compute set train.precision: BF16");
   CHECK(with({"model.dtype=f64"}).model().dtype() == "f64");
   CHECK(error_of([] {
           with({"train.num_steps=0", "train.num_epochs=0"});

@@ -41,6 +41,7 @@
 #include "core/backend.h"
 #include "core/kernel_errors.h"
 #include "core/ops.h"
+#include "vmoe_build_features.h"  // VMOE_WITH_CUDA
 
 using namespace vmoe;
 
@@ -48,9 +49,21 @@ namespace {
 
 // ---------------------------------------------------------------- backends under test
 
-// Every device whose backend this build has; the CPU (first) is the reference. A new device
-// is one line here.
-std::vector<Device> backends_under_test() {
+// A device this build has a backend for but this machine lacks (a CUDA build without a GPU):
+// its runs are reported as skipped, with the reason.
+struct UnavailableDevice {
+  Device device;
+  std::string reason;  // "cuda:0 is not available: cudaErrorNoDevice: ..."
+};
+
+bool in_this_build(Device d) {
+  return d.type != DeviceType::cuda || VMOE_WITH_CUDA;
+}
+
+// Every device whose backend this build has and this machine runs; the CPU (first) is the
+// reference. A new device is one line here. Devices of the build that cannot run here go to
+// `unavailable` when given.
+std::vector<Device> backends_under_test(std::vector<UnavailableDevice>* unavailable = nullptr) {
   const Device candidates[] = {
       kCpu,
       kCpuStrict,
@@ -58,17 +71,18 @@ std::vector<Device> backends_under_test() {
   };
   std::vector<Device> out;
   for (Device d : candidates) {
+    if (!in_this_build(d)) continue;
     try {
       backend_for(d);
       out.push_back(d);
-    } catch (const std::exception&) {
-      // Not in this build.
+    } catch (const std::exception& e) {
+      if (unavailable) unavailable->push_back({d, e.what()});
     }
   }
   return out;
 }
 
-constexpr Entry kLastEntry = Entry::sgd_update;  // the last enumerator of Entry
+constexpr Entry kLastEntry = Entry::attention_backward;  // the last enumerator of Entry
 
 constexpr DType kFloats[] = {DType::f32, DType::f64, DType::bf16};
 constexpr DType kAllDTypes[] = {DType::f32, DType::f64, DType::bf16,
@@ -787,6 +801,27 @@ void add_nn_cases(Table& t) {
               return out;
             });
     }
+    // Fused attention: [BH, N, Dh] with N from one token to a ViT-like 50 and a tile edge (64).
+    const Shape attention_shapes[] = {{1, 1, 4}, {3, 17, 8}, {2, 50, 16}, {1, 65, 32}};
+    for (const Shape& shape : attention_shapes) {
+      const Shape rows = without_last(shape);
+      const DType lse_dtype = dt == DType::f64 ? DType::f64 : DType::f32;
+      t.add("attention " + shape_name(shape), Entry::attention_forward, dt, [=](Ctx& c) {
+        Tensor q = c.input(shape), k = c.input(shape), v = c.input(shape);
+        Tensor out = c.out(shape), lse = c.empty(rows, lse_dtype);
+        c.be().attention_forward(q, k, v, 0.3, out, lse);
+        return Outputs{out, lse};
+      });
+      t.add("attention backward " + shape_name(shape), Entry::attention_backward, dt, [=](Ctx& c) {
+        Tensor q = c.input(shape), k = c.input(shape), v = c.input(shape);
+        Tensor gout = c.input(shape);
+        Tensor out = c.empty(shape, c.dtype), lse = c.empty(rows, lse_dtype);
+        c.be().attention_forward(q, k, v, 0.3, out, lse);
+        Tensor gq = c.out(shape), gk = c.out(shape), gv = c.out(shape);
+        c.be().attention_backward(q, k, v, out, lse, gout, 0.3, gq, gk, gv);
+        return Outputs{gq, gk, gv};
+      });
+    }
     const RowShape xent_shapes[] = {{{4, 5}}, {{1, 1}}, {{6, 10}, Layout::transposed}, {{0, 3}}};
     for (Entry entry : {Entry::softmax_xent, Entry::sigmoid_xent}) {
       const bool soft = entry == Entry::softmax_xent;
@@ -1422,12 +1457,15 @@ std::string compare(const RunResult& ref, const RunResult& got, DType case_dtype
 struct Tally {
   int64_t passed = 0, failed = 0, skipped = 0;
   std::map<std::string, std::map<std::string, std::set<std::string>>> skips;  // backend, dtype
+  std::vector<std::string> unavailable;  // "cuda:0: every case (<reason>)"
 
   std::string summary(size_t cases, size_t backends) const {
     std::ostringstream os;
     os << "backend op table: " << cases << " cases x " << backends << " backends: " << passed
        << " runs passed, " << failed << " failed, " << skipped
-       << " skipped (not supported by the backend):";
+       << " skipped (device missing here, or entry not supported by the backend):";
+    for (const std::string& line : unavailable)
+      os << "\n  " << line;
     for (const auto& [backend, by_dtype] : skips) {
       os << "\n  " << backend << ":";
       for (const auto& [dtype, entries] : by_dtype) {
@@ -1448,10 +1486,16 @@ struct Tally {
 
 TEST_CASE("backend ops: every case of the table on every backend, against the CPU reference") {
   const std::vector<OpCase> table = op_table();
-  const std::vector<Device> devices = backends_under_test();
+  std::vector<UnavailableDevice> unavailable;
+  const std::vector<Device> devices = backends_under_test(&unavailable);
   REQUIRE(devices.size() >= 2);
   REQUIRE(devices.front() == kCpu);
   Tally tally;
+  for (const UnavailableDevice& u : unavailable) {
+    tally.skipped += int64_t(table.size());
+    tally.unavailable.push_back(u.device.str() + ": every case, the device is missing (" +
+                                u.reason + ")");
+  }
   for (const OpCase& c : table) {
     const std::string label =
         c.name + " (" + entry_name(c.entry) + ", " + dtype_name(c.dtype) + ")";

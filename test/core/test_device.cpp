@@ -18,9 +18,11 @@
 #include "core/kernel_errors.h"
 #include "core/ops.h"
 #include "core/transfer_counts.h"
+#include "vmoe_build_features.h"  // VMOE_WITH_CUDA
 
 using namespace vmoe;
 using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
 
 namespace {
 
@@ -128,13 +130,26 @@ TEST_CASE("device: backends by device, and what they support") {
   CHECK(&backend_for(kCpu) == &cpu_backend());
   CHECK(&backend_for(kCpuStrict) == &cpu_strict_backend());
   CHECK(backend_for(kCpu).allocator != backend_for(kCpuStrict).allocator);
-  CHECK_THROWS_WITH(backend_for(Device{DeviceType::cuda, 0}),
-                    Contains("no backend for device cuda:0"));
+  // cuda: absent from a build without CUDA; in a CUDA build, the GPU's table, or one line that
+  // names the device and why it is missing.
+  if (!VMOE_WITH_CUDA) {
+    CHECK_THROWS_WITH(backend_for(Device{DeviceType::cuda, 0}),
+                      Contains("no backend for device cuda:0"));
+  } else {
+    std::string name;
+    try {
+      name = backend_for(Device{DeviceType::cuda, 0}).name;
+      CHECK(name == "cuda");
+    } catch (const std::exception& e) {
+      CHECK_THAT(std::string(e.what()), StartsWith("cuda:0 is not available: ") && !Contains("\n"));
+    }
+  }
   for (const Backend* b : {&cpu_backend(), &cpu_strict_backend()}) {
     CAPTURE(b->name);
     CHECK(backend_supports(*b, Entry::unary, DType::f32));
     CHECK(backend_supports(*b, Entry::unary, DType::f64));
-    CHECK_FALSE(backend_supports(*b, Entry::unary, DType::bf16));
+    CHECK(backend_supports(*b, Entry::unary, DType::bf16));  // bf16 storage, f32 compute
+    CHECK_FALSE(backend_supports(*b, Entry::topk, DType::bf16));
     CHECK(backend_supports(*b, Entry::copy, DType::bf16));
     CHECK(backend_supports(*b, Entry::index_select, DType::u8));
     CHECK(backend_supports(*b, Entry::assign_slots, DType::i64));

@@ -12,6 +12,7 @@
 #include <omp.h>
 
 #include "core/autograd.h"
+#include "core/flop_counter.h"
 #include "core/ops.h"
 #include "test/core/device_testing.h"
 
@@ -1016,4 +1017,19 @@ TEST_CASE("ops: f32 sums accumulate in double") {
   CHECK(sum(f32(v3, {5, 2, 3}), {0, 2}).cpu().to_vector<float>() == std::vector<float>{9, 9});
   CHECK(sum(f32(col, {5}), {0}).cpu().item() == 3.0);  // the one-row path
   CHECK(sum_to(f32(v2, {5, 2}), {1, 2}).cpu().to_vector<float>() == std::vector<float>{3, 6});
+}
+
+TEST_CASE("ops: the FLOP count holds every GEMM of a forward and backward pass") {
+  // linear x [6, 5] . w [5, 3]: forward 2*6*5*3; backward dx = gy w^T and dw = x^T gy, the
+  // same again each; a batched matmul [4, 2, 3] x [4, 3, 7] adds 2*4*2*3*7 forward only.
+  Tensor x = randn({6, 5}, RngKey{1, 1}).set_requires_grad(true);
+  Tensor w = randn({5, 3}, RngKey{1, 2}).set_requires_grad(true);
+  Tensor a = randn({4, 2, 3}, RngKey{1, 3});
+  Tensor b = randn({4, 3, 7}, RngKey{1, 4});
+  FlopCount count;
+  sum_all(linear(x, w, Tensor())).backward();
+  CHECK(count.flops() == 3 * 2 * 6 * 5 * 3);
+  matmul(a, b);
+  CHECK(count.flops() == 3 * 2 * 6 * 5 * 3 + 2 * 4 * 2 * 3 * 7);
+  CHECK_THROWS_WITH(FlopCount(), Contains("already counting"));
 }
