@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 
+#include "core/backend.h"
 #include "core/kernel_errors.h"
 #include "core/ops.h"
 #include "core/optim/optimizer.h"
@@ -162,7 +163,8 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   const int64_t global_batch = cfg.data().batch_size();
   validate_layout(launch.world->size(), num_experts, global_batch,
                   num_experts > 0 ? cfg.model().moe().images_per_group() : 0);
-  const ProcessGroups groups = make_process_groups(launch.world, num_experts);
+  const Device device = rank_device(device_from(cfg.train()), launch.world->size());
+  const ProcessGroups groups = make_process_groups(launch.world, num_experts, device);
   const int ranks = groups.world_size(), rank = groups.rank();
   const bool root = groups.is_root();
   if (root) {
@@ -184,7 +186,6 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   }
   VisionTransformer model(params, vit_config_from(cfg.model()), exchange);
   if (ranks > 1) params.set_expert_shard(groups.expert_shard());
-  const Device device = device_from(cfg.train());
   params.allocate(cfg.train().seed(), param_dtype_from(cfg.model()), device);
   std::unique_ptr<GradientReducer> reducer;
   if (ranks > 1) {
@@ -206,7 +207,7 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   install_stop_signals();
   const LossKind loss_kind = loss_from(cfg.train());
   const StepOptions step_options{loss_kind, cfg.optimizer().grad_clip_norm(), cfg.train().seed(),
-                                 reducer.get()};
+                                 reducer.get(), precision_from(cfg)};
   const int64_t eval_batch = cfg.data().eval_batch_size();
 
   // Only rank 0 reports: terminal and metrics file.
@@ -280,6 +281,13 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
             {"train/data_wait_fraction", seconds > 0 ? window_wait / seconds : 0},
             {"train/epoch", double(step + 1) / double(loader.steps_per_epoch())}};
         add_window_metrics(f, double(window_images), line);
+        if (device.type == DeviceType::cuda) {
+          // The caching allocator's device memory: the peak held by tensors, and what it keeps
+          // cached but unused (fragmentation across size classes).
+          const AllocatorStats mem = backend_for(device).allocator->stats();
+          line["device/peak_bytes"] = double(mem.peak_in_use_bytes);
+          line["device/cached_bytes"] = double(mem.cached_bytes);
+        }
         if (metrics) metrics->write(step + 1, line);
         window = Tensor();
         window_wait = 0;

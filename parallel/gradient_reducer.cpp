@@ -27,6 +27,10 @@ GradientReducer::GradientReducer(ParameterStore& params, const ProcessGroups& gr
   }
 }
 
+Communicator& GradientReducer::gradient_world() const {
+  return groups_.gradient_world ? *groups_.gradient_world : *groups_.world;
+}
+
 void GradientReducer::begin() {
   for (Bucket& b : buckets_)
     b.ready = 0;
@@ -39,7 +43,7 @@ void GradientReducer::launch_in_order() {
   while (next_launch_ < buckets_.size() &&
          buckets_[next_launch_].ready == buckets_[next_launch_].params) {
     Bucket& b = buckets_[next_launch_++];
-    b.request = groups_.world->iall_reduce(flat.slice(0, b.begin, b.end));
+    b.request = gradient_world().iall_reduce(flat.slice(0, b.begin, b.end));
   }
 }
 

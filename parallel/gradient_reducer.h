@@ -46,6 +46,8 @@ class GradientReducer {
     CommRequest request;
   };
   void launch_in_order();
+  // The all-ranks communicator of the gradients (NCCL for CUDA tensors; groups_.world else).
+  Communicator& gradient_world() const;
 
   ParameterStore* params_;
   ProcessGroups groups_;

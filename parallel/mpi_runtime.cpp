@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -116,6 +117,13 @@ MpiRuntime::~MpiRuntime() {
 }
 
 void abort_job(const std::string& message, AbortCause cause) {
+  // Two threads may fail at once (the NCCL watchdog and the main thread): the first reports,
+  // the other waits for the process to end, so a rank prints one line.
+  static std::atomic<bool> aborting{false};
+  if (aborting.exchange(true)) {
+    for (;;)
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
   const bool mpi = mpi_active();
   int rank = 0;
   int size = 1;

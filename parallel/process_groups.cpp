@@ -5,6 +5,11 @@
 #include <stdexcept>
 #include <string>
 
+#if VMOE_WITH_NCCL
+#include "core/cuda/cuda_devices.h"
+#include "parallel/nccl_communicator.h"
+#endif
+
 namespace vmoe {
 
 int expert_group_size(int64_t num_experts, int world_size) {
@@ -58,7 +63,8 @@ Tensor gather_experts(const ProcessGroups& groups, const Tensor& local) {
   return out;
 }
 
-ProcessGroups make_process_groups(std::shared_ptr<Communicator> world, int64_t num_experts) {
+ProcessGroups make_process_groups(std::shared_ptr<Communicator> world, int64_t num_experts,
+                                  Device tensors) {
   const int p = world->size(), r = world->rank();
   const int pe = expert_group_size(num_experts, p);
   if (num_experts > 0 && (num_experts % pe != 0 || p % pe != 0)) {
@@ -67,11 +73,33 @@ ProcessGroups make_process_groups(std::shared_ptr<Communicator> world, int64_t n
   }
   ProcessGroups g;
   g.num_experts = num_experts;
+  // What the groups of the model's tensors are split from.
+  std::shared_ptr<Communicator> base = world;
+#if VMOE_WITH_NCCL
+  if (tensors.type == DeviceType::cuda && p > 1) {
+    NcclOptions options;
+    options.device = tensors.index;
+    base = std::make_shared<NcclCommunicator>(world, options);
+  }
+#endif
   // Consecutive ranks (usually one node) form an expert group: the all-to-all stays local.
-  g.expert = world->split(r / pe, r, "expert group");
-  g.replica = world->split(r % pe, r, "replica group");
+  g.expert = base->split(r / pe, r, "expert group");
+  g.replica = base->split(r % pe, r, "replica group");
+  g.gradient_world = std::move(base);
   g.world = std::move(world);
   return g;
+}
+
+Device rank_device(Device configured, int world_size) {
+#if VMOE_WITH_NCCL
+  if (configured.type == DeviceType::cuda && world_size > 1) {
+    const CudaDevices found = query_cuda_devices();
+    return {DeviceType::cuda,
+            local_cuda_device(int(found.devices.size()), "train.device CUDA", found.problem)};
+  }
+#endif
+  static_cast<void>(world_size);
+  return configured;
 }
 
 }  // namespace vmoe
