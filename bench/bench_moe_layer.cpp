@@ -8,21 +8,26 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "core/autograd.h"
+#include "core/backend.h"
 #include "models/mlp_block.h"
 #include "models/moe_layer.h"
 
 namespace {
 
-double median_ms(int warmup, int reps, const std::function<void()>& fn) {
+// Median wall time of fn, the device's queued work included.
+double median_ms(const vmoe::Backend& backend, int warmup, int reps,
+                 const std::function<void()>& fn) {
   std::vector<double> ms;
   for (int i = 0; i < warmup + reps; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     fn();
+    backend.synchronize();
     const double dt =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (i >= warmup) ms.push_back(dt);
@@ -39,6 +44,7 @@ int main(int argc, char** argv) {
   MoeConfig c;
   c.moe_blocks = {0};
   int threads = 1, reps = 20;
+  std::string device_name = "cpu", precision = "f32";
   CLI::App app{"vmoe MoE layer benchmark"};
   app.add_option("--batch", batch, "images");
   app.add_option("--tokens", tokens, "tokens per image");
@@ -50,21 +56,29 @@ int main(int argc, char** argv) {
   app.add_option("--images-per-group", c.images_per_group);
   app.add_option("--threads", threads);
   app.add_option("--reps", reps);
+  app.add_option("--device", device_name, "cpu, cuda, cuda:N");
+  app.add_option("--precision", precision, "f32 or bf16 (activations; weights stay f32)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   CLI11_PARSE(app, argc, argv);
   // As in the vmoe binary: reuse freed activation memory instead of page-faulting it back.
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   omp_set_num_threads(threads);
+  // Everything below is created on the default device.
+  set_default_device(parse_device(device_name));
+  const Backend& backend = backend_for(default_device());
+  // bf16: the layer follows its input's dtype (models/precision.h), weights stay f32.
+  const DType act = parse_dtype(precision);
 
   ParameterStore store;
   MoeLayer layer(store, "moe", dim, mlp, tokens, c);
   store.allocate(0);
-  Tensor x = randn({batch, tokens, dim}, RngKey{1, 1}).set_requires_grad(true);
-  Tensor r = randn({batch, tokens, dim}, RngKey{1, 2});
+  Tensor x = randn({batch, tokens, dim}, RngKey{1, 1}).to(act).set_requires_grad(true);
+  Tensor r = randn({batch, tokens, dim}, RngKey{1, 2}).to(act);
   ForwardContext ctx{Mode::train, RngKey{2, 0}, 0};
 
   std::vector<MoeReport> reports;
-  const double moe_ms = median_ms(3, reps, [&] {
+  const double moe_ms = median_ms(backend, 3, reps, [&] {
     reports.clear();
     ForwardContext f = ctx;
     f.moe_reports = &reports;
@@ -79,16 +93,18 @@ int main(int argc, char** argv) {
   ParameterStore es;
   StackedExperts experts(es, "experts", c.num_experts, dim, mlp, ExpertInit::independent);
   es.allocate(0);
-  Tensor buf = randn({c.num_experts, rows, dim}, RngKey{3, 3}).set_requires_grad(true);
-  Tensor rb = randn({c.num_experts, rows, dim}, RngKey{3, 4});
-  const double experts_ms = median_ms(3, reps, [&] { sum_all(experts(buf) * rb).backward(); });
+  Tensor buf = randn({c.num_experts, rows, dim}, RngKey{3, 3}).to(act).set_requires_grad(true);
+  Tensor rb = randn({c.num_experts, rows, dim}, RngKey{3, 4}).to(act);
+  const double experts_ms =
+      median_ms(backend, 3, reps, [&] { sum_all(experts(buf) * rb).backward(); });
   // A dense MLP over all tokens with the experts' FLOPs: hidden size M * E * R / N.
   const int64_t n = batch * tokens;
   const int64_t dense_mlp = std::max<int64_t>(1, mlp * c.num_experts * rows / n);
   ParameterStore ds;
   MlpBlock dense(ds, "mlp", dim, dense_mlp, 0.0);
   ds.allocate(0);
-  const double dense_ms = median_ms(3, reps, [&] { sum_all(dense(x, ctx, 0).out * r).backward(); });
+  const double dense_ms =
+      median_ms(backend, 3, reps, [&] { sum_all(dense(x, ctx, 0).out * r).backward(); });
 
   std::printf(
       "MoE layer fwd+bwd: %lld images x %lld tokens, D %lld, M %lld, E %lld, k %lld, "

@@ -1,0 +1,154 @@
+// Benchmark: training steps (forward, loss, backward, AdamW) of a ViT or V-MoE of any shape on
+// random data, on any device. Reports the median step time, images/s, the model's FLOPs per step
+// as the op layer counts them (every GEMM, forward and backward, at the capacity the model
+// computes) and the achieved FLOP rate, and the device's peak memory. With --batch 0 it looks
+// for the largest batch that fits: halving from --max-batch until a step runs. One JSON line.
+#include <malloc.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "core/backend.h"
+#include "core/flop_counter.h"
+#include "core/optim/adamw.h"
+#include "launch/train_step.h"
+
+namespace {
+
+using namespace vmoe;
+
+struct Measurement {
+  double median_ms = 0, min_ms = 0, max_ms = 0;
+  int64_t flops_per_step = 0;
+};
+
+bool is_out_of_memory(const std::exception& e) {
+  return std::string(e.what()).find("out of memory") != std::string::npos;
+}
+
+// Builds the model at `batch` and times `steps` steps after `warmup`; nullopt when a step ran
+// out of device memory.
+std::optional<Measurement> measure(const VitConfig& cfg, Device device, Precision precision,
+                                   int64_t batch, int64_t warmup, int64_t steps) {
+  const Backend& backend = backend_for(device);
+  try {
+    ParameterStore params;
+    VisionTransformer model(params, cfg);
+    params.allocate(0, DType::f32, device);
+    // A non-zero head, so that every gradient is non-trivial.
+    Tensor head = params.value("head/kernel");
+    initialize(head, InitSpec::normal(0.02), RngKey{1, 1});
+    AdamW opt(params, AdamWOptions{.weight_decay = 1e-4});
+    LrSchedule schedule{LrSchedule::Kind::constant, 1e-3};
+    Tensor images = randn({batch, cfg.image_size, cfg.image_size, cfg.channels}, RngKey{2, 0}, 0,
+                          DType::f32, device);
+    std::vector<int32_t> labels(size_t(batch), 0);
+    for (int64_t i = 0; i < batch; ++i)
+      labels[size_t(i)] = int32_t(i % cfg.num_classes);
+    const Tensor y = Tensor::from_vector(labels, {batch}, device);
+
+    Measurement m;
+    std::vector<double> ms;
+    for (int64_t s = 0; s < warmup + steps; ++s) {
+      std::optional<FlopCount> count;
+      if (s == 0) count.emplace();
+      const auto t0 = std::chrono::steady_clock::now();
+      StepOptions options;
+      options.precision = precision;
+      train_step(model, params, opt, schedule, images, y, s, 0, options);
+      backend.synchronize();
+      const double dt =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (count) m.flops_per_step = count->flops();
+      if (s >= warmup) ms.push_back(dt);
+    }
+    std::sort(ms.begin(), ms.end());
+    m.median_ms = ms[ms.size() / 2];
+    m.min_ms = ms.front();
+    m.max_ms = ms.back();
+    return m;
+  } catch (const std::runtime_error& e) {
+    if (!is_out_of_memory(e)) throw;
+    backend.synchronize();
+    backend.allocator->empty_cache();
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  VitConfig cfg;
+  MoeConfig moe;
+  int64_t batch = 128, max_batch = 1024, steps = 10, warmup = 3, moe_every = 2;
+  int threads = 1;
+  std::string device_name = "cpu", precision_name_text = "f32";
+  CLI::App app{"vmoe training-step benchmark"};
+  app.add_option("--image-size", cfg.image_size);
+  app.add_option("--channels", cfg.channels);
+  app.add_option("--patch", cfg.patch_size);
+  app.add_option("--hidden", cfg.hidden_size);
+  app.add_option("--mlp", cfg.mlp_dim);
+  app.add_option("--heads", cfg.num_heads);
+  app.add_option("--layers", cfg.num_layers);
+  app.add_option("--classes", cfg.num_classes);
+  int64_t experts = 0;
+  app.add_option("--experts", experts, "experts per MoE layer; 0 = a dense ViT");
+  app.add_option("--k", moe.k);
+  app.add_option("--capacity", moe.capacity_factor);
+  app.add_option("--moe-every", moe_every, "an MoE layer every n blocks (the paper's Every-n)");
+  app.add_option("--images-per-group", moe.images_per_group);
+  app.add_option("--batch", batch, "images per step; 0 = the largest that fits");
+  app.add_option("--max-batch", max_batch, "where the search for --batch 0 starts");
+  app.add_option("--device", device_name, "cpu, cuda, cuda:N");
+  app.add_option("--precision", precision_name_text, "f32 or bf16 (mixed precision)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  app.add_option("--threads", threads);
+  app.add_option("--steps", steps);
+  app.add_option("--warmup", warmup);
+  CLI11_PARSE(app, argc, argv);
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  omp_set_num_threads(threads);
+  try {
+    const Device device = parse_device(device_name);
+    const Precision precision = precision_name_text == "bf16" ? Precision::bf16 : Precision::f32;
+    if (experts > 0) {
+      moe.num_experts = experts;
+      moe.moe_blocks = every_n_blocks(cfg.num_layers, moe_every);
+      validate(moe, cfg.num_layers);
+      cfg.moe = moe;
+    }
+    std::optional<Measurement> m;
+    if (batch > 0) {
+      m = measure(cfg, device, precision, batch, warmup, steps);
+      if (!m) throw std::runtime_error("batch " + std::to_string(batch) + " does not fit");
+    } else {
+      for (batch = max_batch; batch >= 1 && !m; batch /= 2)
+        m = measure(cfg, device, precision, batch, warmup, steps);
+      batch *= 2;  // the loop halved once more after the batch that fitted
+      if (!m) throw std::runtime_error("not even one image per step fits");
+    }
+    const AllocatorStats mem = backend_for(device).allocator->stats();
+    const double tflops = double(m->flops_per_step) / (m->median_ms * 1e-3) / 1e12;
+    std::printf(
+        "{\"impl\":\"vmoe\",\"device\":\"%s\",\"batch\":%lld,\"median_step_ms\":%.3f,"
+        "\"min_step_ms\":%.3f,\"max_step_ms\":%.3f,\"images_per_s\":%.1f,"
+        "\"flops_per_step\":%lld,\"achieved_tflops\":%.3f,\"peak_device_bytes\":%lld,"
+        "\"threads\":%d,\"precision\":\"%s\"}\n",
+        device.str().c_str(), static_cast<long long>(batch), m->median_ms, m->min_ms, m->max_ms,
+        double(batch) * 1000.0 / m->median_ms, static_cast<long long>(m->flops_per_step), tflops,
+        static_cast<long long>(mem.peak_in_use_bytes), threads, precision_name(precision));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_train_step: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
