@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/cuda/cuda_check.h"
+#include "core/cuda/dtype_dispatch.h"
 #include "core/cuda/entries.h"
 #include "core/cuda/kernels.h"
 #include "core/cuda/streams.h"
@@ -18,29 +19,6 @@
 namespace vmoe::cuda {
 
 namespace {
-
-[[noreturn]] void unsupported(const char* entry, DType t) {
-  throw std::invalid_argument(std::string(entry) + ": dtype " + dtype_name(t) +
-                              " is not supported on cuda");
-}
-
-// Calls fn(T{}) with T the stored type of a floating dtype (f32, f64, bf16).
-template <class Fn>
-void dispatch_floating(DType t, const char* entry, Fn&& fn) {
-  switch (t) {
-    case DType::f32:
-      fn(float{});
-      break;
-    case DType::f64:
-      fn(double{});
-      break;
-    case DType::bf16:
-      fn(BFloat16{});
-      break;
-    default:
-      unsupported(entry, t);
-  }
-}
 
 template <int NT>
 StridedIndex<NT> strided_index(const Tensor& shape_of, const Shape* const (&strides)[NT]) {

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "core/cuda/cuda_check.h"
+#include "core/cuda/dtype_dispatch.h"
 #include "core/cuda/entries.h"
 #include "core/cuda/index_kernels.h"
 #include "core/cuda/streams.h"
@@ -22,58 +23,6 @@
 namespace vmoe::cuda {
 
 namespace {
-
-[[noreturn]] void unsupported(const char* entry, DType t) {
-  throw std::invalid_argument(std::string(entry) + ": dtype " + dtype_name(t) +
-                              " is not supported on cuda");
-}
-
-// Calls fn(T{}) with T the stored type of a floating dtype (f32, f64, bf16).
-template <class Fn>
-void dispatch_floating(DType t, const char* entry, Fn&& fn) {
-  switch (t) {
-    case DType::f32:
-      fn(float{});
-      break;
-    case DType::f64:
-      fn(double{});
-      break;
-    case DType::bf16:
-      fn(BFloat16{});
-      break;
-    default:
-      unsupported(entry, t);
-  }
-}
-
-// f32 and f64 only (optimizer state, top-k's router probabilities).
-template <class Fn>
-void dispatch_f32_f64(DType t, const char* entry, Fn&& fn) {
-  switch (t) {
-    case DType::f32:
-      fn(float{});
-      break;
-    case DType::f64:
-      fn(double{});
-      break;
-    default:
-      unsupported(entry, t);
-  }
-}
-
-template <class Fn>
-void dispatch_index(DType t, const char* entry, Fn&& fn) {
-  switch (t) {
-    case DType::i32:
-      fn(int32_t{});
-      break;
-    case DType::i64:
-      fn(int64_t{});
-      break;
-    default:
-      unsupported(entry, t);
-  }
-}
 
 // Calls fn(E{}) with E an unsigned word of the dtype's size: entries that move elements as bits.
 template <class Fn>

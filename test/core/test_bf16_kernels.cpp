@@ -25,7 +25,7 @@ const Backend& cpu() {
 
 // f32 values drawn from N(0, scale^2), rounded to bf16 so that both dtypes hold them exactly.
 Tensor bf16_values(const Shape& shape, uint64_t seed, double scale = 1.0) {
-  return (randn(shape, RngKey{seed, 1}, 0, DType::f32, kCpu) * scale).to(DType::bf16);
+  return (randn(shape, RngKey{seed, 1}, 0, DType::f32, default_device()) * scale).to(DType::bf16);
 }
 
 // Bitwise: the bf16 output equals the f32 output rounded to bf16.
@@ -33,8 +33,8 @@ void require_rounded_equal(const Tensor& got_bf16, const Tensor& f32_result, con
   INFO(what << ": " << got_bf16.desc() << " vs " << f32_result.desc());
   REQUIRE(got_bf16.dtype() == DType::bf16);
   REQUIRE(got_bf16.shape() == f32_result.shape());
-  const std::vector<BFloat16> got = got_bf16.contiguous().to_vector<BFloat16>();
-  const std::vector<float> want = f32_result.contiguous().to_vector<float>();
+  const std::vector<BFloat16> got = got_bf16.contiguous().cpu().to_vector<BFloat16>();
+  const std::vector<float> want = f32_result.contiguous().cpu().to_vector<float>();
   int64_t mismatches = 0, first = -1;
   for (size_t i = 0; i < got.size(); ++i) {
     if (got[i].bits != to_bf16(want[i]).bits) {
@@ -80,7 +80,7 @@ TEST_CASE("bf16 kernels: copy rounds to nearest even and widens exactly") {
   // 1 + 2^-8 is halfway between two bf16 values: ties go to the even one (1.0); 1 + 3 * 2^-8
   // goes up to 1 + 2^-6... (1 + 2^-7 is odd, so its upper neighbour 1 + 2^-6 wins).
   const Tensor x = Tensor::from_vector<float>({1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -2.5f}, {3});
-  const std::vector<float> back = f32(x.to(DType::bf16)).to_vector<float>();
+  const std::vector<float> back = f32(x.to(DType::bf16)).cpu().to_vector<float>();
   CHECK(back == std::vector<float>{1.0f, 1.0f + 0x1p-6f, -2.5f});
 }
 
@@ -122,7 +122,7 @@ TEST_CASE("bf16 kernels: in-place updates load, compute in f32 and round once") 
   scale_(r2, -1.7);
   require_rounded_equal(d2, r2, "scale_");
   // sum_squares accumulates in double: the same sum as on the widened values.
-  CHECK(sum_squares(src).item() == sum_squares(f32(src)).item());
+  CHECK(sum_squares(src).cpu().item() == sum_squares(f32(src)).cpu().item());
 }
 
 TEST_CASE("bf16 kernels: unary and softmax backward on the stored bf16 values") {
@@ -163,8 +163,8 @@ TEST_CASE("bf16 kernels: layer norm of bf16 x with f32 scale, bias and statistic
   layer_norm(x32, s32, b32, 1e-6).backward(f32(gy));
   require_rounded_equal(xg.grad(), x32.grad(), "layer_norm backward gx");
   REQUIRE(s16.grad().dtype() == DType::f32);
-  CHECK(s16.grad().to_vector<float>() == s32.grad().to_vector<float>());
-  CHECK(b16.grad().to_vector<float>() == b32.grad().to_vector<float>());
+  CHECK(s16.grad().cpu().to_vector<float>() == s32.grad().cpu().to_vector<float>());
+  CHECK(b16.grad().cpu().to_vector<float>() == b32.grad().cpu().to_vector<float>());
 }
 
 TEST_CASE("bf16 kernels: GEMM takes bf16 panels, accumulates in f32, rounds C once") {
@@ -182,8 +182,9 @@ TEST_CASE("bf16 kernels: GEMM takes bf16 panels, accumulates in f32, rounds C on
     // f32 accumulation error of a k-term dot product (k * 2^-24 * sum |a_i b_i|).
     const Tensor exact = matmul(a.to(DType::f64), b.to(DType::f64), ta, tb);
     const Tensor abs_sum = matmul(abs_like(a.to(DType::f64)), abs_like(b.to(DType::f64)), ta, tb);
-    const std::vector<double> e = exact.to_vector<double>(), s = abs_sum.to_vector<double>(),
-                              g = c.to(DType::f64).to_vector<double>();
+    const std::vector<double> e = exact.cpu().to_vector<double>(),
+                              s = abs_sum.cpu().to_vector<double>(),
+                              g = c.to(DType::f64).cpu().to_vector<double>();
     for (size_t i = 0; i < e.size(); ++i)
       REQUIRE(std::abs(g[i] - e[i]) <= std::abs(e[i]) * 0x1p-8 + double(k) * 0x1p-24 * s[i]);
   }
@@ -199,8 +200,8 @@ TEST_CASE("bf16 kernels: reductions and dispatch/combine indexing") {
   require_rounded_equal(sum(x, {0, 2}), sum(f32(x), {0, 2}), "sum over outer axes");
   // The sums are rounded from a double accumulation: within half a bf16 ulp of the truth
   // (u = 2^-8 relative: bf16 has 8 significant bits).
-  const std::vector<double> exact = sum(x.to(DType::f64), {1}).to_vector<double>();
-  const std::vector<double> got = sum(x, {1}).to(DType::f64).to_vector<double>();
+  const std::vector<double> exact = sum(x.to(DType::f64), {1}).cpu().to_vector<double>();
+  const std::vector<double> got = sum(x, {1}).to(DType::f64).cpu().to_vector<double>();
   for (size_t i = 0; i < exact.size(); ++i)
     REQUIRE(std::abs(got[i] - exact[i]) <= std::abs(exact[i]) * 0x1p-8 + 1e-30);
 

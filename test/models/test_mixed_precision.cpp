@@ -45,7 +45,7 @@ struct Run {
   ParameterStore params;
   std::unique_ptr<VisionTransformer> model;
   explicit Run(const VitConfig& c) : model(std::make_unique<VisionTransformer>(params, c)) {
-    params.allocate(5, DType::f32, kCpu);
+    params.allocate(5, DType::f32, default_device());
   }
 };
 
@@ -62,8 +62,8 @@ Tensor labels_batch(int64_t b) {
 
 // ||a - b|| / ||b|| over all elements.
 double relative_error(const Tensor& a, const Tensor& b) {
-  const std::vector<double> x = a.to(DType::f64).to_vector<double>();
-  const std::vector<double> y = b.to(DType::f64).to_vector<double>();
+  const std::vector<double> x = a.to(DType::f64).cpu().to_vector<double>();
+  const std::vector<double> y = b.to(DType::f64).cpu().to_vector<double>();
   double num = 0, den = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     num += (x[i] - y[i]) * (x[i] - y[i]);
@@ -88,7 +88,7 @@ TEST_CASE("mixed precision: a BF16 V-MoE forward is close to F32, and F32 is unc
   const VitOutput again = (*run.model)(images, ForwardContext{Mode::eval, {}, 0});
   const VitOutput got = (*run.model)(images, bf16_ctx);
   // F32 is the default and deterministic: the precision field changes nothing by itself.
-  CHECK(again.pre_logits.to_vector<float>() == ref.pre_logits.to_vector<float>());
+  CHECK(again.pre_logits.cpu().to_vector<float>() == ref.pre_logits.cpu().to_vector<float>());
   // The representation, logits and auxiliary loss come out in f32.
   REQUIRE(got.pre_logits.dtype() == DType::f32);
   REQUIRE(got.logits.dtype() == DType::f32);
@@ -105,7 +105,8 @@ TEST_CASE("mixed precision: a BF16 V-MoE forward is close to F32, and F32 is unc
   CHECK(err < 0.03);
   // ... and bf16 really ran: an F32 path would match to the last bit.
   CHECK(err > 1e-4);
-  CHECK(std::abs(got.aux_loss.item() - ref.aux_loss.item()) <= 0.05 * ref.aux_loss.item());
+  CHECK(std::abs(got.aux_loss.cpu().item() - ref.aux_loss.cpu().item()) <=
+        0.05 * ref.aux_loss.cpu().item());
 }
 
 TEST_CASE("mixed precision: the router's softmax, top-k weights and losses are f32 in BF16") {
@@ -120,7 +121,7 @@ TEST_CASE("mixed precision: the router's softmax, top-k weights and losses are f
     CHECK(r.aux_loss.dtype() == DType::f32);
     // Combine weights from an f32 softmax: most are not bf16 numbers (a bf16 router would
     // make every one of them representable).
-    const std::vector<float> w = r.routing.weights.to_vector<float>();
+    const std::vector<float> w = r.routing.weights.cpu().to_vector<float>();
     int64_t not_bf16 = 0;
     for (float v : w) {
       CHECK(v > 0.0f);
@@ -146,12 +147,12 @@ TEST_CASE("mixed precision: parameter gradients are f32 master-weight gradients 
     INFO(p.name);
     REQUIRE(g.dtype() == DType::f32);
     REQUIRE(run.params.value(p.name).dtype() == DType::f32);
-    nonzero += sum_squares(g).item() > 0 ? 1 : 0;
+    nonzero += sum_squares(g).cpu().item() > 0 ? 1 : 0;
   }
   // Every parameter but the head kernel's zero-initialised neighbours gets a gradient; at the
   // least, most of them do (the router kernels among them, through the f32 island).
   CHECK(nonzero > int64_t(run.params.size()) * 3 / 4);
-  CHECK(sum_squares(run.params.grad("encoder/block_01/moe/router/kernel")).item() > 0);
+  CHECK(sum_squares(run.params.grad("encoder/block_01/moe/router/kernel")).cpu().item() > 0);
 }
 
 TEST_CASE("mixed precision: 20 BF16 training steps track the F32 run") {
