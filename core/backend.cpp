@@ -20,7 +20,7 @@ bool has_entry(const Backend& b, Entry entry);
 const Backend& checked_table(const Backend& b) {
   if (!b.allocator || !b.copy_to_host || !b.copy_from_host || !b.synchronize)
     throw std::logic_error(std::string("backend ") + b.name + " lacks its memory functions");
-  for (int e = 0; e <= int(Entry::attention_backward); ++e) {
+  for (int e = 0; e <= int(Entry::bias_gelu_backward); ++e) {
     const Entry entry = Entry(e);
     if (!is_optional(entry) && !has_entry(b, entry))
       throw std::logic_error(std::string("backend ") + b.name + " lacks the required entry " +
@@ -60,7 +60,8 @@ const Backend& backend_for(Device device) {
 bool is_optional(Entry entry) {
   return entry == Entry::assign_slots || entry == Entry::adamw_update ||
          entry == Entry::sgd_update || entry == Entry::attention_forward ||
-         entry == Entry::attention_backward;
+         entry == Entry::attention_backward || entry == Entry::bias_gelu ||
+         entry == Entry::bias_gelu_backward;
 }
 
 const char* entry_name(Entry entry) {
@@ -96,7 +97,9 @@ const char* entry_name(Entry entry) {
                                       "adamw_update",
                                       "sgd_update",
                                       "attention_forward",
-                                      "attention_backward"};
+                                      "attention_backward",
+                                      "bias_gelu",
+                                      "bias_gelu_backward"};
   return names[int(entry)];
 }
 
@@ -177,6 +180,10 @@ bool has_entry(const Backend& b, Entry entry) {
       return b.attention_forward;
     case Entry::attention_backward:
       return b.attention_backward;
+    case Entry::bias_gelu:
+      return b.bias_gelu;
+    case Entry::bias_gelu_backward:
+      return b.bias_gelu_backward;
   }
   return false;
 }

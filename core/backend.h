@@ -85,7 +85,9 @@ enum class Entry : uint8_t {
   adamw_update,
   sgd_update,
   attention_forward,
-  attention_backward
+  attention_backward,
+  bias_gelu,
+  bias_gelu_backward
 };
 
 struct Backend {
@@ -184,6 +186,14 @@ struct Backend {
   void (*attention_backward)(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                              const Tensor& lse, const Tensor& gout, double scale, const Tensor& gq,
                              const Tensor& gk, const Tensor& gv) = nullptr;
+
+  // ---- fused bias + GELU (optional; ops::bias_gelu composes add and gelu without it) ----
+  // x, y [G, R, F], bias [G, F]: y = gelu(x + bias[g]) with the sum in the compute type (f32
+  // for bf16 storage, not rounded before the GELU).
+  void (*bias_gelu)(const Tensor& x, const Tensor& bias, const Tensor& y) = nullptr;
+  // gx [G, R, F] = gy * gelu'(x + bias[g]); the op sums the bias gradient.
+  void (*bias_gelu_backward)(const Tensor& x, const Tensor& bias, const Tensor& gy,
+                             const Tensor& gx) = nullptr;
 
   // Whether `entry` handles `dtype` (nullptr: every dtype the op layer allows).
   bool (*supports_dtype)(Entry entry, DType dtype) = nullptr;

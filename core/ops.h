@@ -54,6 +54,9 @@ Tensor square(const Tensor& x);
 Tensor gelu(const Tensor& x);
 // Standard normal CDF.
 Tensor normal_cdf(const Tensor& x);
+// gelu(x + bias) in one pass (core/ops_bias_gelu.cpp): x [..., F] with bias [F], or
+// x [G, ..., F] with bias [G, F] (one row per leading index: the stacked experts).
+Tensor bias_gelu(const Tensor& x, const Tensor& bias);
 
 inline Tensor operator+(const Tensor& a, const Tensor& b) {
   return add(a, b);

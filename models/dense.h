@@ -20,6 +20,10 @@ class Dense {
   Tensor operator()(const Tensor& x) const {
     return linear(x, operand_for(kernel(), x), operand_for(bias(), x));
   }
+  // gelu(x W + b), the bias added inside the fused bias + GELU pass (the MLP's first layer).
+  Tensor with_gelu(const Tensor& x) const {
+    return bias_gelu(linear(x, operand_for(kernel(), x), Tensor()), operand_for(bias(), x));
+  }
   const Tensor& kernel() const { return (*store_)[kernel_]; }
   const Tensor& bias() const { return (*store_)[bias_]; }
 

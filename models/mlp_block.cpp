@@ -15,7 +15,7 @@ MlpBlock::MlpBlock(ParameterStore& store, const std::string& prefix, int64_t dim
 
 FeedForwardOutput MlpBlock::operator()(const Tensor& x, const ForwardContext& ctx,
                                        uint64_t stream) const {
-  Tensor h = example_dropout(gelu(fc1_(x)), dropout_rate_, ctx, "mlp_dropout1", stream);
+  Tensor h = example_dropout(fc1_.with_gelu(x), dropout_rate_, ctx, "mlp_dropout1", stream);
   return {example_dropout(fc2_(h), dropout_rate_, ctx, "mlp_dropout2", stream), Tensor()};
 }
 

@@ -31,10 +31,9 @@ Tensor StackedExperts::operator()(const Tensor& tokens) const {
   const ParameterStore& p = *store_;
   const int64_t e = tokens.size(0);
   // Weights in the tokens' dtype (bf16 in mixed precision; models/precision.h).
-  const Tensor b1 = operand_for(p[fc1_bias_], tokens);  // [E, M]
-  const Tensor b2 = operand_for(p[fc2_bias_], tokens);  // [E, D]
-  Tensor h = gelu(matmul(tokens, operand_for(p[fc1_kernel_], tokens)) +
-                  b1.reshape({e, 1, b1.size(1)}));  // [E, R, M]
+  const Tensor b1 = operand_for(p[fc1_bias_], tokens);                            // [E, M]
+  const Tensor b2 = operand_for(p[fc2_bias_], tokens);                            // [E, D]
+  Tensor h = bias_gelu(matmul(tokens, operand_for(p[fc1_kernel_], tokens)), b1);  // [E, R, M]
   return matmul(h, operand_for(p[fc2_kernel_], tokens)) +
          b2.reshape({e, 1, b2.size(1)});  // [E, R, D]
 }

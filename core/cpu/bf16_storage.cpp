@@ -75,6 +75,20 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& 
   store(o, gx);
 }
 
+void bias_gelu(const Tensor& x, const Tensor& bias, const Tensor& y) {
+  if (!is_bf16(y)) return cpu::bias_gelu(x, bias, y);
+  Tensor o = scratch(y);
+  cpu::bias_gelu(widened(x), widened(bias), o);
+  store(o, y);
+}
+
+void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& gy, const Tensor& gx) {
+  if (!is_bf16(gx)) return cpu::bias_gelu_backward(x, bias, gy, gx);
+  Tensor o = scratch(gx);
+  cpu::bias_gelu_backward(widened(x), widened(bias), widened(gy), o);
+  store(o, gx);
+}
+
 void add_scaled(const Tensor& dst, const Tensor& src, double alpha) {
   if (!is_bf16(dst)) return cpu::add_scaled(dst, src, alpha);
   Tensor d = widened(dst);

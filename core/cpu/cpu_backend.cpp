@@ -50,6 +50,8 @@ Backend cpu_kernels() {
       .sgd_update = cpu::sgd_update,
       .attention_forward = cpu::attention_forward,
       .attention_backward = cpu::attention_backward,
+      .bias_gelu = cpu::via_f32::bias_gelu,
+      .bias_gelu_backward = cpu::via_f32::bias_gelu_backward,
       .supports_dtype = cpu::supports_dtype,
   };
 }

@@ -244,6 +244,47 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& 
   });
 }
 
+// x, y [G, R, F], bias [G, F]: rows spread over threads, the feature loop vectorised. The sum
+// is rounded to T before the GELU as the composed add + gelu do, so both agree to the bit.
+void bias_gelu(const Tensor& x, const Tensor& bias, const Tensor& y) {
+  const int64_t groups = x.size(0), rows = x.size(1), f = x.size(2);
+  dispatch_float(y.dtype(), "bias_gelu", [&]<class T>(T) {
+    const T* px = x.device_data<T>();
+    const T* pb = bias.device_data<T>();
+    T* py = y.device_data<T>();
+#pragma omp parallel for if (x.numel() > kParallelGrain)
+    for (int64_t r = 0; r < groups * rows; ++r) {
+      const T* b = pb + (r / rows) * f;
+      const T* xr = px + r * f;
+      T* yr = py + r * f;
+#pragma omp simd
+      for (int64_t j = 0; j < f; ++j)
+        yr[j] = apply_unary<UnaryOp::gelu, T>(T(xr[j] + b[j]));
+    }
+  });
+}
+
+void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& gy, const Tensor& gx) {
+  const int64_t groups = x.size(0), rows = x.size(1), f = x.size(2);
+  dispatch_float(gx.dtype(), "bias_gelu_backward", [&]<class T>(T) {
+    const T* px = x.device_data<T>();
+    const T* pb = bias.device_data<T>();
+    const T* pg = gy.device_data<T>();
+    T* po = gx.device_data<T>();
+#pragma omp parallel for if (x.numel() > kParallelGrain)
+    for (int64_t r = 0; r < groups * rows; ++r) {
+      const T* b = pb + (r / rows) * f;
+      const int64_t off = r * f;
+#pragma omp simd
+      for (int64_t j = 0; j < f; ++j) {
+        const T h = px[off + j] + b[j];
+        // GELU's derivative reads only its input (the output argument is unused).
+        po[off + j] = pg[off + j] * unary_derivative_of<UnaryOp::gelu, T>(h, T(0));
+      }
+    }
+  });
+}
+
 void add_scaled(const Tensor& dst, const Tensor& src, double alpha) {
   dispatch_float(dst.dtype(), "add_scaled", [&]<class T>(T) {
     T* pd = dst.device_data<T>();

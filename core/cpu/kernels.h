@@ -51,6 +51,9 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& lse, const Tensor& gout, double scale, const Tensor& gq,
                         const Tensor& gk, const Tensor& gv);
+// elementwise.cpp: fused bias + GELU
+void bias_gelu(const Tensor& x, const Tensor& bias, const Tensor& y);
+void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& gy, const Tensor& gx);
 bool supports_dtype(Entry entry, DType dtype);
 
 // The same entries taking bf16 storage as well (core/cpu/bf16_storage.cpp): bf16 operands
@@ -80,6 +83,8 @@ void patches(const Tensor& images, int64_t p, const Tensor& out, PatchDirection 
 void index_add(const Tensor& src, const Tensor& idx, const Tensor& out);
 void gather(const Tensor& x, const Tensor& idx, const Tensor& out);
 void gather_backward(const Tensor& gy, const Tensor& idx, const Tensor& gx);
+void bias_gelu(const Tensor& x, const Tensor& bias, const Tensor& y);
+void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& gy, const Tensor& gx);
 }  // namespace via_f32
 
 }  // namespace vmoe::cpu

@@ -37,6 +37,8 @@ bool supports_dtype(Entry entry, DType dtype) {
     case Entry::index_add:
     case Entry::gather:
     case Entry::gather_backward:
+    case Entry::bias_gelu:
+    case Entry::bias_gelu_backward:
       return floating || dtype == DType::bf16;
     case Entry::attention_forward:  // f32 and f64 only (attention.cpp)
     case Entry::attention_backward:

@@ -72,6 +72,8 @@ const Backend& cuda_backend() {
       .sgd_update = sgd_update,
       .attention_forward = attention_forward,
       .attention_backward = attention_backward,
+      .bias_gelu = bias_gelu,
+      .bias_gelu_backward = bias_gelu_backward,
       .supports_dtype = supports_dtype,
   };
   return table;

@@ -117,6 +117,21 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& 
   });
 }
 
+void bias_gelu(const Tensor& x, const Tensor& bias, const Tensor& y) {
+  dispatch_floating(y.dtype(), "bias_gelu", [&]<class T>(T) {
+    launch_bias_gelu<T>(x.device_data<T>(), bias.device_data<T>(), y.device_data<T>(), x.size(1),
+                        x.size(2), x.numel(), compute_stream());
+  });
+}
+
+void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& gy, const Tensor& gx) {
+  dispatch_floating(gx.dtype(), "bias_gelu_backward", [&]<class T>(T) {
+    launch_bias_gelu_backward<T>(x.device_data<T>(), bias.device_data<T>(), gy.device_data<T>(),
+                                 gx.device_data<T>(), x.size(1), x.size(2), x.numel(),
+                                 compute_stream());
+  });
+}
+
 void add_scaled(const Tensor& dst, const Tensor& src, double alpha) {
   dispatch_floating(dst.dtype(), "add_scaled", [&]<class T>(T) {
     launch_add_scaled<T>(dst.device_data<T>(), src.device_data<T>(), alpha,

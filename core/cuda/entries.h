@@ -14,6 +14,8 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
 void unary(UnaryOp op, const Tensor& x, const Tensor& out);
 void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy,
                     const Tensor& gx);
+void bias_gelu(const Tensor& x, const Tensor& bias, const Tensor& y);
+void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& gy, const Tensor& gx);
 void add_scaled(const Tensor& dst, const Tensor& src, double alpha);
 void scale(const Tensor& dst, double s);
 void sum_squares(const Tensor& x, const Tensor& out);

@@ -203,6 +203,31 @@ VMOE_HD inline void unary_backward_body(const GridPos& p, UnaryOp op, const T* x
   });
 }
 
+// y = gelu(x + bias) for x, y [G, R, F] and bias [G, F] contiguous (n = G * R * F): the sum
+// stays in the compute type (f32 for bf16) up to the GELU.
+template <class T>
+VMOE_HD inline void bias_gelu_body(const GridPos& p, const T* x, const T* bias, T* y, int64_t rows,
+                                   int64_t f, int64_t n) {
+  for_grid_stride(p, n, [&](int64_t i) {
+    const int64_t b = (i / (rows * f)) * f + i % f;
+    store(y[i], unary_value<StdMath>(UnaryOp::gelu, load(x[i]) + load(bias[b])));
+  });
+}
+
+// gx = gy * gelu'(x + bias), shapes as bias_gelu_body.
+template <class T>
+VMOE_HD inline void bias_gelu_backward_body(const GridPos& p, const T* x, const T* bias,
+                                            const T* gy, T* gx, int64_t rows, int64_t f,
+                                            int64_t n) {
+  using C = compute_t<T>;
+  for_grid_stride(p, n, [&](int64_t i) {
+    const int64_t b = (i / (rows * f)) * f + i % f;
+    // GELU's derivative reads only its input (the output argument is unused).
+    const C d = unary_derivative<StdMath>(UnaryOp::gelu, C(load(x[i]) + load(bias[b])), C(0));
+    store(gx[i], load(gy[i]) * d);
+  });
+}
+
 // dst += alpha * src over strided views (idx: tensor 0 dst, 1 src).
 template <class T>
 VMOE_HD inline void add_scaled_body(const GridPos& p, T* dst, const T* src, double alpha,

@@ -41,6 +41,18 @@ __global__ void unary_backward_kernel(UnaryOp op, const T* x, const T* y, const 
 }
 
 template <class T>
+__global__ void bias_gelu_kernel(const T* x, const T* bias, T* y, int64_t rows, int64_t f,
+                                 int64_t n) {
+  bias_gelu_body(grid_pos(), x, bias, y, rows, f, n);
+}
+
+template <class T>
+__global__ void bias_gelu_backward_kernel(const T* x, const T* bias, const T* gy, T* gx,
+                                          int64_t rows, int64_t f, int64_t n) {
+  bias_gelu_backward_body(grid_pos(), x, bias, gy, gx, rows, f, n);
+}
+
+template <class T>
 __global__ void add_scaled_kernel(T* dst, const T* src, double alpha, StridedIndex<2> idx,
                                   int64_t n) {
   add_scaled_body(grid_pos(), dst, src, alpha, idx, n);
@@ -158,6 +170,23 @@ void launch_unary_backward(UnaryOp op, const T* x, const T* y, const T* gy, T* g
 }
 
 template <class T>
+void launch_bias_gelu(const T* x, const T* bias, T* y, int64_t rows, int64_t f, int64_t n,
+                      cudaStream_t stream) {
+  if (n == 0) return;
+  bias_gelu_kernel<T><<<blocks_for(n), kElementThreads, 0, stream>>>(x, bias, y, rows, f, n);
+  VMOE_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void launch_bias_gelu_backward(const T* x, const T* bias, const T* gy, T* gx, int64_t rows,
+                               int64_t f, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  bias_gelu_backward_kernel<T>
+      <<<blocks_for(n), kElementThreads, 0, stream>>>(x, bias, gy, gx, rows, f, n);
+  VMOE_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
 void launch_add_scaled(T* dst, const T* src, double alpha, const StridedIndex<2>& idx, int64_t n,
                        cudaStream_t stream) {
   if (n == 0) return;
@@ -172,15 +201,19 @@ void launch_scale(T* dst, double s, const StridedIndex<1>& idx, int64_t n, cudaS
   VMOE_CUDA_CHECK(cudaGetLastError());
 }
 
-#define VMOE_ELEMENTWISE_LAUNCHERS(T)                                                        \
-  template void launch_binary<T>(BinaryOp, const T*, const T*, T*, const StridedIndex<3>&,   \
-                                 int64_t, cudaStream_t);                                     \
-  template void launch_unary<T>(UnaryOp, const T*, T*, int64_t, cudaStream_t);               \
-  template void launch_unary_backward<T>(UnaryOp, const T*, const T*, const T*, T*, int64_t, \
-                                         cudaStream_t);                                      \
-  template void launch_add_scaled<T>(T*, const T*, double, const StridedIndex<2>&, int64_t,  \
-                                     cudaStream_t);                                          \
-  template void launch_scale<T>(T*, double, const StridedIndex<1>&, int64_t, cudaStream_t);
+#define VMOE_ELEMENTWISE_LAUNCHERS(T)                                                            \
+  template void launch_binary<T>(BinaryOp, const T*, const T*, T*, const StridedIndex<3>&,       \
+                                 int64_t, cudaStream_t);                                         \
+  template void launch_unary<T>(UnaryOp, const T*, T*, int64_t, cudaStream_t);                   \
+  template void launch_unary_backward<T>(UnaryOp, const T*, const T*, const T*, T*, int64_t,     \
+                                         cudaStream_t);                                          \
+  template void launch_add_scaled<T>(T*, const T*, double, const StridedIndex<2>&, int64_t,      \
+                                     cudaStream_t);                                              \
+  template void launch_scale<T>(T*, double, const StridedIndex<1>&, int64_t, cudaStream_t);      \
+  template void launch_bias_gelu<T>(const T*, const T*, T*, int64_t, int64_t, int64_t,           \
+                                    cudaStream_t);                                               \
+  template void launch_bias_gelu_backward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, \
+                                             int64_t, cudaStream_t);
 VMOE_ELEMENTWISE_LAUNCHERS(float)
 VMOE_ELEMENTWISE_LAUNCHERS(double)
 VMOE_ELEMENTWISE_LAUNCHERS(BFloat16)

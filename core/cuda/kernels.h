@@ -39,6 +39,14 @@ void launch_unary(UnaryOp op, const T* x, T* y, int64_t n, cudaStream_t stream);
 template <class T>
 void launch_unary_backward(UnaryOp op, const T* x, const T* y, const T* gy, T* gx, int64_t n,
                            cudaStream_t stream);
+// y = gelu(x + bias), x and y [n / (rows * f), rows, f], bias [n / (rows * f), f].
+template <class T>
+void launch_bias_gelu(const T* x, const T* bias, T* y, int64_t rows, int64_t f, int64_t n,
+                      cudaStream_t stream);
+// gx = gy * gelu'(x + bias), shapes as launch_bias_gelu.
+template <class T>
+void launch_bias_gelu_backward(const T* x, const T* bias, const T* gy, T* gx, int64_t rows,
+                               int64_t f, int64_t n, cudaStream_t stream);
 // dst += alpha * src; idx: tensor 0 dst, 1 src.
 template <class T>
 void launch_add_scaled(T* dst, const T* src, double alpha, const StridedIndex<2>& idx, int64_t n,

@@ -82,7 +82,7 @@ std::vector<Device> backends_under_test(std::vector<UnavailableDevice>* unavaila
   return out;
 }
 
-constexpr Entry kLastEntry = Entry::attention_backward;  // the last enumerator of Entry
+constexpr Entry kLastEntry = Entry::bias_gelu_backward;  // the last enumerator of Entry
 
 constexpr DType kFloats[] = {DType::f32, DType::f64, DType::bf16};
 constexpr DType kAllDTypes[] = {DType::f32, DType::f64, DType::bf16,
@@ -800,6 +800,31 @@ void add_nn_cases(Table& t) {
               }
               return out;
             });
+    }
+    // Fused bias + GELU: a dense layer's shared bias (G = 1) and the stacked experts' rows.
+    const Shape bias_gelu_shapes[] = {{1, 6, 10}, {3, 5, 7}, {2, 0, 4}};
+    for (const Shape& shape : bias_gelu_shapes) {
+      const Shape bias_shape{shape[0], shape[2]};
+      t.add("bias_gelu " + shape_name(shape), Entry::bias_gelu, dt, [=](Ctx& c) {
+        Tensor x = c.input(shape, normal(3)), bias = c.input(bias_shape);
+        Tensor y = c.out(shape);
+        c.be().bias_gelu(x, bias, y);
+        Outputs out{y};
+        if (c.op_layer()) out.push_back(bias_gelu(x, bias));
+        return out;
+      });
+      t.add("bias_gelu backward " + shape_name(shape), Entry::bias_gelu_backward, dt, [=](Ctx& c) {
+        Tensor x = c.input(shape, normal(3)), bias = c.input(bias_shape), gy = c.input(shape);
+        Tensor gx = c.out(shape);
+        c.be().bias_gelu_backward(x, bias, gy, gx);
+        Outputs out{gx};
+        if (c.op_layer()) {
+          Tensor xl = leaf(x), bl = leaf(bias);
+          bias_gelu(xl, bl).backward(gy);
+          out.insert(out.end(), {xl.grad(), bl.grad()});
+        }
+        return out;
+      });
     }
     // Fused attention: [BH, N, Dh] with N from one token to a ViT-like 50 and a tile edge (64).
     const Shape attention_shapes[] = {{1, 1, 4}, {3, 17, 8}, {2, 50, 16}, {1, 65, 32}};

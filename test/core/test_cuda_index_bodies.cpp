@@ -791,3 +791,26 @@ TEST_CASE("cuda index bodies: fused AdamW and SGD match the CPU, with and withou
   check(float{});
   check(double{});
 }
+
+TEST_CASE("cuda kernel error slot: the lowest position is reported, whatever the thread order") {
+  // Threads of a kernel run in any order; the CPU's serial check reports the first bad element.
+  // Two bad indices (positions 13 and 29), the grid run from its last thread to its first.
+  const int64_t rows = 7, m = 40;
+  std::vector<int64_t> idx(size_t(m), 1);
+  idx[13] = rows + 2;
+  idx[29] = -5;
+  KernelErrorSlot slot{};
+  for (int64_t b = kBlocks - 1; b >= 0; --b)
+    for (int64_t t = kThreads - 1; t >= 0; --t)
+      cuda::check_range_body(GridPos{b, t, kThreads, kBlocks}, idx.data(), m, -1, rows,
+                             KernelErrorOp::index_select, &slot);
+  REQUIRE(slot.claimed == 1);
+  CHECK(slot_message(slot, "index") == "index_select: index 9 at position 13 is outside [-1, 7)");
+  // A later error at a higher position leaves the record as it is; a lower one replaces it.
+  cuda::report_kernel_error(&slot, KernelErrorOp::gather, 3, 20, 0, 2);
+  CHECK(slot.position == 13);
+  cuda::report_kernel_error(&slot, KernelErrorOp::gather, 3, 2, 0, 2);
+  CHECK(slot.position == 2);
+  CHECK(slot.op == KernelErrorOp::gather);
+  CHECK(slot.lock == 0);
+}

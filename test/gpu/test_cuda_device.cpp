@@ -212,7 +212,7 @@ TEST_CASE("cuda gemm: k = 0 writes beta * C, an empty product", "[.][cuda]") {
 TEST_CASE("cuda kernel errors: the slot is read once per check, thrown and cleared", "[.][cuda]") {
   backend_for(kCuda);
   check_kernel_errors(kCuda);  // nothing recorded before
-  const cuda::KernelErrorSlot slot{1, cuda::KernelErrorOp::gather, 12, 4, 0, 10};
+  const cuda::KernelErrorSlot slot{1, cuda::KernelErrorOp::gather, 12, 4, 0, 10, 0};
   VMOE_CUDA_CHECK(
       cudaMemcpy(cuda::kernel_error_slot(), &slot, sizeof slot, cudaMemcpyHostToDevice));
   TransferCounter reads(kCuda);

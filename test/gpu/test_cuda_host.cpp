@@ -138,20 +138,20 @@ TEST_CASE("cuda kernel errors: the slot's message is the CPU backend's", "[cuda_
     cpu_message = e.what();
   }
   REQUIRE(!cpu_message.empty());
-  CHECK(cuda::format_kernel_error({1, KernelErrorOp::index_select, 9, 3, -1, 5}) == cpu_message);
-  CHECK(cuda::format_kernel_error({1, KernelErrorOp::index_select, 9, 3, -1, 5}) ==
+  CHECK(cuda::format_kernel_error({1, KernelErrorOp::index_select, 9, 3, -1, 5, 0}) == cpu_message);
+  CHECK(cuda::format_kernel_error({1, KernelErrorOp::index_select, 9, 3, -1, 5, 0}) ==
         "index_select: index 9 at position 3 is outside [-1, 5)");
-  CHECK(cuda::format_kernel_error({1, KernelErrorOp::gather, -2, 0, 0, 4}) ==
+  CHECK(cuda::format_kernel_error({1, KernelErrorOp::gather, -2, 0, 0, 4, 0}) ==
         "gather: index -2 at position 0 is outside [0, 4)");
-  CHECK(cuda::format_kernel_error({1, KernelErrorOp::one_hot, 7, 1, 0, 3}) ==
+  CHECK(cuda::format_kernel_error({1, KernelErrorOp::one_hot, 7, 1, 0, 3, 0}) ==
         "one_hot: index 7 at position 1 is outside [0, 3)");
-  CHECK(cuda::format_kernel_error({1, KernelErrorOp::softmax_xent, 10, 2, 0, 10}) ==
+  CHECK(cuda::format_kernel_error({1, KernelErrorOp::softmax_xent, 10, 2, 0, 10, 0}) ==
         "softmax_cross_entropy: label 10 at position 2 is outside [0, 10)");
-  CHECK(cuda::format_kernel_error({1, KernelErrorOp::sigmoid_xent, -1, 0, 0, 3}) ==
+  CHECK(cuda::format_kernel_error({1, KernelErrorOp::sigmoid_xent, -1, 0, 0, 3, 0}) ==
         "sigmoid_cross_entropy: label -1 at position 0 is outside [0, 3)");
-  CHECK(cuda::format_kernel_error({1, KernelErrorOp::assign_slots, 8, 5, 0, 8}) ==
+  CHECK(cuda::format_kernel_error({1, KernelErrorOp::assign_slots, 8, 5, 0, 8, 0}) ==
         "assign_slots: expert 8 at position 5 is outside [0, 8)");
-  CHECK(cuda::format_kernel_error({1, KernelErrorOp::assign_slots_order, 100, 30, 0, 100}) ==
+  CHECK(cuda::format_kernel_error({1, KernelErrorOp::assign_slots_order, 100, 30, 0, 100, 0}) ==
         "assign_slots: position 100 at position 30 is outside [0, 100)");
 }
 
