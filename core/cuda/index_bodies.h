@@ -11,6 +11,8 @@
 // index type (int32_t, int64_t), K and P the key and position types of the scatter-add sort.
 #pragma once
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "core/cuda/element_access.h"
 #include "core/cuda/kernel_bodies.h"  // GridPos, for_grid_stride
@@ -255,6 +257,38 @@ VMOE_HD inline void argsort_columns_body(const GridPos& p, int64_t* columns, int
                                          int64_t rows, int64_t n) {
   for_grid_stride(p, rows * n, [&](int64_t f) { columns[f] = f % n; });
   for_grid_stride(p, rows + 1, [&](int64_t r) { offsets[r] = r * n; });
+}
+
+// The unsigned word of an argsort key type, the same size: CUB sorts these, so that one
+// ascending sort per word size serves every key type and both orders.
+template <class K>
+using sort_word_t = std::conditional_t<sizeof(K) == 4, uint32_t, uint64_t>;
+
+// v's sort word: unsigned order of the words = ascending order of the values (descending: the
+// complement, so the stable ascending sort keeps ties in column order as a stable descending
+// sort does). Floats: the sign bit set for positives and every bit flipped for negatives, -0.0
+// taken as +0.0 (they compare equal). Signed integers: the sign bit flipped.
+template <class K>
+VMOE_HD inline sort_word_t<K> sort_word(K v, bool descending) {
+  using U = sort_word_t<K>;
+  static_assert(sizeof(K) == sizeof(U), "argsort keys are 4 or 8 bytes");
+  constexpr U sign = U(1) << (8 * sizeof(U) - 1);
+  U w;
+  if constexpr (std::is_floating_point_v<K>) {
+    if (v == K(0)) v = K(0);
+    memcpy(&w, &v, sizeof w);
+    w = (w & sign) ? U(~w) : U(w | sign);
+  } else {
+    w = U(v) ^ sign;
+  }
+  return descending ? U(~w) : w;
+}
+
+// words [n] = the sort words of x [n].
+template <class K>
+VMOE_HD inline void argsort_words_body(const GridPos& p, const K* x, sort_word_t<K>* words,
+                                       int64_t n, bool descending) {
+  for_grid_stride(p, n, [&](int64_t i) { words[i] = sort_word(x[i], descending); });
 }
 
 // bf16 keys as f32 (exact) for CUB's float sort: the same order, ties included.

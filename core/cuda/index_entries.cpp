@@ -213,13 +213,14 @@ void argsort(const Tensor& x, SortOrder order, const Tensor& out) {
   auto run = [&]<class K>(const Tensor& keys, K) {
     if (rows * n == 0) return;
     const Device device = keys.device();
-    const Tensor sorted_keys = scratch(rows * n, keys.dtype(), device);
+    // Two arrays of sort words (the keys' size each): CUB's input and output.
+    const Tensor words = scratch(2 * rows * n * int64_t(sizeof(K)), DType::u8, device);
     const Tensor columns = scratch(rows * n, DType::i64, device);
     const Tensor offsets = scratch(rows + 1, DType::i64, device);
-    const size_t temp_bytes = argsort_temp_bytes<K>(rows, n, descending);
+    const size_t temp_bytes = argsort_temp_bytes<K>(rows, n);
     const Tensor temp = scratch(int64_t(temp_bytes), DType::u8, device);
     launch_argsort<K>(keys.device_data<K>(), out.device_data<int64_t>(), rows, n, descending,
-                      sorted_keys.device_data<K>(), columns.device_data<int64_t>(),
+                      words.device_raw(), columns.device_data<int64_t>(),
                       offsets.device_data<int64_t>(), temp.device_raw(), temp_bytes,
                       compute_stream());
   };

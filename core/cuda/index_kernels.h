@@ -74,16 +74,17 @@ template <class K, class P>
 void launch_sort_pairs(void* temp, size_t temp_bytes, const K* keys_in, K* keys_out,
                        const P* values_in, P* values_out, int64_t n, int end_bit,
                        cudaStream_t stream);
-// Stable argsort of each of `rows` rows of n keys: out [rows, n] i64. Scratch: sorted_keys
-// [rows * n], columns [rows * n], offsets [rows + 1], temp (argsort_temp_bytes).
+// Stable argsort of each of `rows` rows of n keys: out [rows, n] i64. Scratch: words
+// [2 * rows * n] of sort_word_t<K> (index_bodies.h), columns [rows * n], offsets [rows + 1],
+// temp (argsort_temp_bytes).
 // bf16 argsort keys widened to f32 (index_kernels.cu).
 void launch_widen_bf16(const BFloat16* x, float* y, int64_t n, cudaStream_t stream);
 template <class K>
-size_t argsort_temp_bytes(int64_t rows, int64_t n, bool descending);
+size_t argsort_temp_bytes(int64_t rows, int64_t n);
 template <class K>
-void launch_argsort(const K* x, int64_t* out, int64_t rows, int64_t n, bool descending,
-                    K* sorted_keys, int64_t* columns, int64_t* offsets, void* temp,
-                    size_t temp_bytes, cudaStream_t stream);
+void launch_argsort(const K* x, int64_t* out, int64_t rows, int64_t n, bool descending, void* words,
+                    int64_t* columns, int64_t* offsets, void* temp, size_t temp_bytes,
+                    cudaStream_t stream);
 
 // ---- slot assignment: the five steps of index_bodies.h ----
 // Scratch: sequence [k * tokens] i32, counts [groups * tiles_per_group * E] i32,

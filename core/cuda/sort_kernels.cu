@@ -23,18 +23,22 @@ __global__ void argsort_columns_kernel(int64_t* columns, int64_t* offsets, int64
   argsort_columns_body(grid_pos(), columns, offsets, rows, n);
 }
 
-// CUB's stable segmented sort of `rows` segments of n (key, column) pairs; with temp == nullptr
-// only sets temp_bytes.
 template <class K>
-cudaError_t segmented_sort(void* temp, size_t& temp_bytes, const K* keys_in, K* keys_out,
+__global__ void argsort_words_kernel(const K* x, sort_word_t<K>* words, int64_t n,
+                                     bool descending) {
+  argsort_words_body(grid_pos(), x, words, n, descending);
+}
+
+// CUB's stable segmented sort of `rows` segments of n (word, column) pairs, ascending; with
+// temp == nullptr only sets temp_bytes. Instantiated for the two word sizes only: the key
+// types and orders map onto them (sort_word), which keeps CUB's many kernels compiled twice,
+// not eight times.
+template <class U>
+cudaError_t segmented_sort(void* temp, size_t& temp_bytes, const U* words_in, U* words_out,
                            const int64_t* columns_in, int64_t* columns_out, int64_t rows, int64_t n,
-                           const int64_t* offsets, bool descending, cudaStream_t stream) {
-  if (descending)
-    return cub::DeviceSegmentedSort::StableSortPairsDescending(temp, temp_bytes, keys_in, keys_out,
-                                                               columns_in, columns_out, rows * n,
-                                                               rows, offsets, offsets + 1, stream);
-  return cub::DeviceSegmentedSort::StableSortPairs(temp, temp_bytes, keys_in, keys_out, columns_in,
-                                                   columns_out, rows * n, rows, offsets,
+                           const int64_t* offsets, cudaStream_t stream) {
+  return cub::DeviceSegmentedSort::StableSortPairs(temp, temp_bytes, words_in, words_out,
+                                                   columns_in, columns_out, rows * n, rows, offsets,
                                                    offsets + 1, stream);
 }
 
@@ -59,23 +63,29 @@ void launch_sort_pairs(void* temp, size_t temp_bytes, const K* keys_in, K* keys_
 }
 
 template <class K>
-size_t argsort_temp_bytes(int64_t rows, int64_t n, bool descending) {
+size_t argsort_temp_bytes(int64_t rows, int64_t n) {
+  using U = sort_word_t<K>;
   size_t bytes = 0;
-  VMOE_CUDA_CHECK(segmented_sort<K>(nullptr, bytes, nullptr, nullptr, nullptr, nullptr, rows, n,
-                                    nullptr, descending, nullptr));
+  VMOE_CUDA_CHECK(segmented_sort<U>(nullptr, bytes, nullptr, nullptr, nullptr, nullptr, rows, n,
+                                    nullptr, nullptr));
   return bytes;
 }
 
 template <class K>
-void launch_argsort(const K* x, int64_t* out, int64_t rows, int64_t n, bool descending,
-                    K* sorted_keys, int64_t* columns, int64_t* offsets, void* temp,
-                    size_t temp_bytes, cudaStream_t stream) {
+void launch_argsort(const K* x, int64_t* out, int64_t rows, int64_t n, bool descending, void* words,
+                    int64_t* columns, int64_t* offsets, void* temp, size_t temp_bytes,
+                    cudaStream_t stream) {
+  using U = sort_word_t<K>;
   if (rows * n == 0) return;
-  argsort_columns_kernel<<<unsigned(element_blocks(rows * n)), kElementThreads, 0, stream>>>(
-      columns, offsets, rows, n);
+  const unsigned blocks = unsigned(element_blocks(rows * n));
+  U* words_in = static_cast<U*>(words);
+  U* words_out = words_in + rows * n;
+  argsort_words_kernel<<<blocks, kElementThreads, 0, stream>>>(x, words_in, rows * n, descending);
   VMOE_CUDA_CHECK(cudaGetLastError());
-  VMOE_CUDA_CHECK(segmented_sort(temp, temp_bytes, x, sorted_keys, columns, out, rows, n, offsets,
-                                 descending, stream));
+  argsort_columns_kernel<<<blocks, kElementThreads, 0, stream>>>(columns, offsets, rows, n);
+  VMOE_CUDA_CHECK(cudaGetLastError());
+  VMOE_CUDA_CHECK(segmented_sort<U>(temp, temp_bytes, words_in, words_out, columns, out, rows, n,
+                                    offsets, stream));
 }
 
 template size_t sort_pairs_temp_bytes<uint32_t, int32_t>(int64_t, int);
@@ -87,9 +97,9 @@ template void launch_sort_pairs<uint64_t, int64_t>(void*, size_t, const uint64_t
                                                    const int64_t*, int64_t*, int64_t, int,
                                                    cudaStream_t);
 
-#define VMOE_ARGSORT_LAUNCHERS(K)                                                           \
-  template size_t argsort_temp_bytes<K>(int64_t, int64_t, bool);                            \
-  template void launch_argsort<K>(const K*, int64_t*, int64_t, int64_t, bool, K*, int64_t*, \
+#define VMOE_ARGSORT_LAUNCHERS(K)                                                              \
+  template size_t argsort_temp_bytes<K>(int64_t, int64_t);                                     \
+  template void launch_argsort<K>(const K*, int64_t*, int64_t, int64_t, bool, void*, int64_t*, \
                                   int64_t*, void*, size_t, cudaStream_t);
 VMOE_ARGSORT_LAUNCHERS(float)
 VMOE_ARGSORT_LAUNCHERS(double)

@@ -814,3 +814,49 @@ TEST_CASE("cuda kernel error slot: the lowest position is reported, whatever the
   CHECK(slot.op == KernelErrorOp::gather);
   CHECK(slot.lock == 0);
 }
+
+TEST_CASE("cuda index bodies: argsort's sort words order every key type as the CPU's argsort",
+          "[cuda_bodies]") {
+  // CUB sorts the words ascending and stably; that order must be the CPU's stable argsort in
+  // both directions, ties (equal values, -0.0 and +0.0) kept in column order.
+  const int64_t n = 300;
+  auto check = [&]<class K>(K) {
+    CAPTURE(dtype_name(dtype_of<K>()));
+    std::vector<K> x(static_cast<size_t>(n));
+    std::mt19937 rng(91);
+    std::uniform_int_distribution<int> pick(-6, 6);
+    for (K& v : x)
+      v = K(pick(rng)) * K(std::is_floating_point_v<K> ? 0.75 : 1);  // many ties
+    if constexpr (std::is_floating_point_v<K>) {
+      x[3] = -0.0;
+      x[4] = 0.0;
+      x[5] = -0.0;
+      x[10] = std::numeric_limits<K>::infinity();
+      x[11] = -std::numeric_limits<K>::infinity();
+      x[12] = std::numeric_limits<K>::denorm_min();
+      x[13] = -std::numeric_limits<K>::max();
+    } else {
+      x[10] = std::numeric_limits<K>::max();
+      x[11] = std::numeric_limits<K>::min();
+    }
+    for (SortOrder order : {SortOrder::ascending, SortOrder::descending}) {
+      const bool descending = order == SortOrder::descending;
+      CAPTURE(descending);
+      std::vector<cuda::sort_word_t<K>> words(static_cast<size_t>(n));
+      run_grid([&](const GridPos& p) {
+        cuda::argsort_words_body(p, x.data(), words.data(), n, descending);
+      });
+      std::vector<int64_t> got(static_cast<size_t>(n));
+      std::iota(got.begin(), got.end(), 0);
+      std::stable_sort(got.begin(), got.end(),
+                       [&](int64_t a, int64_t b) { return words[size_t(a)] < words[size_t(b)]; });
+      const Tensor want = Tensor::empty({n}, DType::i64, kCpu);
+      cpu_backend().argsort(Tensor::from_vector(x, {n}, kCpu), order, want);
+      CHECK(got == want.to_vector<int64_t>());
+    }
+  };
+  check(float{});
+  check(double{});
+  check(int32_t{});
+  check(int64_t{});
+}
