@@ -36,7 +36,8 @@ bool is_out_of_memory(const std::exception& e) {
 // Builds the model at `batch` and times `steps` steps after `warmup`; nullopt when a step ran
 // out of device memory.
 std::optional<Measurement> measure(const VitConfig& cfg, Device device, Precision precision,
-                                   int64_t batch, int64_t warmup, int64_t steps) {
+                                   int64_t batch, int64_t microbatches, int64_t warmup,
+                                   int64_t steps) {
   const Backend& backend = backend_for(device);
   try {
     ParameterStore params;
@@ -62,6 +63,7 @@ std::optional<Measurement> measure(const VitConfig& cfg, Device device, Precisio
       const auto t0 = std::chrono::steady_clock::now();
       StepOptions options;
       options.precision = precision;
+      options.microbatches = microbatches;
       train_step(model, params, opt, schedule, images, y, s, 0, options);
       backend.synchronize();
       const double dt =
@@ -87,7 +89,8 @@ std::optional<Measurement> measure(const VitConfig& cfg, Device device, Precisio
 int main(int argc, char** argv) {
   VitConfig cfg;
   MoeConfig moe;
-  int64_t batch = 128, max_batch = 1024, steps = 10, warmup = 3, moe_every = 2;
+  int64_t batch = 128, max_batch = 1024, steps = 10, warmup = 3, moe_every = 2, microbatches = 1;
+  bool recompute = false;
   int threads = 1;
   std::string device_name = "cpu", precision_name_text = "f32";
   CLI::App app{"vmoe training-step benchmark"};
@@ -107,6 +110,8 @@ int main(int argc, char** argv) {
   app.add_option("--images-per-group", moe.images_per_group);
   app.add_option("--batch", batch, "images per step; 0 = the largest that fits");
   app.add_option("--max-batch", max_batch, "where the search for --batch 0 starts");
+  app.add_option("--microbatches", microbatches, "gradient accumulation: micro-batches per step");
+  app.add_flag("--recompute", recompute, "re-run each encoder block in backward (BLOCKS)");
   app.add_option("--device", device_name, "cpu, cuda, cuda:N");
   app.add_option("--precision", precision_name_text, "f32 or bf16 (mixed precision)")
       ->check(CLI::IsMember({"f32", "bf16"}));
@@ -120,6 +125,7 @@ int main(int argc, char** argv) {
   try {
     const Device device = parse_device(device_name);
     const Precision precision = precision_name_text == "bf16" ? Precision::bf16 : Precision::f32;
+    if (recompute) cfg.recompute = VitConfig::Recompute::blocks;
     if (experts > 0) {
       moe.num_experts = experts;
       moe.moe_blocks = every_n_blocks(cfg.num_layers, moe_every);
@@ -128,11 +134,11 @@ int main(int argc, char** argv) {
     }
     std::optional<Measurement> m;
     if (batch > 0) {
-      m = measure(cfg, device, precision, batch, warmup, steps);
+      m = measure(cfg, device, precision, batch, microbatches, warmup, steps);
       if (!m) throw std::runtime_error("batch " + std::to_string(batch) + " does not fit");
     } else {
       for (batch = max_batch; batch >= 1 && !m; batch /= 2)
-        m = measure(cfg, device, precision, batch, warmup, steps);
+        m = measure(cfg, device, precision, batch, microbatches, warmup, steps);
       batch *= 2;  // the loop halved once more after the batch that fitted
       if (!m) throw std::runtime_error("not even one image per step fits");
     }
@@ -142,10 +148,11 @@ int main(int argc, char** argv) {
         "{\"impl\":\"vmoe\",\"device\":\"%s\",\"batch\":%lld,\"median_step_ms\":%.3f,"
         "\"min_step_ms\":%.3f,\"max_step_ms\":%.3f,\"images_per_s\":%.1f,"
         "\"flops_per_step\":%lld,\"achieved_tflops\":%.3f,\"peak_device_bytes\":%lld,"
-        "\"threads\":%d,\"precision\":\"%s\"}\n",
+        "\"threads\":%d,\"precision\":\"%s\",\"microbatches\":%lld,\"recompute\":%s}\n",
         device.str().c_str(), static_cast<long long>(batch), m->median_ms, m->min_ms, m->max_ms,
         double(batch) * 1000.0 / m->median_ms, static_cast<long long>(m->flops_per_step), tflops,
-        static_cast<long long>(mem.peak_in_use_bytes), threads, precision_name(precision));
+        static_cast<long long>(mem.peak_in_use_bytes), threads, precision_name(precision),
+        static_cast<long long>(microbatches), recompute ? "true" : "false");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train_step: error: %s\n", e.what());
     return 1;

@@ -533,6 +533,25 @@ void validate_train(const config::TrainConfig& t) {
   require_int(t.threads(), "train.threads", 0, kMaxThreads);
 }
 
+// Gradient accumulation: micro-batches of whole images and, for a V-MoE, whole routing groups.
+// Checked here for one rank; `vmoe train` checks each rank's share again (train_step.h).
+void validate_microbatches(const config::Config& c) {
+  const int64_t m = c.train().microbatches();
+  require_int(m, "train.microbatches", 1, kMaxBatch);
+  if (m == 1) return;  // the batch itself: its split is checked where the rank count is known
+  const int64_t batch = c.data().batch_size();
+  const int64_t group = c.model().has_moe() ? c.model().moe().images_per_group() : 1;
+  if (batch % m != 0) {
+    invalid("train.microbatches must divide data.batch_size (got " + num(m) + " and " + num(batch) +
+            ")");
+  }
+  if ((batch / m) % group != 0) {
+    invalid("train.microbatches " + num(m) + " splits data.batch_size " + num(batch) +
+            " into micro-batches of " + num(batch / m) + " images, not whole routing groups of " +
+            num(group) + " (model.moe.images_per_group)");
+  }
+}
+
 }  // namespace
 
 config::Config parse_config_text(const std::string& text, const std::string& source_name,
@@ -613,6 +632,7 @@ void validate_config(const config::Config& config) {
     validate_optimizer(config.optimizer());
     validate_schedule(config.schedule(), config.optimizer());
     validate_train(config.train());
+    validate_microbatches(config);
   } catch (const SizeOverflow& e) {
     throw ConfigError(e.what());
   }

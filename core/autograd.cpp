@@ -32,6 +32,13 @@ NoGrad::~NoGrad() {
   g_grad_enabled = previous_;
 }
 
+EnableGrad::EnableGrad() : previous_(g_grad_enabled) {
+  g_grad_enabled = true;
+}
+EnableGrad::~EnableGrad() {
+  g_grad_enabled = previous_;
+}
+
 bool needs_grad(std::initializer_list<const Tensor*> inputs) {
   if (!g_grad_enabled) return false;
   for (const Tensor* t : inputs) {
@@ -73,6 +80,10 @@ class LeafTracker {
       for (const Tensor& in : node->inputs())
         if (is_leaf(in)) ++pending_[in.impl().get()];
   }
+  // A leaf that is itself a root: final unless a node of the graph also feeds it.
+  void root_done(const Tensor& leaf) {
+    if (hook_ && pending_.count(leaf.impl().get()) == 0) (*hook_)(leaf);
+  }
   void edge_done(const Tensor& leaf) {
     if (!hook_) return;
     auto it = pending_.find(leaf.impl().get());
@@ -101,37 +112,61 @@ void run_backward(const Tensor& root, const Tensor& seed) {
       throw std::invalid_argument("backward() without a seed needs a scalar, got " + root.desc());
     }
     g0 = Tensor::full(root.shape(), 1.0, root.dtype(), root.device());
-  } else if (g0.shape() != root.shape()) {
-    throw std::invalid_argument("backward seed " + g0.desc() + " does not match " + root.desc());
+  }
+  run_backward(std::vector<Tensor>{root}, std::vector<Tensor>{g0});
+}
+
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds) {
+  if (roots.size() != seeds.size()) {
+    throw std::invalid_argument("backward() from " + std::to_string(roots.size()) + " roots with " +
+                                std::to_string(seeds.size()) + " seeds");
+  }
+  for (size_t r = 0; r < roots.size(); ++r) {
+    if (!seeds[r].defined()) continue;
+    if (!roots[r].defined() || !roots[r].requires_grad()) {
+      throw std::invalid_argument("backward() on a tensor that does not require grad");
+    }
+    if (seeds[r].shape() != roots[r].shape()) {
+      throw std::invalid_argument("backward seed " + seeds[r].desc() + " does not match " +
+                                  roots[r].desc());
+    }
   }
   NoGrad no_grad;
   DepthGuard depth;
   const LeafGradReadyFn* hook = g_backward_depth == 1 ? g_leaf_ready : nullptr;
-  if (!root.grad_fn()) {
-    accumulate_leaf(root, g0);
-    if (hook) (*hook)(root);
-    return;
-  }
-  // Topological order by iterative DFS (post-order), then reverse.
+  // Topological order by iterative DFS (post-order) from each root in turn, then reverse.
   // Owning pointers: releasing a node's inputs must not free nodes still to be run.
   std::vector<std::shared_ptr<Node>> order;
   std::unordered_set<Node*> seen;
-  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack{{root.grad_fn(), 0}};
-  seen.insert(root.grad_fn().get());
-  while (!stack.empty()) {
-    auto& [node, next] = stack.back();
-    if (next < node->inputs().size()) {
-      const Tensor& in = node->inputs()[next++];
-      std::shared_ptr<Node> child = in.defined() ? in.grad_fn() : nullptr;
-      if (child && seen.insert(child.get()).second) stack.push_back({std::move(child), 0});
-    } else {
-      order.push_back(std::move(node));
-      stack.pop_back();
+  for (size_t r = 0; r < roots.size(); ++r) {
+    std::shared_ptr<Node> top = roots[r].defined() ? roots[r].grad_fn() : nullptr;
+    if (!seeds[r].defined() || !top || !seen.insert(top.get()).second) continue;
+    std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack{{top, 0}};
+    while (!stack.empty()) {
+      auto& [node, next] = stack.back();
+      if (next < node->inputs().size()) {
+        const Tensor& in = node->inputs()[next++];
+        std::shared_ptr<Node> child = in.defined() ? in.grad_fn() : nullptr;
+        if (child && seen.insert(child.get()).second) stack.push_back({std::move(child), 0});
+      } else {
+        order.push_back(std::move(node));
+        stack.pop_back();
+      }
     }
   }
   LeafTracker leaves(hook, order);
   std::unordered_map<Node*, Tensor> grads;
-  grads[root.grad_fn().get()] = g0;
+  for (size_t r = 0; r < roots.size(); ++r) {
+    if (!seeds[r].defined()) continue;
+    if (Node* node = roots[r].grad_fn().get()) {
+      auto [slot, fresh] = grads.try_emplace(node, seeds[r]);
+      if (!fresh) slot->second = add(slot->second, seeds[r]);
+    } else {
+      // A leaf root: its gradient is the seed; final now unless a node still adds to it.
+      accumulate_leaf(roots[r], seeds[r]);
+      leaves.root_done(roots[r]);
+    }
+  }
   for (size_t i = order.size(); i-- > 0;) {
     Node* node = order[i].get();
     auto it = grads.find(node);

@@ -55,6 +55,19 @@ class NoGrad {
   bool previous_;
 };
 
+// Turns recording on for its lifetime: for a backward closure that re-runs a forward
+// (core/checkpoint.h), since backward itself runs without recording.
+class EnableGrad {
+ public:
+  EnableGrad();
+  ~EnableGrad();
+  EnableGrad(const EnableGrad&) = delete;
+  EnableGrad& operator=(const EnableGrad&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // True when an op on these inputs must be recorded.
 bool needs_grad(std::initializer_list<const Tensor*> inputs);
 
@@ -63,6 +76,11 @@ void record(const char* name, Tensor& output, std::vector<Tensor> inputs, Node::
 
 // Runs backward from `root` with the gradient `seed` (same shape as root).
 void run_backward(const Tensor& root, const Tensor& seed);
+
+// One backward sweep from several roots, each with its seed (same shape; an undefined seed
+// skips its root): the sweep a single root would make whose node had `roots` as inputs, in
+// that order, so gradients meet in the same order as in that graph.
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds);
 
 // Told by backward() the moment a leaf's gradient is final (every node that could add to it
 // has run), so that gradient reduction can start while backward goes on.

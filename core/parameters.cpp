@@ -100,7 +100,7 @@ void initialize_experts(Tensor& local, const InitSpec& spec, RngKey key, int64_t
 
 }  // namespace
 
-void ParameterStore::allocate(uint64_t seed, DType dtype, Device device) {
+void ParameterStore::allocate(uint64_t seed, DType dtype, Device device, ParamInit init) {
   if (allocated_) throw std::logic_error("ParameterStore::allocate() called twice");
   dtype_ = dtype;
   device_ = device;
@@ -132,10 +132,13 @@ void ParameterStore::allocate(uint64_t seed, DType dtype, Device device) {
     Tensor grad =
         Tensor::view_of(flat_grads_[s].storage(), p.local_shape, strides, p.offset, dtype);
     const RngKey key = derive(root, "init/" + p.name);
-    if (p.sharding == Sharding::expert)
+    if (init == ParamInit::zeros) {
+      // Already zero (Tensor::zeros above).
+    } else if (p.sharding == Sharding::expert) {
       initialize_experts(value, p.init, key, shard_.num_experts > 0 ? shard_.first : 0);
-    else
+    } else {
       initialize(value, p.init, key);
+    }
     if (p.decay == WeightDecay::yes) {
       Tensor mask = flat_decay_[s].slice(0, p.offset, p.offset + shape_numel(p.local_shape));
       fill_(mask, 1.0);

@@ -19,6 +19,9 @@ inline constexpr int kNumShardings = 2;
 
 enum class WeightDecay : bool { no = false, yes = true };
 
+// Whether allocate() initialises parameters as declared or leaves them zero.
+enum class ParamInit : bool { declared = false, zeros = true };
+
 struct InitSpec {
   enum class Kind : uint8_t { zeros, constant, normal, uniform, xavier_uniform, lecun_normal };
   Kind kind = Kind::zeros;
@@ -69,7 +72,10 @@ class ParameterStore {
   // parameter depend only on (seed, its name), not on declaration order, and an expert's
   // values only on (seed, name, expert index), not on which process holds it. Values,
   // gradients (and the optimizers' state) live on `device`.
-  void allocate(uint64_t seed, DType dtype = DType::f32, Device device = default_device());
+  // ParamInit::zeros leaves every value 0 (the buffers are still written in full): a quick
+  // allocation for memory planning (`vmoe plan --allocate-rank`), not for training.
+  void allocate(uint64_t seed, DType dtype = DType::f32, Device device = default_device(),
+                ParamInit init = ParamInit::declared);
   bool allocated() const { return allocated_; }
 
   // The local value (expert parameters: this process's experts).

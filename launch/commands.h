@@ -96,4 +96,20 @@ struct DataArgs {
 };
 int run_data(const DataArgs& args);
 
+// `vmoe plan` (launch/plan_command.cpp, docs/planning.md): what a config costs on P ranks.
+struct PlanArgs {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  int world_size = 1;
+  int64_t batch = 0;         // 0 = data.batch_size
+  int64_t microbatches = 0;  // per rank per step; 0 = train.microbatches
+  std::string precision;     // "f32", "bf16" or "" (train.precision)
+  std::string recompute;     // "none", "blocks" or "" (model.recompute)
+  double device_memory_gib = 141e9 / double(int64_t(1) << 30);  // an H200's 141 GB
+  bool json = false;
+  bool allocate = false;  // --allocate-rank given: allocate that rank's share of the store
+  int allocate_rank = 0;
+};
+int run_plan(const PlanArgs& args);
+
 }  // namespace vmoe

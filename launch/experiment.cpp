@@ -32,6 +32,8 @@ VitConfig vit_config_from(const config::ModelConfig& m) {
   v.layer_norm_eps = m.layer_norm_eps();
   if (m.has_head_bias_init()) v.head_bias_init = m.head_bias_init();
   if (m.has_moe()) v.moe = moe_config_from(m.moe(), m.num_layers());
+  v.recompute = m.recompute() == config::ModelConfig::BLOCKS ? VitConfig::Recompute::blocks
+                                                             : VitConfig::Recompute::none;
   return v;
 }
 

@@ -1,4 +1,5 @@
-// The vmoe binary: subcommands train, eval, predict, ckpt, plot, routing-map, data and info.
+// The vmoe binary: subcommands train, eval, predict, ckpt, plot, routing-map, data, plan and
+// info.
 // Started by mpirun / srun it joins the MPI job; started plainly it runs as one process. Every
 // error ends as one line "vmoe: error: ..." on stderr and exit code 1 (command-line errors and
 // running out of memory included); in a multi-rank job the failing rank's message, printed once,
@@ -151,6 +152,33 @@ int main(int argc, char** argv) {
   data_inspect->add_option("--grid-side", data_args.grid_side,
                            "Images per grid row and column (default 8)");
 
+  vmoe::PlanArgs plan;
+  CLI::App* plan_cmd = app.add_subcommand(
+      "plan", "Parameters, FLOPs, per-rank memory and all-to-all volume of a config on P ranks");
+  plan_cmd->add_option("--config", plan.config_path, "Config file (textproto)")->required();
+  plan_cmd->add_option("--set", plan.overrides, "Override a config field: path.to.field=value")
+      ->take_all();
+  plan_cmd->add_option("--world-size", plan.world_size, "Ranks (one device each)")
+      ->check(CLI::Range(1, 1 << 20));
+  plan_cmd->add_option("--batch", plan.batch, "Global batch (default: data.batch_size)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  plan_cmd
+      ->add_option("--microbatches", plan.microbatches,
+                   "Micro-batches per rank per step (default: train.microbatches)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  plan_cmd->add_option("--precision", plan.precision, "f32 or bf16 (default: train.precision)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  plan_cmd->add_option("--recompute", plan.recompute, "none or blocks (default: model.recompute)")
+      ->check(CLI::IsMember({"none", "blocks"}));
+  plan_cmd->add_option("--device-memory-gib", plan.device_memory_gib,
+                       "Memory of one device in GiB (default: 141e9 bytes, an H200)");
+  plan_cmd->add_flag("--json", plan.json, "Print JSON");
+  CLI::Option* allocate_opt =
+      plan_cmd
+          ->add_option("--allocate-rank", plan.allocate_rank,
+                       "Allocate and initialise this rank's share of the parameter store (CPU)")
+          ->check(CLI::Range(0, 1 << 20));
+
   CLI::App* info_cmd = app.add_subcommand(
       "info", "Print the build's features (CUDA, cuDNN, NCCL, MPI, HDF5) and the devices seen");
 
@@ -182,6 +210,10 @@ int main(int argc, char** argv) {
                                "` runs on one process; start it without mpirun / srun");
     }
     if (info_cmd->parsed()) return vmoe::run_info();
+    if (plan_cmd->parsed()) {
+      plan.allocate = allocate_opt->count() > 0;
+      return vmoe::run_plan(plan);
+    }
     if (eval_cmd->parsed())
       return eval.fewshot.empty() ? vmoe::run_eval(eval) : vmoe::run_fewshot_eval(eval);
     if (predict_cmd->parsed()) return vmoe::run_predict(predict);

@@ -10,9 +10,9 @@ build_dir=${VMOE_BUILD_DIR:-$root/build}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 ctest --test-dir "$build_dir" -j "$(nproc)" --output-on-failure --timeout 600 "$@"
 # The whole suite again with the strict test device as the default device (core/device.h):
-# any code that reads device memory behind the backend's back fails here. The multihost and
-# slurm launches run the vmoe binary on its configured device, which VMOE_TEST_DEVICE does not
+# any code that reads device memory behind the backend's back fails here. The multihost, slurm
+# and memory tests run the vmoe binary on its configured device, which VMOE_TEST_DEVICE does not
 # change: they ran once above.
 echo "test.sh: the suite again on the strict device (VMOE_TEST_DEVICE=cpu_strict)"
 VMOE_TEST_DEVICE=cpu_strict ctest --test-dir "$build_dir" -j "$(nproc)" --output-on-failure \
-  --timeout 600 -LE 'multihost|slurm' "$@"
+  --timeout 600 -LE 'multihost|slurm|memory' "$@"

@@ -163,6 +163,8 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   const int64_t global_batch = cfg.data().batch_size();
   validate_layout(launch.world->size(), num_experts, global_batch,
                   num_experts > 0 ? cfg.model().moe().images_per_group() : 0);
+  check_microbatches(global_batch / launch.world->size(), cfg.train().microbatches(),
+                     num_experts > 0 ? cfg.model().moe().images_per_group() : 1);
   const Device device = rank_device(device_from(cfg.train()), launch.world->size());
   const ProcessGroups groups = make_process_groups(launch.world, num_experts, device);
   const int ranks = groups.world_size(), rank = groups.rank();
@@ -206,8 +208,12 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   loader.set_position({start.epoch, start.index_in_epoch});
   install_stop_signals();
   const LossKind loss_kind = loss_from(cfg.train());
-  const StepOptions step_options{loss_kind, cfg.optimizer().grad_clip_norm(), cfg.train().seed(),
-                                 reducer.get(), precision_from(cfg)};
+  const StepOptions step_options{.loss = loss_kind,
+                                 .grad_clip_norm = cfg.optimizer().grad_clip_norm(),
+                                 .seed = cfg.train().seed(),
+                                 .reducer = reducer.get(),
+                                 .precision = precision_from(cfg),
+                                 .microbatches = cfg.train().microbatches()};
   const int64_t eval_batch = cfg.data().eval_batch_size();
 
   // Only rank 0 reports: terminal and metrics file.

@@ -1,8 +1,10 @@
 // Training step implementation.
 #include "launch/train_step.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -86,49 +88,115 @@ Tensor soft_target_loss(const Tensor& logits, const Tensor& targets, LossKind ki
   return sum_all(t * log_softmax(logits)) * (-1.0 / double(logits.size(0)));
 }
 
+void check_microbatches(int64_t batch, int64_t microbatches, int64_t images_per_group) {
+  const std::string m = "train.microbatches " + std::to_string(microbatches);
+  if (microbatches < 1) throw std::invalid_argument(m + ": must be >= 1");
+  if (batch % microbatches != 0) {
+    throw std::invalid_argument(m + " must divide this rank's batch of " + std::to_string(batch) +
+                                " images");
+  }
+  const int64_t size = batch / microbatches;
+  if (images_per_group > 1 && size % images_per_group != 0) {
+    throw std::invalid_argument(
+        m + " splits this rank's batch of " + std::to_string(batch) +
+        " images into micro-batches of " + std::to_string(size) + ", not whole routing groups of " +
+        std::to_string(images_per_group) + " images (model.moe.images_per_group)");
+  }
+}
+
+namespace {
+
+// The micro-batches' summed pre-reduction figures as those of the whole batch: the means
+// (losses, MoE statistics) divided by M, the counts (hits, expert loads) kept; on the device.
+Tensor microbatch_figures(const Tensor& sums, const std::vector<MoeReport>& moe,
+                          int64_t microbatches) {
+  const double inv = 1.0 / double(microbatches);
+  std::vector<Tensor> parts{sums.slice(0, 0, 2) * inv, sums.slice(0, 2, 3)};
+  int64_t at = 3;
+  for (const MoeReport& m : moe) {
+    const int64_t e = m.expert_load.numel();
+    parts.push_back(sums.slice(0, at, at + kNumMoeStats) * inv);
+    parts.push_back(sums.slice(0, at + kNumMoeStats, at + kNumMoeStats + e));
+    at += kNumMoeStats + e;
+  }
+  return concat(parts, 0);
+}
+
+}  // namespace
+
 StepResult train_step(const VisionTransformer& model, ParameterStore& params, Optimizer& optimizer,
                       const LrSchedule& schedule, const Tensor& images, const Tensor& labels,
                       int64_t step, int64_t first_example, const StepOptions& options,
                       const Tensor& soft_targets) {
-  ForwardContext ctx{Mode::train, derive(RngKey{options.seed, 0}, "step", uint64_t(step)),
-                     first_example};
-  ctx.precision = options.precision;
+  const int64_t m = options.microbatches;
+  const int64_t batch = images.dim() > 0 ? images.size(0) : 0;
+  check_microbatches(batch, m, model.config().moe ? model.config().moe->images_per_group : 1);
+  const int64_t size = batch / m;
+  const RngKey key = derive(RngKey{options.seed, 0}, "step", uint64_t(step));
   params.zero_grads();
-  VitOutput out = model(images, ctx);
-  const Tensor loss = soft_targets.defined()
-                          ? soft_target_loss(out.logits, soft_targets, options.loss)
-                          : classification_loss(out.logits, labels, options.loss);
-  const Tensor total = out.aux_loss.defined() ? loss + out.aux_loss : loss;
-  Tensor grad_norm_sq;
-  if (GradientReducer* reducer = options.reducer) {
-    reducer->begin();
-    {
+  GradientReducer* reducer = options.reducer;
+  if (reducer) reducer->begin();
+  StepResult r;
+  Tensor pre;  // the micro-batches' summed figures before the reduction over ranks
+  std::vector<MoeReport> moe;
+  for (int64_t i = 0; i < m; ++i) {
+    // Micro-batch i holds global examples first_example + i * size onwards, so dropout and
+    // routing noise (keyed by global example) are those of the whole batch.
+    auto part = [&](const Tensor& t) { return m == 1 ? t : t.slice(0, i * size, (i + 1) * size); };
+    ForwardContext ctx{Mode::train, key, first_example + i * size};
+    ctx.precision = options.precision;
+    const Tensor part_labels = part(labels);
+    VitOutput out = model(part(images), ctx);
+    const Tensor loss = soft_targets.defined()
+                            ? soft_target_loss(out.logits, part(soft_targets), options.loss)
+                            : classification_loss(out.logits, part_labels, options.loss);
+    const Tensor total = out.aux_loss.defined() ? loss + out.aux_loss : loss;
+    // Each micro-batch's mean losses count 1/M of the batch's: the seed scales the gradient.
+    const Tensor seed =
+        m == 1 ? Tensor()
+               : Tensor::full(total.shape(), 1.0 / double(m), total.dtype(), total.device());
+    if (reducer && i + 1 == m) {
+      // Gradients are final only in the last backward: the reduction starts there, once.
       LeafGradReadyHook hook([reducer](const Tensor& leaf) { reducer->leaf_ready(leaf); });
-      total.backward();
+      total.backward(seed);
+    } else {
+      total.backward(seed);
     }
+
+    NoGrad no_grad;
+    const Device device = loss.device();
+    std::vector<Tensor> figures{to_dtype(loss.detach(), DType::f64).reshape({1}),
+                                out.aux_loss.defined()
+                                    ? to_dtype(out.aux_loss.detach(), DType::f64).reshape({1})
+                                    : Tensor::zeros({1}, DType::f64, device),
+                                count_correct(out.logits, part_labels).reshape({1})};
+    for (const MoeReport& report : out.moe)
+      figures.push_back(moe_layer_figures(report));
+    Tensor these = concat(figures, 0);
+    pre = pre.defined() ? pre + these : these;
+    if (i == 0) {
+      for (const MoeReport& report : out.moe)
+        r.moe_blocks.push_back(report.block);
+    }
+    moe = std::move(out.moe);
+  }
+  if (m > 1) {
+    NoGrad no_grad;
+    pre = microbatch_figures(pre, moe, m);
+  }
+  Tensor grad_norm_sq;
+  if (reducer) {
     reducer->finish();
     grad_norm_sq = reducer->grad_norm_squared();
   } else {
-    total.backward();
     grad_norm_sq = grad_norm_squared(params);
   }
-  StepResult r;
   r.lr = schedule.at(step);
   optimizer.step(params, r.lr, {grad_norm_sq, options.grad_clip_norm});
 
   NoGrad no_grad;
-  const Device device = loss.device();
-  std::vector<Tensor> pre{to_dtype(loss.detach(), DType::f64).reshape({1}),
-                          out.aux_loss.defined()
-                              ? to_dtype(out.aux_loss.detach(), DType::f64).reshape({1})
-                              : Tensor::zeros({1}, DType::f64, device),
-                          count_correct(out.logits, labels).reshape({1})};
-  for (const MoeReport& m : out.moe) {
-    pre.push_back(moe_layer_figures(m));
-    r.moe_blocks.push_back(m.block);
-  }
-  Communicator* world = options.reducer ? options.reducer->groups().world.get() : nullptr;
-  r.figures = global_figures(concat(pre, 0), out.moe, grad_norm_sq, world);
+  Communicator* world = reducer ? reducer->groups().world.get() : nullptr;
+  r.figures = global_figures(pre, moe, grad_norm_sq, world);
   return r;
 }
 

@@ -61,7 +61,16 @@ struct StepOptions {
   GradientReducer* reducer = nullptr;
   // Mixed precision (models/precision.h): bf16 activations, f32 master weights and optimizer.
   Precision precision = Precision::f32;
+  // Gradient accumulation (train.microbatches): the batch runs as this many sequential
+  // micro-batches, each scaled so that the summed gradients and figures are those of the whole
+  // batch (to float rounding); the reducer reduces once, during the last backward.
+  int64_t microbatches = 1;
 };
+
+// Checks that `microbatches` splits a rank's `batch` images into micro-batches of whole
+// routing groups of `images_per_group` images (0 or 1 for a dense model); throws
+// std::invalid_argument naming train.microbatches otherwise.
+void check_microbatches(int64_t batch, int64_t microbatches, int64_t images_per_group);
 
 // images [B, H, W, C] f32, labels [B] i32 (on the model's device): this rank's slice of the
 // global batch, starting at global example `first_example`; `step` is the 0-based update

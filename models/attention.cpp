@@ -49,4 +49,28 @@ Tensor MultiHeadAttention::operator()(const Tensor& x, const ForwardContext& ctx
   return out_(merged);
 }
 
+LayerCost MultiHeadAttention::cost(const CostShape& s, int64_t tokens) const {
+  const int64_t b = s.batch, t = tokens, rows = b * t;
+  const DType a = s.activation;
+  LayerCost c = qkv_.cost(rows, a, s.param);     // [B, T, 3D]
+  c.keep(3 * rows * dim_, a);                    // its contiguous [3, B, H, T, hd] copy
+  const int64_t product = 2 * b * t * t * dim_;  // q k^T (and p v) over all heads
+  if ((s.training && dropout_rate_ > 0) || !s.fused_attention) {
+    c.keep(rows * dim_, a);                                                  // q * scale
+    c.small_tensors += 1;                                                    // the scale
+    c.gemm(product);                                                         // scores
+    c.keep(2 * b * heads_ * t * t, a);                                       // scores, softmax
+    if (s.training && dropout_rate_ > 0) c.keep(2 * b * heads_ * t * t, a);  // mask, product
+    c.gemm(product);
+    c.keep(rows * dim_, a);  // heads
+  } else {
+    c.gemm(2 * product);     // counted as the composed products (core/ops_attention.cpp)
+    c.keep(rows * dim_, a);  // out
+    c.keep(b * heads_ * t, a == DType::f64 ? DType::f64 : DType::f32);  // log-sum-exp
+  }
+  c.keep(rows * dim_, a);  // merged heads (a contiguous copy)
+  c += out_.cost(rows, a, s.param);
+  return c;
+}
+
 }  // namespace vmoe

@@ -5,6 +5,7 @@
 
 #include "models/dense.h"
 #include "models/forward_context.h"
+#include "models/layer_cost.h"
 
 namespace vmoe {
 
@@ -14,6 +15,8 @@ class MultiHeadAttention {
                      double dropout_rate);
   // x [B, T, D] -> [B, T, D]; `stream` keys attention dropout.
   Tensor operator()(const Tensor& x, const ForwardContext& ctx, uint64_t stream) const;
+  // What operator() costs on [s.batch, tokens, D] (attention.cpp, beside the forward).
+  LayerCost cost(const CostShape& s, int64_t tokens) const;
 
  private:
   int64_t dim_, heads_;

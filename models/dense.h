@@ -4,6 +4,7 @@
 
 #include "core/ops.h"
 #include "core/parameters.h"
+#include "models/layer_cost.h"
 #include "models/precision.h"
 
 namespace vmoe {
@@ -24,6 +25,17 @@ class Dense {
   Tensor with_gelu(const Tensor& x) const {
     return bias_gelu(linear(x, operand_for(kernel(), x), Tensor()), operand_for(bias(), x));
   }
+  // `rows` inputs of dtype x (parameters of dtype `param`): the GEMM, the output and the casts
+  // of the weights to x's dtype (with_gelu costs the same; its GELU is the caller's).
+  LayerCost cost(int64_t rows, DType x, DType param, InputGrad input = InputGrad::yes) const {
+    const Shape& w = store_->infos()[kernel_].shape;  // [in, out]
+    LayerCost c;
+    c.gemm(2 * rows * w[0] * w[1], input);
+    c.keep(rows * w[1], x);
+    c.cast(w[0] * w[1] + w[1], param, x);
+    return c;
+  }
+  int64_t out_features() const { return store_->infos()[kernel_].shape[1]; }
   const Tensor& kernel() const { return (*store_)[kernel_]; }
   const Tensor& bias() const { return (*store_)[bias_]; }
 

@@ -22,4 +22,17 @@ FeedForwardOutput EncoderBlock::operator()(const Tensor& x, const ForwardContext
   return {h + f.out, f.aux_loss};
 }
 
+LayerCost EncoderBlock::cost(const CostShape& s, int64_t tokens) const {
+  const int64_t rows = s.batch * tokens, d = ln1_.dim();
+  const bool dropout = s.training && dropout_rate_ > 0;
+  LayerCost c = ln1_.cost(rows, s.activation);
+  c += attn_.cost(s, tokens);
+  if (dropout) c.keep(2 * rows * d, s.activation);  // mask, product
+  c.keep(rows * d, s.activation);                   // h = x + a
+  c += ln2_.cost(rows, s.activation);
+  c += feed_forward_->cost(s, tokens);
+  c.keep(rows * d, s.activation);  // h + f
+  return c;
+}
+
 }  // namespace vmoe

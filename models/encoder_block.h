@@ -18,6 +18,8 @@ class EncoderBlock {
   // number (keys its randomness).
   FeedForwardOutput operator()(const Tensor& x, const ForwardContext& ctx, uint64_t index) const;
   const FeedForward& feed_forward() const { return *feed_forward_; }
+  // What operator() costs on [s.batch, tokens, D] (models/layer_cost.h).
+  LayerCost cost(const CostShape& s, int64_t tokens) const;
 
  private:
   double dropout_rate_;

@@ -3,6 +3,7 @@
 #pragma once
 #include "core/tensor.h"
 #include "models/forward_context.h"
+#include "models/layer_cost.h"
 
 namespace vmoe {
 
@@ -19,6 +20,8 @@ class FeedForward {
   // x [B, T, D] -> output [B, T, D] and auxiliary loss.
   virtual FeedForwardOutput operator()(const Tensor& x, const ForwardContext& ctx,
                                        uint64_t stream) const = 0;
+  // What operator() costs on [s.batch, tokens, D] (models/layer_cost.h).
+  virtual LayerCost cost(const CostShape& s, int64_t tokens) const = 0;
 };
 
 }  // namespace vmoe

@@ -4,6 +4,7 @@
 
 #include "core/ops.h"
 #include "core/parameters.h"
+#include "models/layer_cost.h"
 
 namespace vmoe {
 
@@ -19,6 +20,14 @@ class LayerNorm {
   Tensor operator()(const Tensor& x) const {
     return layer_norm(x, (*store_)[scale_], (*store_)[bias_], eps_);
   }
+  // `rows` rows of dtype x: the output and the rows' mean and 1/std (no GEMM).
+  LayerCost cost(int64_t rows, DType x) const {
+    LayerCost c;
+    c.keep(rows * dim(), x);
+    c.keep(2 * rows, norm_stats_dtype(x));
+    return c;
+  }
+  int64_t dim() const { return store_->infos()[scale_].shape[0]; }
 
  private:
   const ParameterStore* store_;

@@ -19,4 +19,17 @@ FeedForwardOutput MlpBlock::operator()(const Tensor& x, const ForwardContext& ct
   return {example_dropout(fc2_(h), dropout_rate_, ctx, "mlp_dropout2", stream), Tensor()};
 }
 
+// Mirrors operator() above: fc1, the fused bias + GELU (keeps its input and output), fc2, and
+// the dropout masks and products when dropout is on.
+LayerCost MlpBlock::cost(const CostShape& s, int64_t tokens) const {
+  const int64_t rows = s.batch * tokens, m = fc1_.out_features(), d = fc2_.out_features();
+  const bool dropout = s.training && dropout_rate_ > 0;
+  LayerCost c = fc1_.cost(rows, s.activation, s.param);
+  c.keep(rows * m, s.activation);  // GELU
+  if (dropout) c.keep(2 * rows * m, s.activation);
+  c += fc2_.cost(rows, s.activation, s.param);
+  if (dropout) c.keep(2 * rows * d, s.activation);
+  return c;
+}
+
 }  // namespace vmoe

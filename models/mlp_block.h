@@ -14,6 +14,7 @@ class MlpBlock final : public FeedForward {
   // x [B, T, D] -> [B, T, D]; no auxiliary loss.
   FeedForwardOutput operator()(const Tensor& x, const ForwardContext& ctx,
                                uint64_t stream) const override;
+  LayerCost cost(const CostShape& s, int64_t tokens) const override;
 
  private:
   double dropout_rate_;

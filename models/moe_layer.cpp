@@ -135,4 +135,53 @@ FeedForwardOutput MoeLayer::operator()(const Tensor& x, const ForwardContext& ct
   return {out.reshape({b, t, d}), aux};
 }
 
+// Mirrors operator() above; the auxiliary losses' scalars and [E]-sized tensors are counted.
+LayerCost MoeLayer::cost(const CostShape& s, int64_t tokens) const {
+  const int64_t n = s.batch * tokens, d = dim_, e = config_.num_experts, k = config_.k;
+  const DType a = s.activation, f = s.param;  // f: the router's island
+  const double capacity_factor =
+      s.training ? config_.capacity_factor : config_.eval_capacity_factor;
+  const SlotLayout layout =
+      routing_layout(n, k, e, config_.images_per_group * tokens_per_image_, capacity_factor);
+  const int64_t rows = layout.rows_per_expert;
+  const bool noisy = s.training && config_.noise_std > 0;
+  LayerCost c;
+  if (a != f) c.keep(n * d, f);  // router input in f32
+  c.gemm(2 * n * d * e);
+  c.keep((noisy ? 5 : 2) * n * e, f);        // logits, p_clean (noisy: noise, noisy logits, p)
+  c.keep(n * k, f);                          // top-k values (gather)
+  c.keep(2 * n * k + e * rows, DType::i64);  // top-k indices, combine and dispatch rows
+  c.keep(e * rows * d, a);                   // dispatched
+  const int64_t pe = s.expert_ranks;
+  if (s.exchange == ExchangeKind::expert_parallel) {
+    // Each owner runs its E / Pe experts on every rank's rows; the received input and the
+    // returned [E, R, D] are kept besides the experts' own tensors.
+    c += experts_.cost(e / pe, pe * rows, a, f);
+    c.keep(2 * e * rows * d, a);
+    c.alltoall_bytes = 2 * e * rows * d * int64_t(dtype_size(a)) * (pe - 1) / pe;
+    c.exchange_buffer_bytes = 2 * e * rows * d * int64_t(dtype_size(a));
+  } else {
+    c += experts_.cost(e, rows, a, f);
+  }
+  c.keep(n * k * d, a);              // picked expert outputs
+  if (a != f) c.keep(n * k * d, f);  // ... in f32
+  c.keep(n * k * d + n * d, f);      // weighted, summed over the k choices
+  if (a != f) c.keep(n * d, a);      // back in the activation dtype
+  if (noisy) {
+    c.keep(n * (1 + 3 * e), f);  // load loss: thresholds, (l - thr), / sigma, Phi
+    c.keep(n, DType::i64);       // the k-th choices
+  }
+  // Per group: the importance loss (11 small tensors: sum, cv^2), the load loss (14: scale,
+  // mean, cv^2), the GShard loss (10); each summed over the groups (1 per group after the
+  // first), then weighted (2 each) and added (1 each after the first); the report's 2.
+  const int64_t groups = layout.groups();
+  const int64_t losses = 1 + (noisy ? 1 : 0) + (config_.gshard_loss_weight > 0 ? 1 : 0);
+  const int64_t per_group =
+      11 + (noisy ? 14 : 0) + (config_.gshard_loss_weight > 0 ? 10 : 0) + losses;
+  c.small_tensors += groups * per_group - losses + 3 * losses - 1 + 2;
+  // The k-active estimate: every token computed by exactly k experts, no capacity slack.
+  c.active_flops = 2 * n * d * e + 4 * n * k * d * mlp_dim_;
+  return c;
+}
+
 }  // namespace vmoe

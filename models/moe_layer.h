@@ -23,6 +23,8 @@ class MoeLayer final : public FeedForward {
   // MoeReport (diagnostics) to ctx.moe_reports when set.
   FeedForwardOutput operator()(const Tensor& x, const ForwardContext& ctx,
                                uint64_t block) const override;
+  // s.exchange: local, or the expert-parallel exchange over s.expert_ranks ranks.
+  LayerCost cost(const CostShape& s, int64_t tokens) const override;
   const MoeConfig& config() const { return config_; }
 
  private:

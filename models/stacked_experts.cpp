@@ -38,4 +38,18 @@ Tensor StackedExperts::operator()(const Tensor& tokens) const {
          b2.reshape({e, 1, b2.size(1)});  // [E, R, D]
 }
 
+// Mirrors operator() above: two batched GEMMs, the fused bias + GELU, the second bias add, and
+// the (bf16) casts of the experts' weights.
+LayerCost StackedExperts::cost(int64_t experts, int64_t rows, DType x, DType param) const {
+  const Shape& w1 = store_->infos()[fc1_kernel_].shape;  // [E, D, M]
+  const int64_t d = w1[1], m = w1[2], n = experts * rows;
+  LayerCost c;
+  c.gemm(2 * n * d * m);
+  c.gemm(2 * n * m * d);
+  c.keep(2 * n * m, x);  // fc1 product, GELU
+  c.keep(2 * n * d, x);  // fc2 product, + bias
+  c.cast(experts * (2 * d * m + m + d), param, x);
+  return c;
+}
+
 }  // namespace vmoe

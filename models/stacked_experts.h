@@ -6,6 +6,7 @@
 
 #include "core/ops.h"
 #include "core/parameters.h"
+#include "models/layer_cost.h"
 
 namespace vmoe {
 
@@ -18,6 +19,8 @@ class StackedExperts {
   // tokens [E, R, D] -> [E, R, D]
   Tensor operator()(const Tensor& tokens) const;
   int64_t num_experts() const { return num_experts_; }
+  // operator() on [experts, rows, D] tokens of dtype x (parameters of dtype `param`).
+  LayerCost cost(int64_t experts, int64_t rows, DType x, DType param) const;
 
  private:
   const ParameterStore* store_;

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "core/autograd.h"
+#include "core/checkpoint.h"
 #include "models/example_dropout.h"
 #include "models/mlp_block.h"
 #include "models/moe_layer.h"
@@ -100,11 +102,39 @@ VisionTransformer::VisionTransformer(ParameterStore& store, VitConfig config,
     blocks_.push_back(std::make_unique<EncoderBlock>(store, prefix, c.hidden_size, c.num_heads,
                                                      c.layer_norm_eps, c.dropout_rate,
                                                      c.attention_dropout_rate, std::move(ff)));
+    block_params_.emplace_back();
+    for (ParamId id = 0; id < store.size(); ++id)
+      if (store.infos()[id].name.rfind(prefix + "/", 0) == 0) block_params_.back().push_back(id);
   }
   if (c.representation_size > 0) {
     pre_logits_.emplace(store, "pre_logits", c.hidden_size, c.representation_size,
                         InitSpec::lecun_normal(double(c.hidden_size)), InitSpec::zeros());
   }
+}
+
+FeedForwardOutput VisionTransformer::run_block(size_t i, const Tensor& x,
+                                               const ForwardContext& ctx) const {
+  const EncoderBlock& block = *blocks_[i];
+  if (config_.recompute == VitConfig::Recompute::none || !ctx.training() || !grad_enabled())
+    return block(x, ctx, i);
+  // The re-run in backward: same keys and examples (same dropout and noise), no report.
+  ForwardContext again = ctx;
+  again.moe_reports = nullptr;
+  again.record_routing = false;
+  const SegmentFn segment = [&block, ctx, again, i](const std::vector<Tensor>& in,
+                                                    CheckpointPass pass) {
+    FeedForwardOutput y = block(in[0], pass == CheckpointPass::forward ? ctx : again, i);
+    return std::vector<Tensor>{y.out, y.aux_loss};
+  };
+  std::vector<Tensor> params;
+  for (ParamId id : block_params_[i])
+    params.push_back((*store_)[id]);
+  const size_t reports = ctx.moe_reports ? ctx.moe_reports->size() : 0;
+  std::vector<Tensor> out = checkpoint(segment, {x}, params);
+  // The report of an MoE block carries the differentiable aux loss, as without recompute.
+  if (ctx.moe_reports && ctx.moe_reports->size() > reports)
+    ctx.moe_reports->back().aux_loss = out[1];
+  return {out[0], out[1]};
 }
 
 VitOutput VisionTransformer::operator()(const Tensor& images, const ForwardContext& ctx) const {
@@ -134,7 +164,7 @@ VitOutput VisionTransformer::operator()(const Tensor& images, const ForwardConte
   x = example_dropout(x + operand_for((*store_)[pos_embedding_], x), c.dropout_rate, ctx,
                       "embed_dropout", 0);
   for (size_t i = 0; i < blocks_.size(); ++i) {
-    FeedForwardOutput y = (*blocks_[i])(x, block_ctx, i);
+    FeedForwardOutput y = run_block(i, x, block_ctx);
     x = y.out;
     // The auxiliary losses come from the layers themselves, reports or not.
     if (y.aux_loss.defined())
@@ -147,6 +177,44 @@ VitOutput VisionTransformer::operator()(const Tensor& images, const ForwardConte
   result.logits = head_(rep);
   result.pre_logits = rep;
   return result;
+}
+
+// Mirrors operator() above, part by part.
+VitCost VisionTransformer::cost(const CostShape& s) const {
+  const VitConfig& c = config_;
+  const int64_t b = s.batch, t = c.num_tokens(), d = c.hidden_size;
+  const int64_t patch = c.patch_size * c.patch_size * c.channels;
+  const DType a = s.activation, f = s.param;
+  const bool dropout = s.training && c.dropout_rate > 0;
+  VitCost cost;
+  LayerCost& stem = cost.stem;
+  stem.keep(b * c.num_patches() * patch, a);  // patches (the images need no gradient)
+  stem += embedding_.cost(b * c.num_patches(), a, f, InputGrad::no);
+  if (cls_) {
+    stem.cast(d, f, a);
+    stem.keep(b * t * d, a);  // concat
+  }
+  stem.cast(t * d, f, a);   // position embedding
+  stem.keep(b * t * d, a);  // + position embedding
+  if (dropout) stem.keep(2 * b * t * d, a);
+  for (size_t i = 0; i < blocks_.size(); ++i)
+    cost.blocks.push_back(blocks_[i]->cost(s, t));
+  cost.block_input_bytes = b * t * d * int64_t(dtype_size(a));
+  LayerCost& tail = cost.tail;
+  if (a != f) tail.keep(b * t * d, f);  // back to the parameter dtype
+  tail += encoder_norm_.cost(b * t, f);
+  if (!cls_) {
+    tail.keep(2 * b * d, f);  // mean over tokens: sum, scaled
+    tail.small_tensors += 1;  // the scale
+  } else if (b > 1) {
+    tail.keep(b * d, f);  // the class token's row, copied
+  }
+  if (pre_logits_) {
+    tail += pre_logits_->cost(b, f, f);
+    tail.keep(b * c.representation_size, f);  // tanh
+  }
+  tail += head_.cost(b, f, f);
+  return cost;
 }
 
 }  // namespace vmoe

@@ -23,6 +23,21 @@ struct VitOutput {
                     // independent of the reports), or undefined for a dense model
 };
 
+// What a training (or evaluation) forward pass costs, part by part (models/layer_cost.h).
+struct VitCost {
+  LayerCost stem;                 // patches, embedding, class token, position embedding
+  std::vector<LayerCost> blocks;  // encoder blocks
+  LayerCost tail;                 // final norm, readout, pre-logits, head
+  int64_t block_input_bytes = 0;  // one block's input [B, T, D]
+  LayerCost total() const {
+    LayerCost c = stem;
+    for (const LayerCost& b : blocks)
+      c += b;
+    c += tail;
+    return c;
+  }
+};
+
 class VisionTransformer {
  public:
   // Declares every parameter in `store` (allocate the store afterwards).
@@ -32,6 +47,9 @@ class VisionTransformer {
 
   // images [B, H, W, C] (normalised floats) -> logits and pre-logits.
   VitOutput operator()(const Tensor& images, const ForwardContext& ctx) const;
+  // What operator() costs for s.batch images, from shapes alone (an unallocated store is fine),
+  // every activation kept (what recomputation keeps instead: launch/plan.cpp).
+  VitCost cost(const CostShape& s) const;
 
   const VitConfig& config() const { return config_; }
   // Where its parameters (and so its activations) live.
@@ -41,12 +59,16 @@ class VisionTransformer {
   static std::string block_prefix(int64_t i);
 
  private:
+  // Block i on x; with config.recompute in training, as a checkpointed segment.
+  FeedForwardOutput run_block(size_t i, const Tensor& x, const ForwardContext& ctx) const;
+
   const ParameterStore* store_;
   VitConfig config_;
   Dense embedding_;
   std::optional<ParamId> cls_;
   ParamId pos_embedding_;
   std::vector<std::unique_ptr<EncoderBlock>> blocks_;
+  std::vector<std::vector<ParamId>> block_params_;  // per block (recompute: the segment's leaves)
   LayerNorm encoder_norm_;
   std::optional<Dense> pre_logits_;
   Dense head_;

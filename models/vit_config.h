@@ -26,6 +26,9 @@ struct VitConfig {
   double layer_norm_eps = 1e-6;
   std::optional<double> head_bias_init;  // default -log(num_classes)
   std::optional<MoeConfig> moe;          // V-MoE: MoE layers in moe->moe_blocks
+  // Training keeps every activation (none), or only each encoder block's input and re-runs the
+  // block in backward (blocks; core/checkpoint.h): bit-identical gradients, less memory.
+  enum class Recompute : uint8_t { none, blocks } recompute = Recompute::none;
 
   // (image_size / patch_size)^2, checked: SizeOverflow rather than a wrapped token count.
   int64_t num_patches() const {
