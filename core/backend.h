@@ -43,9 +43,10 @@ struct GemmArgs {
 // grad_norm_sq ([] f64, the squared global gradient norm) is given and max_norm > 0, the
 // gradients are first scaled by max_norm / norm where norm > max_norm (global-norm clipping).
 struct UpdateArgs {
-  Tensor values, grads, decay_mask;  // [n]
-  Tensor slot_a, slot_b;             // AdamW: m, v; SGD: trace (slot_b undefined)
-  Tensor grad_norm_sq;               // [] f64, or undefined: no clipping
+  Tensor values, grads;   // [n]
+  Tensor decay_mask;      // [n] u8: 1 where weight decay applies
+  Tensor slot_a, slot_b;  // AdamW: m, v; SGD: trace (slot_b undefined)
+  Tensor grad_norm_sq;    // [] f64, or undefined: no clipping
   double max_norm = 0;
   double lr = 0;
   int64_t step = 1;  // 1-based update number (Adam's bias correction)

@@ -121,7 +121,7 @@ void ParameterStore::allocate(uint64_t seed, DType dtype, Device device, ParamIn
   for (int s = 0; s < kNumShardings; ++s) {
     flat_values_[s] = Tensor::zeros({sizes[s]}, dtype, device);
     flat_grads_[s] = Tensor::zeros({sizes[s]}, dtype, device);
-    flat_decay_[s] = Tensor::zeros({sizes[s]}, dtype, device);
+    flat_decay_[s] = Tensor::zeros({sizes[s]}, DType::u8, device);  // 1 byte, not a value's
   }
   const RngKey root{seed, 0};
   for (const ParamInfo& p : infos_) {

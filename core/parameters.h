@@ -93,7 +93,7 @@ class ParameterStore {
   // [n] flat value / gradient buffer of one sharding class (may be empty).
   const Tensor& flat_values(Sharding s) const { return flat_values_[size_t(s)]; }
   const Tensor& flat_grads(Sharding s) const { return flat_grads_[size_t(s)]; }
-  // [n] 1 where weight decay applies, else 0.
+  // [n] u8: 1 where weight decay applies, else 0 (a byte per value, not a value's width).
   const Tensor& flat_decay_mask(Sharding s) const { return flat_decay_[size_t(s)]; }
 
   void zero_grads();

@@ -132,10 +132,15 @@ struct Planner {
                               (cost.stem.small_tensors + cost.tail.small_tensors) * small;
     p.weight_cast_bytes = total.cast_bytes;
     RankMemory& mem = p.memory;
-    // One flat buffer per sharding class, in the allocator's size class (core/allocator.h).
-    const int64_t flat = int64_t(CachingAllocator::block_size(size_t(p.params_dense * fs)) +
-                                 CachingAllocator::block_size(size_t(p.rank_params_experts * fs)));
-    mem.params = mem.grads = mem.decay_mask = flat;
+    // One flat buffer per sharding class, in the allocator's size class (core/allocator.h);
+    // the decay mask holds a byte per value.
+    auto flat_bytes = [&](int64_t element_bytes) {
+      return int64_t(CachingAllocator::block_size(size_t(p.params_dense * element_bytes)) +
+                     CachingAllocator::block_size(size_t(p.rank_params_experts * element_bytes)));
+    };
+    const int64_t flat = flat_bytes(fs);
+    mem.params = mem.grads = flat;
+    mem.decay_mask = flat_bytes(1);
     mem.optimizer = optimizer_slots * flat;
     mem.activations = recompute ? p.activations_recompute : p.activations_no_recompute;
     mem.backward_workspace = largest_block;

@@ -34,7 +34,7 @@ struct PlanOptions {
 struct RankMemory {
   int64_t params = 0;              // values, in model.dtype
   int64_t grads = 0;               // flat gradients, in model.dtype
-  int64_t decay_mask = 0;          // the store's flat weight-decay mask, in model.dtype
+  int64_t decay_mask = 0;          // the store's flat weight-decay mask, a byte per value
   int64_t optimizer = 0;           // AdamW: 2 slots; SGD: 1 (momentum); in model.dtype
   int64_t activations = 0;         // kept for backward (as recomputation chooses) and the loss's
   int64_t backward_workspace = 0;  // estimate: one block's activation gradients

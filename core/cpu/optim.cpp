@@ -26,7 +26,7 @@ void adamw(const UpdateArgs& a, const AdamWOptions& o) {
   const T* g = a.grads.device_data<T>();
   T* m = a.slot_a.device_data<T>();
   T* v = a.slot_b.device_data<T>();
-  const T* mask = a.decay_mask.device_data<T>();
+  const uint8_t* mask = a.decay_mask.device_data<uint8_t>();
   const int64_t n = a.values.numel();
   const double c1 = 1.0 / (1.0 - std::pow(o.b1, double(a.step)));
   const double c2 = 1.0 / (1.0 - std::pow(o.b2, double(a.step)));
@@ -39,7 +39,7 @@ void adamw(const UpdateArgs& a, const AdamWOptions& o) {
     m[i] = b1 * m[i] + (T(1) - b1) * gi;
     v[i] = b2 * v[i] + (T(1) - b2) * gi * gi;
     const T step = T(m[i] * c1) / (std::sqrt(T(v[i] * c2)) + eps);
-    const T decay = o.decay_masked_only ? mask[i] : T(1);
+    const T decay = o.decay_masked_only ? T(mask[i]) : T(1);
     w[i] -= lr * (step + wd * decay * w[i]);
   }
 }
@@ -49,7 +49,7 @@ void sgd(const UpdateArgs& a, const SgdOptions& o) {
   T* w = a.values.device_data<T>();
   const T* g = a.grads.device_data<T>();
   T* trace = a.slot_a.device_data<T>();
-  const T* mask = a.decay_mask.device_data<T>();
+  const uint8_t* mask = a.decay_mask.device_data<uint8_t>();
   const int64_t n = a.values.numel();
   const T mom = T(o.momentum), lr = T(a.lr), wd = T(o.weight_decay);
   T factor = T(1);
@@ -59,7 +59,7 @@ void sgd(const UpdateArgs& a, const SgdOptions& o) {
     const T gi = clip ? g[i] * factor : g[i];
     trace[i] = gi + mom * trace[i];
     const T step = o.nesterov ? gi + mom * trace[i] : trace[i];
-    const T decay = o.decay_masked_only ? mask[i] : T(1);
+    const T decay = o.decay_masked_only ? T(mask[i]) : T(1);
     w[i] -= lr * (step + wd * decay * w[i]);
   }
 }

@@ -302,9 +302,8 @@ const double* grad_norm_sq_of(const UpdateArgs& a) {
   return a.grad_norm_sq.defined() ? a.grad_norm_sq.device_data<double>() : nullptr;
 }
 
-template <class T>
-const T* decay_mask_of(const UpdateArgs& a) {
-  return a.decay_mask.defined() ? a.decay_mask.device_data<T>() : nullptr;
+const uint8_t* decay_mask_of(const UpdateArgs& a) {
+  return a.decay_mask.defined() ? a.decay_mask.device_data<uint8_t>() : nullptr;
 }
 
 }  // namespace
@@ -320,9 +319,9 @@ void adamw_update(const UpdateArgs& args, const AdamWOptions& options) {
                                   1.0 / (1.0 - std::pow(options.b2, double(args.step))),
                                   options.decay_masked_only};
     launch_adamw<T>(args.values.device_data<T>(), args.grads.device_data<T>(),
-                    args.slot_a.device_data<T>(), args.slot_b.device_data<T>(),
-                    decay_mask_of<T>(args), args.values.numel(), scalars, grad_norm_sq_of(args),
-                    args.max_norm, compute_stream());
+                    args.slot_a.device_data<T>(), args.slot_b.device_data<T>(), decay_mask_of(args),
+                    args.values.numel(), scalars, grad_norm_sq_of(args), args.max_norm,
+                    compute_stream());
   });
 }
 
@@ -331,8 +330,8 @@ void sgd_update(const UpdateArgs& args, const SgdOptions& options) {
     const SgdScalars<T> scalars{T(options.momentum), T(args.lr), T(options.weight_decay),
                                 options.nesterov, options.decay_masked_only};
     launch_sgd<T>(args.values.device_data<T>(), args.grads.device_data<T>(),
-                  args.slot_a.device_data<T>(), decay_mask_of<T>(args), args.values.numel(),
-                  scalars, grad_norm_sq_of(args), args.max_norm, compute_stream());
+                  args.slot_a.device_data<T>(), decay_mask_of(args), args.values.numel(), scalars,
+                  grad_norm_sq_of(args), args.max_norm, compute_stream());
   });
 }
 

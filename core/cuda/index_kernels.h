@@ -96,11 +96,12 @@ void launch_assign_slots(const SlotGrid& grid, const int64_t* experts, const int
 
 // ---- fused optimizer updates (optim_kernels.cu) ----
 template <class T>
-void launch_adamw(T* w, const T* g, T* m, T* v, const T* mask, int64_t n,
+void launch_adamw(T* w, const T* g, T* m, T* v, const uint8_t* mask, int64_t n,
                   const AdamWScalars<T>& scalars, const double* grad_norm_sq, double max_norm,
                   cudaStream_t stream);
 template <class T>
-void launch_sgd(T* w, const T* g, T* trace, const T* mask, int64_t n, const SgdScalars<T>& scalars,
-                const double* grad_norm_sq, double max_norm, cudaStream_t stream);
+void launch_sgd(T* w, const T* g, T* trace, const uint8_t* mask, int64_t n,
+                const SgdScalars<T>& scalars, const double* grad_norm_sq, double max_norm,
+                cudaStream_t stream);
 
 }  // namespace vmoe::cuda

@@ -39,9 +39,9 @@ VMOE_HD inline bool clip_factor(const double* grad_norm_sq, double max_norm, T& 
   return true;
 }
 
-// w, g, m, v, mask [n]; mask may be null when !decay_masked_only.
+// w, g, m, v, mask [n] (u8: 1 = decayed); mask may be null when !decay_masked_only.
 template <class T>
-VMOE_HD inline void adamw_body(const GridPos& p, T* w, const T* g, T* m, T* v, const T* mask,
+VMOE_HD inline void adamw_body(const GridPos& p, T* w, const T* g, T* m, T* v, const uint8_t* mask,
                                int64_t n, const AdamWScalars<T>& s, const double* grad_norm_sq,
                                double max_norm) {
   T factor = T(1);
@@ -53,15 +53,16 @@ VMOE_HD inline void adamw_body(const GridPos& p, T* w, const T* g, T* m, T* v, c
     m[i] = b1 * m[i] + (T(1) - b1) * gi;
     v[i] = b2 * v[i] + (T(1) - b2) * gi * gi;
     const T step = T(m[i] * c1) / (std::sqrt(T(v[i] * c2)) + eps);
-    const T decay = s.decay_masked_only ? mask[i] : T(1);
+    const T decay = s.decay_masked_only ? T(mask[i]) : T(1);
     w[i] -= lr * (step + wd * decay * w[i]);
   });
 }
 
-// w, g, trace, mask [n]; mask may be null when !decay_masked_only.
+// w, g, trace, mask [n] (u8); mask may be null when !decay_masked_only.
 template <class T>
-VMOE_HD inline void sgd_body(const GridPos& p, T* w, const T* g, T* trace, const T* mask, int64_t n,
-                             const SgdScalars<T>& s, const double* grad_norm_sq, double max_norm) {
+VMOE_HD inline void sgd_body(const GridPos& p, T* w, const T* g, T* trace, const uint8_t* mask,
+                             int64_t n, const SgdScalars<T>& s, const double* grad_norm_sq,
+                             double max_norm) {
   T factor = T(1);
   const bool clip = clip_factor(grad_norm_sq, max_norm, factor);
   const T mom = s.momentum, lr = s.lr, wd = s.weight_decay;
@@ -69,7 +70,7 @@ VMOE_HD inline void sgd_body(const GridPos& p, T* w, const T* g, T* trace, const
     const T gi = clip ? g[i] * factor : g[i];
     trace[i] = gi + mom * trace[i];
     const T step = s.nesterov ? gi + mom * trace[i] : trace[i];
-    const T decay = s.decay_masked_only ? mask[i] : T(1);
+    const T decay = s.decay_masked_only ? T(mask[i]) : T(1);
     w[i] -= lr * (step + wd * decay * w[i]);
   });
 }

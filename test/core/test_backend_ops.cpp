@@ -1238,7 +1238,7 @@ UpdateInputs update_inputs(Ctx& c, const UpdateCase& s) {
   UpdateInputs in;
   in.values = c.input({s.n});
   in.grads = c.input({s.n});
-  in.mask = c.input({s.n}, integers(0, 2));
+  in.mask = c.input_as(DType::u8, {s.n}, integers(0, 2));
   in.slot_a = c.input({s.n}, normal(0.1));
   in.slot_b = c.input({s.n}, uniform(0.01, 0.1));
   if (s.clip > 0) {

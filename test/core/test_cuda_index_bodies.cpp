@@ -715,9 +715,9 @@ TEST_CASE("cuda index bodies: fused AdamW and SGD match the CPU, with and withou
     const std::vector<T> w0 = uniform_values<T>(n, -1, 1, 71), g = uniform_values<T>(n, -2, 2, 72);
     const std::vector<T> m0 = uniform_values<T>(n, -0.1, 0.1, 73);
     const std::vector<T> v0 = uniform_values<T>(n, 0, 0.01, 74);
-    std::vector<T> mask(static_cast<size_t>(n));
+    std::vector<uint8_t> mask(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i)
-      mask[size_t(i)] = T(i % 3 == 0 ? 0 : 1);
+      mask[size_t(i)] = i % 3 == 0 ? 0 : 1;
     // sum of g^2 is about n * 4/3: a max_norm of 5 clips, of 1e3 does not.
     for (double max_norm : {0.0, 5.0, 1e3}) {
       for (bool masked : {true, false}) {

@@ -188,8 +188,10 @@ TEST_CASE("parameters: flat buffers, views, decay mask and backward into the fla
   CHECK(s.num_elements() == 9);
   CHECK(s.flat_values(Sharding::replicated).numel() == 9);
   CHECK(s.flat_values(Sharding::expert).numel() == 0);
-  auto mask = s.flat_decay_mask(Sharding::replicated).cpu().to_vector<float>();
-  CHECK(std::count(mask.begin(), mask.end(), 1.0f) == 6);
+  CHECK(s.flat_decay_mask(Sharding::replicated).dtype() == DType::u8);
+  auto mask = s.flat_decay_mask(Sharding::replicated).cpu().to_vector<uint8_t>();
+  CHECK(std::count(mask.begin(), mask.end(), uint8_t(1)) == 6);
+  CHECK(std::count(mask.begin(), mask.end(), uint8_t(0)) == 3);
   // Writing the flat buffer shows through the named view.
   Tensor flat = s.flat_values(Sharding::replicated);
   fill_(flat, 1.5);
