@@ -6,85 +6,16 @@
 #include <malloc.h>
 #include <omp.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <optional>
 #include <string>
-#include <vector>
 
 #include <CLI/CLI.hpp>
 
-#include "core/backend.h"
-#include "core/flop_counter.h"
-#include "core/optim/adamw.h"
-#include "launch/train_step.h"
-
-namespace {
+#include "launch/step_benchmark.h"
+#include "models/vision_transformer.h"
 
 using namespace vmoe;
-
-struct Measurement {
-  double median_ms = 0, min_ms = 0, max_ms = 0;
-  int64_t flops_per_step = 0;
-};
-
-bool is_out_of_memory(const std::exception& e) {
-  return std::string(e.what()).find("out of memory") != std::string::npos;
-}
-
-// Builds the model at `batch` and times `steps` steps after `warmup`; nullopt when a step ran
-// out of device memory.
-std::optional<Measurement> measure(const VitConfig& cfg, Device device, Precision precision,
-                                   int64_t batch, int64_t microbatches, int64_t warmup,
-                                   int64_t steps) {
-  const Backend& backend = backend_for(device);
-  try {
-    ParameterStore params;
-    VisionTransformer model(params, cfg);
-    params.allocate(0, DType::f32, device);
-    // A non-zero head, so that every gradient is non-trivial.
-    Tensor head = params.value("head/kernel");
-    initialize(head, InitSpec::normal(0.02), RngKey{1, 1});
-    AdamW opt(params, AdamWOptions{.weight_decay = 1e-4});
-    LrSchedule schedule{LrSchedule::Kind::constant, 1e-3};
-    Tensor images = randn({batch, cfg.image_size, cfg.image_size, cfg.channels}, RngKey{2, 0}, 0,
-                          DType::f32, device);
-    std::vector<int32_t> labels(size_t(batch), 0);
-    for (int64_t i = 0; i < batch; ++i)
-      labels[size_t(i)] = int32_t(i % cfg.num_classes);
-    const Tensor y = Tensor::from_vector(labels, {batch}, device);
-
-    Measurement m;
-    std::vector<double> ms;
-    for (int64_t s = 0; s < warmup + steps; ++s) {
-      std::optional<FlopCount> count;
-      if (s == 0) count.emplace();
-      const auto t0 = std::chrono::steady_clock::now();
-      StepOptions options;
-      options.precision = precision;
-      options.microbatches = microbatches;
-      train_step(model, params, opt, schedule, images, y, s, 0, options);
-      backend.synchronize();
-      const double dt =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (count) m.flops_per_step = count->flops();
-      if (s >= warmup) ms.push_back(dt);
-    }
-    std::sort(ms.begin(), ms.end());
-    m.median_ms = ms[ms.size() / 2];
-    m.min_ms = ms.front();
-    m.max_ms = ms.back();
-    return m;
-  } catch (const std::runtime_error& e) {
-    if (!is_out_of_memory(e)) throw;
-    backend.synchronize();
-    backend.allocator->empty_cache();
-    return std::nullopt;
-  }
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   VitConfig cfg;
@@ -132,17 +63,24 @@ int main(int argc, char** argv) {
       validate(moe, cfg.num_layers);
       cfg.moe = moe;
     }
-    std::optional<Measurement> m;
+    StepBenchmarkOptions options{.device = device,
+                                 .precision = precision,
+                                 .batch = batch,
+                                 .microbatches = microbatches,
+                                 .warmup = warmup,
+                                 .steps = steps};
+    std::optional<StepTiming> m;
     if (batch > 0) {
-      m = measure(cfg, device, precision, batch, microbatches, warmup, steps);
+      m = time_training_steps(cfg, options);
       if (!m) throw std::runtime_error("batch " + std::to_string(batch) + " does not fit");
     } else {
-      for (batch = max_batch; batch >= 1 && !m; batch /= 2)
-        m = measure(cfg, device, precision, batch, microbatches, warmup, steps);
+      for (batch = max_batch; batch >= 1 && !m; batch /= 2) {
+        options.batch = batch;
+        m = time_training_steps(cfg, options);
+      }
       batch *= 2;  // the loop halved once more after the batch that fitted
       if (!m) throw std::runtime_error("not even one image per step fits");
     }
-    const AllocatorStats mem = backend_for(device).allocator->stats();
     const double tflops = double(m->flops_per_step) / (m->median_ms * 1e-3) / 1e12;
     std::printf(
         "{\"impl\":\"vmoe\",\"device\":\"%s\",\"batch\":%lld,\"median_step_ms\":%.3f,"
@@ -151,7 +89,7 @@ int main(int argc, char** argv) {
         "\"threads\":%d,\"precision\":\"%s\",\"microbatches\":%lld,\"recompute\":%s}\n",
         device.str().c_str(), static_cast<long long>(batch), m->median_ms, m->min_ms, m->max_ms,
         double(batch) * 1000.0 / m->median_ms, static_cast<long long>(m->flops_per_step), tflops,
-        static_cast<long long>(mem.peak_in_use_bytes), threads, precision_name(precision),
+        static_cast<long long>(m->peak_bytes), threads, precision_name(precision),
         static_cast<long long>(microbatches), recompute ? "true" : "false");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train_step: error: %s\n", e.what());

@@ -112,4 +112,15 @@ struct PlanArgs {
 };
 int run_plan(const PlanArgs& args);
 
+// `vmoe bench train` (launch/bench_command.cpp): training steps of a config on random data.
+struct BenchArgs {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  int64_t steps = 10, warmup = 3;
+  int64_t batch = 0;         // 0 = data.batch_size
+  int64_t gemm_size = 1024;  // n of the n x n x n GEMM whose rate the step is compared with
+  bool json = false;
+};
+int run_bench_train(const BenchArgs& args);
+
 }  // namespace vmoe

@@ -1,9 +1,16 @@
 // Config -> run objects.
 #include "launch/experiment.h"
 
+#include <omp.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
+#include <string>
+#include <thread>
 
 #include "core/optim/adamw.h"
 #include "core/optim/sgd.h"
@@ -316,6 +323,27 @@ std::shared_ptr<data::ImageSource> open_split(const config::Config& c, data::Spl
     return out;
   }
   return std::make_shared<data::InMemorySource>(load_split(c, split), train ? "train" : "test");
+}
+
+int threads_per_rank(const config::Config& cfg, int local_ranks) {
+  if (cfg.train().threads() > 0) return cfg.train().threads();
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+    // The first (outermost) entry of the list is the number of threads of our parallel loops.
+    const std::string text(env);
+    const std::string first = text.substr(0, text.find(','));
+    char* end = nullptr;
+    errno = 0;
+    const long long n = std::strtoll(first.c_str(), &end, 10);
+    if (first.empty() || end != first.c_str() + first.size() || errno != 0 || n < 1 ||
+        n > config::kMaxThreads) {
+      throw std::runtime_error("OMP_NUM_THREADS must be a thread count in [1, " +
+                               std::to_string(config::kMaxThreads) + "] (got '" +
+                               text.substr(0, 32) + "'); or set train.threads");
+    }
+    return int(n);
+  }
+  const int cores = std::max(1, int(std::thread::hardware_concurrency()));
+  return std::max(1, std::min(omp_get_num_procs(), cores / std::max(1, local_ranks)));
 }
 
 }  // namespace vmoe

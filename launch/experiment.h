@@ -47,6 +47,11 @@ data::ImageDataset load_split(const config::Config& config, data::Split split);
 // in-memory kinds through load_split.
 std::shared_ptr<data::ImageSource> open_split(const config::Config& config, data::Split split);
 
+// Threads per rank: train.threads, else OMP_NUM_THREADS when the launcher set it (e.g. from
+// Slurm's --cpus-per-task), else the node's cores shared out among its `local_ranks` ranks.
+// Each is bounded by config::kMaxThreads (train.threads by the config's validation).
+int threads_per_rank(const config::Config& cfg, int local_ranks);
+
 // Total number of updates of the run (train.num_steps, or num_epochs * steps per epoch).
 int64_t total_steps_from(const config::TrainConfig& train, int64_t steps_per_epoch);
 

@@ -179,6 +179,25 @@ int main(int argc, char** argv) {
                        "Allocate and initialise this rank's share of the parameter store (CPU)")
           ->check(CLI::Range(0, 1 << 20));
 
+  vmoe::BenchArgs bench;
+  CLI::App* bench_cmd = app.add_subcommand("bench", "Benchmarks of this machine");
+  CLI::App* bench_train = bench_cmd->add_subcommand(
+      "train", "Training steps of a config on random data: step time, images/s, FLOP rate");
+  bench_train->add_option("--config", bench.config_path, "Config file (textproto)")->required();
+  bench_train->add_option("--set", bench.overrides, "Override a config field: path.to.field=value")
+      ->take_all();
+  bench_train->add_option("--steps", bench.steps, "Timed steps (default 10)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  bench_train->add_option("--warmup", bench.warmup, "Untimed steps first (default 3)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
+  bench_train->add_option("--batch", bench.batch, "Images per step (default: data.batch_size)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  bench_train
+      ->add_option("--gemm-size", bench.gemm_size,
+                   "n of the n x n x n GEMM the step's FLOP rate is compared with (default 1024)")
+      ->check(CLI::Range(int64_t(16), int64_t(1) << 15));
+  bench_train->add_flag("--json", bench.json, "Print JSON");
+
   CLI::App* info_cmd = app.add_subcommand(
       "info", "Print the build's features (CUDA, cuDNN, NCCL, MPI, HDF5) and the devices seen");
 
@@ -214,6 +233,9 @@ int main(int argc, char** argv) {
       plan.allocate = allocate_opt->count() > 0;
       return vmoe::run_plan(plan);
     }
+    if (bench_train->parsed()) return vmoe::run_bench_train(bench);
+    if (bench_cmd->parsed())
+      throw std::invalid_argument("`vmoe bench` needs a benchmark to run: `vmoe bench train`");
     if (eval_cmd->parsed())
       return eval.fewshot.empty() ? vmoe::run_eval(eval) : vmoe::run_fewshot_eval(eval);
     if (predict_cmd->parsed()) return vmoe::run_predict(predict);

@@ -54,30 +54,6 @@ std::map<std::string, double> eval_metrics(const EvalResult& r) {
       {"eval/loss", r.loss}, {"eval/accuracy", r.accuracy}, {"eval/examples", double(r.examples)}};
 }
 
-// Threads per rank: train.threads, else OMP_NUM_THREADS when the launcher set it (e.g. from
-// Slurm's --cpus-per-task), else the node's cores shared out among its ranks.
-// Each is bounded by config::kMaxThreads (train.threads by the config's validation).
-int threads_per_rank(const config::Config& cfg, int local_ranks) {
-  if (cfg.train().threads() > 0) return cfg.train().threads();
-  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
-    // The first (outermost) entry of the list is the number of threads of our parallel loops.
-    const std::string text(env);
-    const std::string first = text.substr(0, text.find(','));
-    char* end = nullptr;
-    errno = 0;
-    const long long n = std::strtoll(first.c_str(), &end, 10);
-    if (first.empty() || end != first.c_str() + first.size() || errno != 0 || n < 1 ||
-        n > config::kMaxThreads) {
-      throw std::runtime_error("OMP_NUM_THREADS must be a thread count in [1, " +
-                               std::to_string(config::kMaxThreads) + "] (got '" +
-                               text.substr(0, 32) + "'); or set train.threads");
-    }
-    return int(n);
-  }
-  const int cores = std::max(1, int(std::thread::hardware_concurrency()));
-  return std::max(1, std::min(omp_get_num_procs(), cores / std::max(1, local_ranks)));
-}
-
 // Capacity chunks of the expert exchange. Automatic (0): on the CPU the MPI transport copies
 // with the same cores that compute, so chunks only pay when the node has cores beyond the
 // ranks' compute threads; otherwise one chunk (docs/parallel.md has the measurements).
