@@ -37,6 +37,10 @@ long job_rank_from_environment() {
 // one): whatever a message echoes from the input, no line repeats it unbounded.
 constexpr size_t kMaxErrorChars = 900;
 
+// How long a rank that leaves the report of a shared error to rank 0 waits for the launcher to
+// end it (it does once rank 0 exits); bounded for a launcher that does not (srun's default).
+constexpr int kSilentRankWaitSeconds = 10;
+
 // MPI is usable: initialised and not yet finalised.
 bool mpi_active() {
   int initialized = 0;
@@ -132,8 +136,12 @@ void abort_job(const std::string& message, AbortCause cause) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
   } else if (launched_by_mpi()) {
     // Not initialised yet (e.g. a command-line error): every rank has the same error, rank 0
-    // of the job reports it.
-    if (job_rank_from_environment() > 0) std::_Exit(1);
+    // of the job reports it. The others wait before leaving: a rank that ends first with a
+    // failure makes the launcher kill the job, rank 0 possibly before its line is out.
+    if (job_rank_from_environment() > 0) {
+      std::this_thread::sleep_for(std::chrono::seconds(kSilentRankWaitSeconds));
+      std::_Exit(1);
+    }
   }
   if (size > 1) {
     // Give a rank that reports first (rank 0 at once, then rank by rank) the time to end this
