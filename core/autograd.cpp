@@ -5,9 +5,16 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/op_profile.h"
 #include "core/ops.h"
 
 namespace vmoe {
+
+Node::Node(const char* name, std::vector<Tensor> inputs, BackwardFn fn)
+    : name_(name),
+      region_(current_profile_region()),
+      inputs_(std::move(inputs)),
+      fn_(std::move(fn)) {}
 
 static thread_local bool g_grad_enabled = true;
 static thread_local const LeafGradReadyFn* g_leaf_ready = nullptr;
@@ -133,6 +140,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
   }
   NoGrad no_grad;
   DepthGuard depth;
+  ProfilePhaseScope phase(ProfilePhase::backward);
   const LeafGradReadyFn* hook = g_backward_depth == 1 ? g_leaf_ready : nullptr;
   // Topological order by iterative DFS (post-order) from each root in turn, then reverse.
   // Owning pointers: releasing a node's inputs must not free nodes still to be run.
@@ -176,6 +184,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
       node->release();
       continue;
     }
+    ProfileRegion region(node->region());
     Tensor gout = std::move(it->second);
     grads.erase(it);
     std::vector<Tensor> gins = node->apply(gout);

@@ -15,10 +15,11 @@ namespace vmoe {
 class Node {
  public:
   using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
-  Node(const char* name, std::vector<Tensor> inputs, BackwardFn fn)
-      : name_(name), inputs_(std::move(inputs)), fn_(std::move(fn)) {}
+  Node(const char* name, std::vector<Tensor> inputs, BackwardFn fn);
 
   const char* name() const { return name_; }
+  // The profile region (core/op_profile.h) its forward op ran in: backward is charged to it.
+  const char* region() const { return region_; }
   const std::vector<Tensor>& inputs() const { return inputs_; }
   // Returns one gradient per input (undefined where the input needs none).
   std::vector<Tensor> apply(const Tensor& grad_output) const {
@@ -36,6 +37,7 @@ class Node {
 
  private:
   const char* name_;
+  const char* region_;
   std::vector<Tensor> inputs_;
   BackwardFn fn_;
 };

@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/op_profile.h"
+#include "core/profiled_backend.h"
 #include "vmoe_build_features.h"  // VMOE_WITH_CUDA
 #if VMOE_WITH_CUDA
 #include "core/cuda/cuda_backend.h"
@@ -31,7 +33,20 @@ const Backend& checked_table(const Backend& b) {
 
 }  // namespace
 
+namespace {
+
+const Backend& plain_backend_for(Device device);
+
+}  // namespace
+
 const Backend& backend_for(Device device) {
+  const Backend& table = plain_backend_for(device);
+  return op_profile_active() ? profiled_backend(device.type, table) : table;
+}
+
+namespace {
+
+const Backend& plain_backend_for(Device device) {
   switch (device.type) {
     case DeviceType::cpu: {
       static const Backend& table = checked_table(cpu_backend());
@@ -56,6 +71,8 @@ const Backend& backend_for(Device device) {
   throw std::runtime_error("no backend for device " + device.str() +
                            " in this build (configure with -DVMOE_CUDA=ON)");
 }
+
+}  // namespace
 
 bool is_optional(Entry entry) {
   return entry == Entry::assign_slots || entry == Entry::adamw_update ||

@@ -12,6 +12,7 @@
 #include "configs/config.h"
 #include "launch/commands.h"
 #include "launch/experiment.h"
+#include "launch/profile_report.h"
 #include "launch/step_benchmark.h"
 
 namespace vmoe {
@@ -27,6 +28,7 @@ int run_bench_train(const BenchArgs& args) {
   o.microbatches = cfg.train().microbatches();
   o.warmup = args.warmup;
   o.steps = args.steps;
+  o.profile_steps = args.profile_steps;
   const std::optional<StepTiming> t = time_training_steps(vit_config_from(cfg.model()), o);
   if (!t) {
     throw std::runtime_error("a batch of " + std::to_string(o.batch) + " images does not fit in " +
@@ -62,6 +64,7 @@ int run_bench_train(const BenchArgs& args) {
       {"n", args.gemm_size}, {"dtype", dtype_name(gemm_dtype)}, {"gflops_per_s", gemm_rate / 1e9}};
   j["fraction_of_gemm"] = step_rate / gemm_rate;
   j["peak_device_bytes"] = t->peak_bytes;
+  if (o.profile_steps > 0) j["profile"] = profile_json(t->profile, o.profile_steps);
   if (args.json) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
@@ -78,6 +81,7 @@ int run_bench_train(const BenchArgs& args) {
       images_per_s, double(t->flops_per_step), step_rate / 1e9, 100 * step_rate / gemm_rate,
       dtype_name(gemm_dtype), gemm_rate / 1e9, static_cast<long long>(args.gemm_size));
   std::printf("peak device memory: %.1f MiB\n", double(t->peak_bytes) / double(1 << 20));
+  if (o.profile_steps > 0) std::printf("\n%s", profile_text(t->profile, o.profile_steps).c_str());
   return 0;
 }
 

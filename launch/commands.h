@@ -117,8 +117,9 @@ struct BenchArgs {
   std::string config_path;
   std::vector<std::string> overrides;
   int64_t steps = 10, warmup = 3;
-  int64_t batch = 0;         // 0 = data.batch_size
-  int64_t gemm_size = 1024;  // n of the n x n x n GEMM whose rate the step is compared with
+  int64_t batch = 0;          // 0 = data.batch_size
+  int64_t gemm_size = 1024;   // n of the n x n x n GEMM whose rate the step is compared with
+  int64_t profile_steps = 0;  // > 0: as many more steps with every kernel timed
   bool json = false;
 };
 int run_bench_train(const BenchArgs& args);

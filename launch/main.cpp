@@ -196,6 +196,13 @@ int main(int argc, char** argv) {
       ->add_option("--gemm-size", bench.gemm_size,
                    "n of the n x n x n GEMM the step's FLOP rate is compared with (default 1024)")
       ->check(CLI::Range(int64_t(16), int64_t(1) << 15));
+  bench_train
+      ->add_option("--profile", bench.profile_steps,
+                   "After the timed steps, run this many more with every kernel timed and print "
+                   "the time per region, phase and kernel kind")
+      ->expected(0, 1)
+      ->default_str("5")
+      ->check(CLI::PositiveNumber);
   bench_train->add_flag("--json", bench.json, "Print JSON");
 
   CLI::App* info_cmd = app.add_subcommand(

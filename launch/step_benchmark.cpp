@@ -76,6 +76,15 @@ std::optional<StepTiming> time_training_steps(const VitConfig& cfg, const StepBe
     t.min_ms = ms.front();
     t.max_ms = ms.back();
     t.peak_bytes = backend.allocator->stats().peak_in_use_bytes;
+    if (o.profile_steps > 0) {
+      // After the timing: the profile's synchronisation and bookkeeping slow the steps down.
+      OpProfile profile;
+      for (int64_t s = 0; s < o.profile_steps; ++s) {
+        train_step(model, params, opt, schedule, images, y, o.warmup + o.steps + s, 0, options);
+        backend_for(o.device).synchronize();
+      }
+      t.profile = profile.rows();
+    }
     return t;
   } catch (const std::runtime_error& e) {
     if (!is_out_of_memory(e)) throw;

@@ -4,9 +4,11 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "core/device.h"
 #include "core/dtype.h"
+#include "core/op_profile.h"
 #include "models/precision.h"
 #include "models/vit_config.h"
 
@@ -17,6 +19,8 @@ struct StepTiming {
   double p25_ms = 0, p75_ms = 0;  // the spread: quartiles of the timed steps
   int64_t flops_per_step = 0;     // model FLOPs of one step, forward and backward
   int64_t peak_bytes = 0;         // the device allocator's peak in use over the run
+  // Totals over the profiled steps (StepBenchmarkOptions::profile_steps; core/op_profile.h).
+  std::vector<ProfileRow> profile;
 };
 
 struct StepBenchmarkOptions {
@@ -26,10 +30,12 @@ struct StepBenchmarkOptions {
   int64_t microbatches = 1;
   int64_t warmup = 3;
   int64_t steps = 10;
+  int64_t profile_steps = 0;  // run after the timed ones, every kernel timed
 };
 
 // Builds `cfg` (random weights, a non-zero head), runs `warmup` then `steps` AdamW training
-// steps on random images; nullopt when a step runs out of device memory (the cache is emptied).
+// steps on random images, then `profile_steps` profiled ones; nullopt when a step runs out of
+// device memory (the cache is emptied).
 std::optional<StepTiming> time_training_steps(const VitConfig& cfg,
                                               const StepBenchmarkOptions& options);
 

@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 #include "core/autograd.h"
+#include "core/op_profile.h"
 #include "core/ops.h"
 #include "core/optim/grad_clip.h"
 
@@ -133,7 +135,11 @@ StepResult train_step(const VisionTransformer& model, ParameterStore& params, Op
   check_microbatches(batch, m, model.config().moe ? model.config().moe->images_per_group : 1);
   const int64_t size = batch / m;
   const RngKey key = derive(RngKey{options.seed, 0}, "step", uint64_t(step));
-  params.zero_grads();
+  {
+    ProfilePhaseScope phase(ProfilePhase::optimizer);
+    ProfileRegion region("zero_grads");
+    params.zero_grads();
+  }
   GradientReducer* reducer = options.reducer;
   if (reducer) reducer->begin();
   StepResult r;
@@ -147,10 +153,12 @@ StepResult train_step(const VisionTransformer& model, ParameterStore& params, Op
     ctx.precision = options.precision;
     const Tensor part_labels = part(labels);
     VitOutput out = model(part(images), ctx);
+    std::optional<ProfileRegion> region(std::in_place, "loss");
     const Tensor loss = soft_targets.defined()
                             ? soft_target_loss(out.logits, part(soft_targets), options.loss)
                             : classification_loss(out.logits, part_labels, options.loss);
     const Tensor total = out.aux_loss.defined() ? loss + out.aux_loss : loss;
+    region.reset();
     // Each micro-batch's mean losses count 1/M of the batch's: the seed scales the gradient.
     const Tensor seed =
         m == 1 ? Tensor()
@@ -164,6 +172,7 @@ StepResult train_step(const VisionTransformer& model, ParameterStore& params, Op
     }
 
     NoGrad no_grad;
+    region.emplace("metrics");
     const Device device = loss.device();
     std::vector<Tensor> figures{to_dtype(loss.detach(), DType::f64).reshape({1}),
                                 out.aux_loss.defined()
@@ -185,16 +194,22 @@ StepResult train_step(const VisionTransformer& model, ParameterStore& params, Op
     pre = microbatch_figures(pre, moe, m);
   }
   Tensor grad_norm_sq;
-  if (reducer) {
-    reducer->finish();
-    grad_norm_sq = reducer->grad_norm_squared();
-  } else {
-    grad_norm_sq = grad_norm_squared(params);
+  {
+    ProfilePhaseScope phase(ProfilePhase::optimizer);
+    std::optional<ProfileRegion> region(std::in_place, "gradient_reduce");
+    if (reducer) {
+      reducer->finish();
+      grad_norm_sq = reducer->grad_norm_squared();
+    } else {
+      grad_norm_sq = grad_norm_squared(params);
+    }
+    r.lr = schedule.at(step);
+    region.emplace("optimizer");
+    optimizer.step(params, r.lr, {grad_norm_sq, options.grad_clip_norm});
   }
-  r.lr = schedule.at(step);
-  optimizer.step(params, r.lr, {grad_norm_sq, options.grad_clip_norm});
 
   NoGrad no_grad;
+  ProfileRegion region("metrics");
   Communicator* world = reducer ? reducer->groups().world.get() : nullptr;
   r.figures = global_figures(pre, moe, grad_norm_sq, world);
   return r;

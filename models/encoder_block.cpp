@@ -1,6 +1,7 @@
 // Encoder block forward.
 #include "models/encoder_block.h"
 
+#include "core/op_profile.h"
 #include "models/example_dropout.h"
 
 namespace vmoe {
@@ -16,9 +17,20 @@ EncoderBlock::EncoderBlock(ParameterStore& store, const std::string& prefix, int
 
 FeedForwardOutput EncoderBlock::operator()(const Tensor& x, const ForwardContext& ctx,
                                            uint64_t index) const {
-  Tensor a = example_dropout(attn_(ln1_(x), ctx, index), dropout_rate_, ctx, "attn_out", index);
-  Tensor h = x + a;
-  FeedForwardOutput f = (*feed_forward_)(ln2_(h), ctx, index);
+  Tensor normed = [&] {
+    ProfileRegion region("layer_norm");
+    return ln1_(x);
+  }();
+  Tensor h = [&] {
+    ProfileRegion region("attention");
+    return x + example_dropout(attn_(normed, ctx, index), dropout_rate_, ctx, "attn_out", index);
+  }();
+  {
+    ProfileRegion region("layer_norm");
+    normed = ln2_(h);
+  }
+  FeedForwardOutput f = (*feed_forward_)(normed, ctx, index);
+  ProfileRegion region("residual");
   return {h + f.out, f.aux_loss};
 }
 

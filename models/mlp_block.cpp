@@ -1,6 +1,7 @@
 // MLP block forward; initialisation as upstream (xavier kernels, N(0, 1e-6) biases).
 #include "models/mlp_block.h"
 
+#include "core/op_profile.h"
 #include "models/example_dropout.h"
 
 namespace vmoe {
@@ -15,6 +16,7 @@ MlpBlock::MlpBlock(ParameterStore& store, const std::string& prefix, int64_t dim
 
 FeedForwardOutput MlpBlock::operator()(const Tensor& x, const ForwardContext& ctx,
                                        uint64_t stream) const {
+  ProfileRegion region("mlp");
   Tensor h = example_dropout(fc1_.with_gelu(x), dropout_rate_, ctx, "mlp_dropout1", stream);
   return {example_dropout(fc2_(h), dropout_rate_, ctx, "mlp_dropout2", stream), Tensor()};
 }

@@ -2,9 +2,11 @@
 #include "models/moe_layer.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "core/autograd.h"
 #include "core/checked_math.h"
+#include "core/op_profile.h"
 #include "models/moe_losses.h"
 #include "models/precision.h"
 #include "models/routing.h"
@@ -36,6 +38,7 @@ FeedForwardOutput MoeLayer::operator()(const Tensor& x, const ForwardContext& ct
   const bool bpr = train ? config_.batch_priority
                          : ctx.eval_batch_priority.value_or(config_.eval_batch_priority);
 
+  std::optional<ProfileRegion> region(std::in_place, "moe.router");
   Tensor xf = x.reshape({n, d});  // [N, D] in the activation dtype (dispatched as is)
   // The router is an f32 island in mixed precision: logits, softmax, top-k and the auxiliary
   // losses in the router kernel's dtype (models/precision.h).
@@ -52,7 +55,9 @@ FeedForwardOutput MoeLayer::operator()(const Tensor& x, const ForwardContext& ct
     noisy_logits = logits + noise * sigma;
     p = softmax(noisy_logits);
   }
+  region.emplace("moe.top_k");
   TopK top = topk(p, k);  // values [N, k] (combine weights), indices [N, k]
+  region.emplace("moe.slots");
   // Slots are assigned on the device: the token order (BPR: each group's tokens by their
   // largest routing weight, a stable sort), then the k-major fill of every expert's capacity.
   const SlotLayout layout = routing_layout(
@@ -63,9 +68,14 @@ FeedForwardOutput MoeLayer::operator()(const Tensor& x, const ForwardContext& ct
   const SlotAssignment slots = assign_slots(top.indices, order, layout);
   const int64_t rows = layout.rows_per_expert;
 
+  region.emplace("moe.dispatch");
   Tensor dispatched = index_select(xf, slots.dispatch_rows).reshape({e, rows, d});
-  Tensor expert_out = (*exchange_)(
-      dispatched, [this](const Tensor& tokens) { return experts_(tokens); });           // [E, R, D]
+  region.emplace("moe.exchange");
+  Tensor expert_out = (*exchange_)(dispatched, [this](const Tensor& tokens) {
+    ProfileRegion experts_region("moe.experts");
+    return experts_(tokens);
+  });  // [E, R, D]
+  region.emplace("moe.combine");
   Tensor picked = index_select(expert_out.reshape({e * rows, d}), slots.combine_rows);  // [N*k, D]
   // Combined in the router's dtype (f32 weights, f32 sum over the k choices), then back to
   // the activation dtype.
@@ -74,6 +84,7 @@ FeedForwardOutput MoeLayer::operator()(const Tensor& x, const ForwardContext& ct
           {1}),
       x.dtype());  // [N, D]
 
+  region.emplace("moe.aux_losses");
   // Auxiliary losses, per group then averaged over groups: part of the training objective, so
   // computed whether or not a report sink is attached.
   const int64_t groups = layout.groups();
@@ -105,6 +116,7 @@ FeedForwardOutput MoeLayer::operator()(const Tensor& x, const ForwardContext& ct
   }
 
   if (ctx.moe_reports) {
+    region.emplace("moe.report");
     MoeReport report;
     report.block = int64_t(block);
     report.aux_loss = aux;

@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 
 #include "core/autograd.h"
 #include "core/checkpoint.h"
+#include "core/op_profile.h"
 #include "models/example_dropout.h"
 #include "models/mlp_block.h"
 #include "models/moe_layer.h"
@@ -155,6 +157,7 @@ VitOutput VisionTransformer::operator()(const Tensor& images, const ForwardConte
       images.dtype() == store_->dtype() ? images : to_dtype(images, store_->dtype());
   // Mixed precision (models/precision.h): the patches enter the embedding GEMM in the
   // activation dtype, and every activation after it stays in that dtype up to the final norm.
+  std::optional<ProfileRegion> region(std::in_place, "embedding");
   const Tensor patches = to_dtype(image_to_patches(pixels, c.patch_size),
                                   activation_dtype(ctx.precision, store_->dtype()));
   Tensor x = embedding_(patches);  // [B, N, D]
@@ -163,6 +166,7 @@ VitOutput VisionTransformer::operator()(const Tensor& images, const ForwardConte
                1);  // [B, T, D]
   x = example_dropout(x + operand_for((*store_)[pos_embedding_], x), c.dropout_rate, ctx,
                       "embed_dropout", 0);
+  region.reset();
   for (size_t i = 0; i < blocks_.size(); ++i) {
     FeedForwardOutput y = run_block(i, x, block_ctx);
     x = y.out;
@@ -171,6 +175,7 @@ VitOutput VisionTransformer::operator()(const Tensor& images, const ForwardConte
       result.aux_loss = result.aux_loss.defined() ? result.aux_loss + y.aux_loss : y.aux_loss;
   }
   // The final norm, readout, pre-logits and head in the parameter dtype (f32 logits and loss).
+  region.emplace("head");
   x = encoder_norm_(to_dtype(x, store_->dtype()));
   Tensor rep = cls_ ? x.slice(1, 0, 1).reshape({b, c.hidden_size}) : mean(x, {1});
   if (pre_logits_) rep = tanh((*pre_logits_)(rep));

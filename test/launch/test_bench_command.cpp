@@ -3,8 +3,11 @@
 // error.
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
+#include <tuple>
 
 #include "configs/config.h"
 #include "launch/plan.h"
@@ -51,6 +54,56 @@ TEST_CASE("bench train: step time, images/s, FLOP rate and GEMM fraction agree")
   }
 }
 
+TEST_CASE("bench train --profile: the MoE parts, kernels and phases of a V-MoE step") {
+  const fs::path dir = scratch_dir("bench_profile");
+  const std::string config =
+      std::string(VMOE_SOURCE_DIR) + "/configs/experiments/fashion_vmoe_ti.textproto";
+  const std::string command = std::string("OMP_NUM_THREADS=1 ") + VMOE_BINARY +
+                              " bench train --config " + config +
+                              " --batch 16 --steps 1 --warmup 0 --gemm-size 64 --profile 2";
+  const auto r = run_command(command + " --json", dir);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const nlohmann::json p = nlohmann::json::parse(r.out)["profile"];
+  CHECK(p["steps"].get<int64_t>() == 2);
+  // Wall time per region, summed over phases; every MoE part the layer names is there.
+  std::map<std::string, double> wall;
+  for (const auto& row : p["regions"])
+    wall[row["region"].get<std::string>()] += row["wall_ms"].get<double>();
+  double moe_total = 0, routing = 0;
+  for (const auto& [region, ms] : wall)
+    if (region.rfind("moe.", 0) == 0) moe_total += ms;
+  for (const char* part :
+       {"moe.router", "moe.top_k", "moe.slots", "moe.dispatch", "moe.combine", "moe.aux_losses"}) {
+    CAPTURE(part);
+    CHECK(wall.count(part) == 1);
+    routing += wall[part];
+  }
+  for (const char* region : {"moe.experts", "attention", "mlp", "layer_norm", "optimizer"})
+    CHECK(wall.count(region) == 1);
+  CHECK(p["moe"]["total_ms"].get<double>() == Approx(moe_total).epsilon(1e-9));
+  CHECK(p["moe"]["routing_ms"].get<double>() == Approx(routing).epsilon(1e-9));
+  // Kernels where the layer puts them, in both directions: dispatch is a gather forward and a
+  // scatter-add backward; the experts' GEMMs run both ways; the update in the optimizer phase.
+  std::set<std::tuple<std::string, std::string, std::string>> seen;
+  for (const auto& row : p["kernels"]) {
+    seen.insert({row["region"].get<std::string>(), row["kernel"].get<std::string>(),
+                 row["phase"].get<std::string>()});
+    CHECK(row["calls"].get<double>() > 0);
+  }
+  CHECK(seen.count({"moe.dispatch", "index_select", "forward"}) == 1);
+  CHECK(seen.count({"moe.dispatch", "index_add", "backward"}) == 1);
+  CHECK(seen.count({"moe.experts", "gemm", "forward"}) == 1);
+  CHECK(seen.count({"moe.experts", "gemm", "backward"}) == 1);
+  CHECK(seen.count({"moe.top_k", "topk", "forward"}) == 1);
+  CHECK(seen.count({"optimizer", "adamw_update", "optimizer"}) == 1);
+  // The text form ends with the MoE summary.
+  const auto text = run_command(command, dir);
+  CHECK(text.exit_code == 0);
+  CHECK(text.out.find("MoE layers: ") != std::string::npos);
+  CHECK(text.out.find("index_select") != std::string::npos);
+}
+
 TEST_CASE("bench train: bad input is a one-line error naming it") {
   const fs::path dir = scratch_dir("bench_train_errors");
   const std::string bench = std::string(VMOE_BINARY) + " bench train --config ";
@@ -59,6 +112,7 @@ TEST_CASE("bench train: bad input is a one-line error naming it") {
   const std::pair<std::string, std::string> cases[] = {
       {bench + "/nonexistent.textproto", "/nonexistent.textproto"},
       {bench + vmoe_ti + " --steps 0", "--steps"},
+      {bench + vmoe_ti + " --profile 0", "--profile"},
       {bench + vmoe_ti + " --batch 12", "12"},  // not whole routing groups of 8 images
       {std::string(VMOE_BINARY) + " bench", "train"},
   };
