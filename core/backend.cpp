@@ -22,7 +22,7 @@ bool has_entry(const Backend& b, Entry entry);
 const Backend& checked_table(const Backend& b) {
   if (!b.allocator || !b.copy_to_host || !b.copy_from_host || !b.synchronize)
     throw std::logic_error(std::string("backend ") + b.name + " lacks its memory functions");
-  for (int e = 0; e <= int(Entry::bias_gelu_backward); ++e) {
+  for (int e = 0; e <= int(Entry::combine_backward); ++e) {
     const Entry entry = Entry(e);
     if (!is_optional(entry) && !has_entry(b, entry))
       throw std::logic_error(std::string("backend ") + b.name + " lacks the required entry " +
@@ -78,7 +78,8 @@ bool is_optional(Entry entry) {
   return entry == Entry::assign_slots || entry == Entry::adamw_update ||
          entry == Entry::sgd_update || entry == Entry::attention_forward ||
          entry == Entry::attention_backward || entry == Entry::bias_gelu ||
-         entry == Entry::bias_gelu_backward;
+         entry == Entry::bias_gelu_backward || entry == Entry::combine ||
+         entry == Entry::combine_backward;
 }
 
 const char* entry_name(Entry entry) {
@@ -116,7 +117,9 @@ const char* entry_name(Entry entry) {
                                       "attention_forward",
                                       "attention_backward",
                                       "bias_gelu",
-                                      "bias_gelu_backward"};
+                                      "bias_gelu_backward",
+                                      "combine",
+                                      "combine_backward"};
   return names[int(entry)];
 }
 
@@ -201,6 +204,10 @@ bool has_entry(const Backend& b, Entry entry) {
       return b.bias_gelu;
     case Entry::bias_gelu_backward:
       return b.bias_gelu_backward;
+    case Entry::combine:
+      return b.combine;
+    case Entry::combine_backward:
+      return b.combine_backward;
   }
   return false;
 }

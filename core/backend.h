@@ -88,7 +88,9 @@ enum class Entry : uint8_t {
   attention_forward,
   attention_backward,
   bias_gelu,
-  bias_gelu_backward
+  bias_gelu_backward,
+  combine,
+  combine_backward
 };
 
 struct Backend {
@@ -195,6 +197,16 @@ struct Backend {
   // gx [G, R, F] = gy * gelu'(x + bias[g]); the op sums the bias gradient.
   void (*bias_gelu_backward)(const Tensor& x, const Tensor& bias, const Tensor& gy,
                              const Tensor& gx) = nullptr;
+
+  // ---- fused MoE combine (optional; ops::combine composes gather, product and sum without) ----
+  // y [R, D], weights [N, k] (y's dtype), rows [N * k] i64 (-1: dropped) -> out [N, D]:
+  // out[n] = sum_j weights[n, j] * y[rows[n * k + j]], the choices added in order j = 0, 1, ...
+  void (*combine)(const Tensor& y, const Tensor& weights, const Tensor& rows,
+                  const Tensor& out) = nullptr;
+  // Given gout [N, D]: gy [R, D] (rows no choice uses get 0; a row several use, their sum) and
+  // gweights [N, k] (0 for dropped choices).
+  void (*combine_backward)(const Tensor& y, const Tensor& weights, const Tensor& rows,
+                           const Tensor& gout, const Tensor& gy, const Tensor& gweights) = nullptr;
 
   // Whether `entry` handles `dtype` (nullptr: every dtype the op layer allows).
   bool (*supports_dtype)(Entry entry, DType dtype) = nullptr;

@@ -57,6 +57,10 @@ Tensor normal_cdf(const Tensor& x);
 // gelu(x + bias) in one pass (core/ops_bias_gelu.cpp): x [..., F] with bias [F], or
 // x [G, ..., F] with bias [G, F] (one row per leading index: the stacked experts).
 Tensor bias_gelu(const Tensor& x, const Tensor& bias);
+// The MoE combine (core/ops_combine.cpp): y [R, D] expert outputs, weights [N, k], rows i64
+// [N * k] (the row of each choice, -1 dropped) -> [N, D] in y's dtype, out[n] = sum_j
+// weights[n, j] * y[rows[n * k + j]] summed in the weights' dtype.
+Tensor combine(const Tensor& y, const Tensor& weights, const Tensor& rows);
 
 inline Tensor operator+(const Tensor& a, const Tensor& b) {
   return add(a, b);

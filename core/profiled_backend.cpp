@@ -87,6 +87,8 @@ Backend make_timed(const Backend& inner) {
   VMOE_TIME_ENTRY(attention_backward)
   VMOE_TIME_ENTRY(bias_gelu)
   VMOE_TIME_ENTRY(bias_gelu_backward)
+  VMOE_TIME_ENTRY(combine)
+  VMOE_TIME_ENTRY(combine_backward)
   return t;
 }
 

@@ -52,6 +52,8 @@ Backend cpu_kernels() {
       .attention_backward = cpu::attention_backward,
       .bias_gelu = cpu::via_f32::bias_gelu,
       .bias_gelu_backward = cpu::via_f32::bias_gelu_backward,
+      .combine = cpu::combine,
+      .combine_backward = cpu::combine_backward,
       .supports_dtype = cpu::supports_dtype,
   };
 }

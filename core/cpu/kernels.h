@@ -54,6 +54,10 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
 // elementwise.cpp: fused bias + GELU
 void bias_gelu(const Tensor& x, const Tensor& bias, const Tensor& y);
 void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& gy, const Tensor& gx);
+// combine.cpp: the MoE combine (f32, f64)
+void combine(const Tensor& y, const Tensor& weights, const Tensor& rows, const Tensor& out);
+void combine_backward(const Tensor& y, const Tensor& weights, const Tensor& rows,
+                      const Tensor& gout, const Tensor& gy, const Tensor& gweights);
 bool supports_dtype(Entry entry, DType dtype);
 
 // The same entries taking bf16 storage as well (core/cpu/bf16_storage.cpp): bf16 operands

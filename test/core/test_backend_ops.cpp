@@ -82,7 +82,7 @@ std::vector<Device> backends_under_test(std::vector<UnavailableDevice>* unavaila
   return out;
 }
 
-constexpr Entry kLastEntry = Entry::bias_gelu_backward;  // the last enumerator of Entry
+constexpr Entry kLastEntry = Entry::combine_backward;  // the last enumerator of Entry
 
 constexpr DType kFloats[] = {DType::f32, DType::f64, DType::bf16};
 constexpr DType kAllDTypes[] = {DType::f32, DType::f64, DType::bf16,
@@ -824,6 +824,42 @@ void add_nn_cases(Table& t) {
           out.insert(out.end(), {xl.grad(), bl.grad()});
         }
         return out;
+      });
+    }
+    // MoE combine: expert rows [R, D], weights [N, k], rows as routing makes them (each used
+    // once, -1 dropped).
+    struct CombineCase {
+      int64_t rows, d, n, k;
+      std::vector<int64_t> index;
+    };
+    const CombineCase combines[] = {{6, 5, 3, 2, {0, 4, -1, 2, 5, 1}},
+                                    {9, 33, 4, 2, {8, 0, 1, -1, 3, 7, -1, 2}},
+                                    {3, 4, 0, 2, {}}};
+    for (const CombineCase& s : combines) {
+      const std::string name =
+          std::to_string(s.n) + "x" + std::to_string(s.k) + " of " + shape_name({s.rows, s.d});
+      const int64_t m = int64_t(s.index.size());
+      t.add("combine " + name, Entry::combine, dt, [=](Ctx& c) {
+        Tensor y = c.input({s.rows, s.d}), w = c.input({s.n, s.k});
+        Tensor rows = c.index(DType::i64, s.index, {m});
+        Tensor out = c.out({s.n, s.d});
+        c.be().combine(y, w, rows, out);
+        Outputs outs{out};
+        if (c.op_layer()) outs.push_back(combine(y, w, rows));
+        return outs;
+      });
+      t.add("combine backward " + name, Entry::combine_backward, dt, [=](Ctx& c) {
+        Tensor y = c.input({s.rows, s.d}), w = c.input({s.n, s.k}), g = c.input({s.n, s.d});
+        Tensor rows = c.index(DType::i64, s.index, {m});
+        Tensor gy = c.out({s.rows, s.d}), gw = c.out({s.n, s.k});
+        c.be().combine_backward(y, w, rows, g, gy, gw);
+        Outputs outs{gy, gw};
+        if (c.op_layer()) {
+          Tensor yl = leaf(y), wl = leaf(w);
+          combine(yl, wl, rows).backward(g);
+          outs.insert(outs.end(), {yl.grad(), wl.grad()});
+        }
+        return outs;
       });
     }
     // Fused attention: [BH, N, Dh] with N from one token to a ViT-like 50 and a tile edge (64).

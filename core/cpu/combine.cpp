@@ -1,0 +1,82 @@
+// CPU kernels of the MoE combine: each token's output is the weighted sum of the expert-buffer
+// rows its choices landed in, read in place (no [N * k, D] copy of the picked rows).
+#include <algorithm>
+#include <cstring>
+
+#include "core/cpu/cpu_common.h"
+#include "core/cpu/kernels.h"
+
+namespace vmoe::cpu {
+
+void combine(const Tensor& y, const Tensor& weights, const Tensor& rows, const Tensor& out) {
+  const int64_t n = out.size(0), d = out.size(1), k = weights.size(1), r = y.size(0);
+  const int64_t* pr = rows.device_data<int64_t>();
+  check_in_range(out.device(), "combine", "row", pr, n * k, -1, r);
+  dispatch_float(out.dtype(), "combine", [&]<class T>(T) {
+    const T* py = y.device_data<T>();
+    const T* pw = weights.device_data<T>();
+    T* po = out.device_data<T>();
+#pragma omp parallel for if (n * k * d > kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) {
+      T* o = po + i * d;
+      std::fill(o, o + d, T(0));
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t row = pr[i * k + j];
+        if (row < 0 || row >= r) continue;
+        const T w = pw[i * k + j];
+        const T* src = py + row * d;
+        for (int64_t c = 0; c < d; ++c)
+          o[c] += w * src[c];
+      }
+    }
+  });
+}
+
+void combine_backward(const Tensor& y, const Tensor& weights, const Tensor& rows,
+                      const Tensor& gout, const Tensor& gy, const Tensor& gweights) {
+  const int64_t n = gout.size(0), d = gout.size(1), k = weights.size(1), r = y.size(0);
+  const int64_t* pr = rows.device_data<int64_t>();
+  check_in_range(gy.device(), "combine", "row", pr, n * k, -1, r);
+  dispatch_float(gy.dtype(), "combine_backward", [&]<class T>(T) {
+    const T* py = y.device_data<T>();
+    const T* pw = weights.device_data<T>();
+    const T* pg = gout.device_data<T>();
+    T* pgy = gy.device_data<T>();
+    T* pgw = gweights.device_data<T>();
+    if (r * d > 0) std::memset(pgy, 0, size_t(r * d) * sizeof(T));
+    // A row may serve several choices in general (never in routing): split the columns
+    // between threads, never the choices, so that no two threads add to one element.
+    const int64_t chunk = std::max<int64_t>(16, d / 8);
+    const int64_t chunks = (d + chunk - 1) / chunk;
+#pragma omp parallel if (n * k * d > kParallelGrain)
+    {
+#pragma omp for
+      for (int64_t ci = 0; ci < chunks; ++ci) {
+        const int64_t c0 = ci * chunk, c1 = std::min(d, c0 + chunk);
+        for (int64_t a = 0; a < n * k; ++a) {
+          const int64_t row = pr[a];
+          if (row < 0 || row >= r) continue;
+          const T w = pw[a];
+          const T* g = pg + (a / k) * d;
+          T* dst = pgy + row * d;
+          for (int64_t c = c0; c < c1; ++c)
+            dst[c] += w * g[c];
+        }
+      }
+#pragma omp for
+      for (int64_t a = 0; a < n * k; ++a) {
+        const int64_t row = pr[a];
+        T dot = 0;
+        if (row >= 0 && row < r) {
+          const T* g = pg + (a / k) * d;
+          const T* src = py + row * d;
+          for (int64_t c = 0; c < d; ++c)
+            dot += g[c] * src[c];
+        }
+        pgw[a] = dot;
+      }
+    }
+  });
+}
+
+}  // namespace vmoe::cpu
