@@ -25,6 +25,7 @@ struct CostShape {
   DType param = DType::f32;       // parameters and the f32 islands (router, final norm, head)
   bool training = true;           // dropout and router noise on, the training capacity
   bool fused_attention = true;    // the backend's fused attention (else the composed ops)
+  bool fused_combine = true;      // the backend's fused MoE combine (else the composed ops)
   ExchangeKind exchange = ExchangeKind::local;
   int64_t expert_ranks = 1;  // Pe: ranks that split every MoE layer's experts
 };

@@ -76,36 +76,24 @@ FeedForwardOutput MoeLayer::operator()(const Tensor& x, const ForwardContext& ct
     return experts_(tokens);
   });  // [E, R, D]
   region.emplace("moe.combine");
-  Tensor picked = index_select(expert_out.reshape({e * rows, d}), slots.combine_rows);  // [N*k, D]
-  // Combined in the router's dtype (f32 weights, f32 sum over the k choices), then back to
-  // the activation dtype.
-  Tensor out = to_dtype(
-      sum((in_dtype_of(picked, router_kernel) * top.values.reshape({n * k, 1})).reshape({n, k, d}),
-          {1}),
-      x.dtype());  // [N, D]
+  // Each token's choices weighted by their routing weights, summed in the router's dtype (f32
+  // under bf16 activations), in the activation dtype.
+  Tensor out =
+      combine(expert_out.reshape({e * rows, d}), top.values, slots.combine_rows);  // [N, D]
 
   region.emplace("moe.aux_losses");
   // Auxiliary losses, per group then averaged over groups: part of the training objective, so
-  // computed whether or not a report sink is attached.
+  // computed whether or not a report sink is attached. All groups at once (moe_losses.h).
   const int64_t groups = layout.groups();
   Tensor importance, load, gshard;
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t s0 = g * layout.group_size, s = std::min(layout.group_size, n - s0);
-    Tensor imp = importance_loss(p_clean.slice(0, s0, s0 + s));
-    importance = importance.defined() ? importance + imp : imp;
+  if (n > 0) {
+    importance = grouped_importance_loss(p_clean, layout.group_size);
     if (noisy) {
-      Tensor kth = top.indices.slice(0, s0, s0 + s).slice(1, k - 1, k);  // [S, 1]
-      Tensor l =
-          load_loss(logits.slice(0, s0, s0 + s), noisy_logits.slice(0, s0, s0 + s), kth, sigma);
-      load = load.defined() ? load + l : l;
+      Tensor kth = top.indices.slice(1, k - 1, k);  // [N, 1]
+      load = grouped_load_loss(logits, noisy_logits, kth, sigma, layout.group_size);
     }
-    if (config_.gshard_loss_weight > 0) {
-      // [E] fraction of the group's tokens whose first choice is each expert (a constant).
-      Tensor first = top.indices.slice(0, s0, s0 + s).slice(1, 0, 1).reshape({s});
-      Tensor frac = mean(one_hot(first, e, p.dtype()), {0});
-      Tensor gl = gshard_loss(p.slice(0, s0, s0 + s), frac);
-      gshard = gshard.defined() ? gshard + gl : gl;
-    }
+    if (config_.gshard_loss_weight > 0)
+      gshard = grouped_gshard_loss(p, top.indices.slice(1, 0, 1).reshape({n}), layout.group_size);
   }
   const double inv_groups = groups > 0 ? 1.0 / double(groups) : 0.0;
   Tensor aux;
@@ -175,22 +163,37 @@ LayerCost MoeLayer::cost(const CostShape& s, int64_t tokens) const {
   } else {
     c += experts_.cost(e, rows, a, f);
   }
-  c.keep(n * k * d, a);              // picked expert outputs
-  if (a != f) c.keep(n * k * d, f);  // ... in f32
-  c.keep(n * k * d + n * d, f);      // weighted, summed over the k choices
-  if (a != f) c.keep(n * d, a);      // back in the activation dtype
+  if (a == f && s.fused_combine) {
+    c.keep(n * d, a);  // the fused combine's output: it reads the expert rows in place
+  } else {
+    c.keep(n * k * d, a);              // picked expert outputs
+    if (a != f) c.keep(n * k * d, f);  // ... in f32
+    c.keep(n * k * d + n * d, f);      // weighted, summed over the k choices
+    if (a != f) c.keep(n * d, a);      // back in the activation dtype
+  }
   if (noisy) {
     c.keep(n * (1 + 3 * e), f);  // load loss: thresholds, (l - thr), / sigma, Phi
     c.keep(n, DType::i64);       // the k-th choices
   }
-  // Per group: the importance loss (11 small tensors: sum, cv^2), the load loss (14: scale,
-  // mean, cv^2), the GShard loss (10); each summed over the groups (1 per group after the
-  // first), then weighted (2 each) and added (1 each after the first); the report's 2.
-  const int64_t groups = layout.groups();
-  const int64_t losses = 1 + (noisy ? 1 : 0) + (config_.gshard_loss_weight > 0 ? 1 : 0);
-  const int64_t per_group =
-      11 + (noisy ? 14 : 0) + (config_.gshard_loss_weight > 0 ? 10 : 0) + losses;
-  c.small_tensors += groups * per_group - losses + 3 * losses - 1 + 2;
+  // The auxiliary losses (moe_losses.h) per batch of groups, the full ones [G, S, E] and the
+  // last partial one: importance 3 [G, E] tensors and 9 [G]-sized or scalars (sum over the
+  // tokens, cv^2 of each row, sum over the groups), load 4 and 10 (mean, cv^2, sum) besides its
+  // scale, GShard 4 and 7 (fractions, mean, product, mean, E^2, sum); the partial batch's [1, E]
+  // tensors are small. The two batches added (1 each), then weighted (2 each) and added (1
+  // each after the first); the report's 2.
+  const bool gshard = config_.gshard_loss_weight > 0;
+  const int64_t losses = 1 + (noisy ? 1 : 0) + (gshard ? 1 : 0);
+  const int64_t per_batch_rows = 3 + (noisy ? 4 : 0) + (gshard ? 4 : 0);
+  const int64_t per_batch_small = 9 + (noisy ? 10 : 0) + (gshard ? 7 : 0);
+  const int64_t full = layout.full_groups();
+  const bool partial = layout.groups() > full;
+  if (full > 0) {
+    c.keep(per_batch_rows * full * e, f);
+    c.small_tensors += per_batch_small;
+  }
+  if (partial) c.small_tensors += per_batch_rows + per_batch_small;
+  if (full > 0 && partial) c.small_tensors += losses;
+  c.small_tensors += (noisy ? 1 : 0) + 3 * losses - 1 + 2;
   // The k-active estimate: every token computed by exactly k experts, no capacity slack.
   c.active_flops = 2 * n * d * e + 4 * n * k * d * mlp_dim_;
   return c;

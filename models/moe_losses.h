@@ -1,5 +1,8 @@
-// Auxiliary losses of one routing group (PAPER.md "Auxiliary losses").
+// Auxiliary losses of one routing group (PAPER.md "Auxiliary losses"), and their sums over the
+// routing groups of a batch computed with a fixed number of ops.
 #pragma once
+#include <cstdint>
+
 #include "core/ops.h"
 
 namespace vmoe {
@@ -18,5 +21,19 @@ Tensor load_loss(const Tensor& logits, const Tensor& noisy_logits, const Tensor&
 
 // GShard: E^2 * mean_e(top1_fraction_e * mean_s p[s, e]); top1_fraction [E] is a constant.
 Tensor gshard_loss(const Tensor& p, const Tensor& top1_fraction);
+
+// cv_squared of each row: v [G, E] -> [G].
+Tensor cv_squared_rows(const Tensor& v);
+
+// Over the routing groups of [N, E] inputs: consecutive groups of `group_size` tokens, the last
+// one smaller when group_size does not divide N. Each returns the sum over the groups of the
+// single-group loss above (a scalar), computed as one [G, S, E] batch of the full groups plus
+// the last partial group on its own, so the op count does not grow with the groups.
+Tensor grouped_importance_loss(const Tensor& p_clean, int64_t group_size);
+// kth [N, 1] as in load_loss.
+Tensor grouped_load_loss(const Tensor& logits, const Tensor& noisy_logits, const Tensor& kth,
+                         double sigma, int64_t group_size);
+// first i64 [N]: each token's first choice, whose per-group fractions are the constants.
+Tensor grouped_gshard_loss(const Tensor& p, const Tensor& first, int64_t group_size);
 
 }  // namespace vmoe

@@ -1,12 +1,17 @@
 // V-MoE layer tests: capacity, slot assignment (k-major, vanilla vs BPR, drops), auxiliary
-// losses against hand-computed values, finite-difference gradients through the whole layer,
-// the E = 1 dense limit, determinism and batch-split independence of the routing noise.
+// losses against hand-computed values and their batched forms against the per-group ones, the
+// layer's cost of them, finite-difference gradients through the whole layer, the E = 1 dense
+// limit, determinism and batch-split independence of the routing noise.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <numeric>
+#include <utility>
+#include <vector>
 
 #include "core/autograd.h"
+#include "core/backend.h"
 #include "core/ops.h"
 #include "core/optim/adamw.h"
 #include "core/optim/grad_clip.h"
@@ -206,6 +211,85 @@ TEST_CASE("moe: importance and load losses match hand-computed values") {
   CHECK(load_loss(logits, noisy, kth, 1.0).cpu().item() == Approx(var / (m * m)));
   // GShard: E^2 * mean_e(frac_e * mean_s p) with frac = [1, 0] -> 4 * (1 * 0.6 + 0) / 2.
   CHECK(gshard_loss(p, Tensor::from_vector<double>({1.0, 0.0}, {2})).cpu().item() == Approx(1.2));
+}
+
+TEST_CASE("moe: grouped auxiliary losses equal the sums of the per-group losses") {
+  // Values and gradients (f64) of the batched forms against the single-group forms summed over
+  // the groups: groups of 6 tokens with N a multiple, N with a last partial group of 5, and N
+  // smaller than one group.
+  const int64_t e = 5, gs = 6;
+  const double sigma = 0.7;
+  for (int64_t n : {24, 23, 4}) {
+    INFO("n = " << n);
+    const std::vector<double> av =
+        randn({n, e}, RngKey{5, 1}, 0, DType::f64, default_device()).cpu().to_vector<double>();
+    const std::vector<double> bv =
+        randn({n, e}, RngKey{5, 2}, 0, DType::f64, default_device()).cpu().to_vector<double>();
+    const Tensor b0 = Tensor::from_vector(bv, {n, e});
+    const Tensor kth = topk(b0, 2).indices.slice(1, 1, 2);  // [N, 1]
+    const Tensor first = topk(b0, 1).indices.reshape({n});  // [N]
+    struct Result {
+      double value = 0;
+      std::vector<double> ga, gb;
+    };
+    auto run = [&](const std::function<Tensor(const Tensor&, const Tensor&)>& f) {
+      Tensor a = Tensor::from_vector(av, {n, e}).set_requires_grad(true);
+      Tensor b = Tensor::from_vector(bv, {n, e}).set_requires_grad(true);
+      Tensor loss = f(a, b);
+      loss.backward();
+      Result r;
+      r.value = loss.cpu().item();
+      r.ga = a.grad().cpu().to_vector<double>();
+      if (b.grad().defined()) r.gb = b.grad().cpu().to_vector<double>();
+      return r;
+    };
+    auto per_group = [&](const std::function<Tensor(int64_t, int64_t)>& f) {
+      Tensor total;
+      for (int64_t s0 = 0; s0 < n; s0 += gs) {
+        Tensor l = f(s0, std::min(n, s0 + gs));
+        total = total.defined() ? total + l : l;
+      }
+      return total;
+    };
+    auto same = [](const Result& x, const Result& y) {
+      CHECK(x.value == Approx(y.value).epsilon(1e-12));
+      CHECK(x.value > 0);
+      REQUIRE(x.ga.size() == y.ga.size());
+      REQUIRE(x.gb.size() == y.gb.size());
+      for (size_t i = 0; i < x.ga.size(); ++i)
+        CHECK(x.ga[i] == Approx(y.ga[i]).margin(1e-12));
+      for (size_t i = 0; i < x.gb.size(); ++i)
+        CHECK(x.gb[i] == Approx(y.gb[i]).margin(1e-12));
+    };
+    same(run([&](const Tensor& a, const Tensor&) {
+           return grouped_importance_loss(softmax(a), gs);
+         }),
+         run([&](const Tensor& a, const Tensor&) {
+           Tensor p = softmax(a);
+           return per_group(
+               [&](int64_t s0, int64_t s1) { return importance_loss(p.slice(0, s0, s1)); });
+         }));
+    const Result load = run(
+        [&](const Tensor& a, const Tensor& b) { return grouped_load_loss(a, b, kth, sigma, gs); });
+    CHECK(load.gb.size() == size_t(n * e));  // the thresholds' gradient reaches noisy_logits
+    same(load, run([&](const Tensor& a, const Tensor& b) {
+           return per_group([&](int64_t s0, int64_t s1) {
+             return load_loss(a.slice(0, s0, s1), b.slice(0, s0, s1), kth.slice(0, s0, s1), sigma);
+           });
+         }));
+    same(run([&](const Tensor& a, const Tensor&) {
+           return grouped_gshard_loss(softmax(a), first, gs);
+         }),
+         run([&](const Tensor& a, const Tensor&) {
+           Tensor p = softmax(a);
+           return per_group([&](int64_t s0, int64_t s1) {
+             Tensor frac = mean(one_hot(first.slice(0, s0, s1), e, DType::f64), {0});
+             return gshard_loss(p.slice(0, s0, s1), frac);
+           });
+         }));
+  }
+  CHECK_THROWS_WITH(grouped_importance_loss(Tensor::zeros({4, 2}, DType::f64), 0),
+                    Catch::Contains("group_size"));
 }
 
 TEST_CASE("moe: perfectly balanced gates give a finite zero loss and a finite gradient") {
@@ -561,4 +645,40 @@ TEST_CASE("device: a MoE layer's forward, backward and AdamW step read nothing f
   for (int64_t l : stats.expert_load)
     kept += l;
   CHECK(double(kept) == Approx((1 - stats.dropped_fraction) * 30 * 2));
+}
+
+TEST_CASE("moe: the layer's cost counts the load and GShard losses' tensors exactly") {
+  // What a training forward keeps (tape on, input requiring grad) against MoeLayer::cost as the
+  // plan counts it (small tensors take the allocator's smallest block), compared as the change
+  // when the load loss (router noise) and then the GShard loss are switched on, which isolates
+  // the losses' tensors. Sizes are whole size classes so that the two agree exactly: 4 groups
+  // of 2 images x 16 tokens, and batch 9 adds a last group of 1 image.
+  auto in_use = [] {
+    return int64_t(backend_for(default_device()).allocator->stats().in_use_bytes);
+  };
+  for (int64_t batch : {8, 9}) {
+    std::vector<int64_t> planned, real;
+    for (const auto& [noise, gshard] :
+         std::vector<std::pair<double, double>>{{0.0, 0.0}, {1.0, 0.0}, {1.0, 0.2}}) {
+      MoeConfig c;
+      c.num_experts = 4;
+      c.k = 2;
+      c.images_per_group = 2;
+      c.noise_std = noise;
+      c.gshard_loss_weight = gshard;
+      SmallMoe m(c, 16, DType::f32, 8, 8);
+      Tensor x = randn({batch, 16, 8}, RngKey{5, 1}, 0, DType::f32).set_requires_grad(true);
+      const int64_t before = in_use();
+      FeedForwardOutput y = (*m.layer)(x, ForwardContext{Mode::train, RngKey{11, 0}, 0}, 0);
+      real.push_back(in_use() - before);
+      CostShape shape;
+      shape.batch = batch;
+      const LayerCost cost = m.layer->cost(shape, 16);
+      planned.push_back(cost.kept_bytes +
+                        cost.small_tensors * int64_t(CachingAllocator::block_size(1)));
+    }
+    INFO("batch " << batch);
+    CHECK(planned[1] - planned[0] == real[1] - real[0]);
+    CHECK(planned[2] - planned[1] == real[2] - real[1]);
+  }
 }
