@@ -168,6 +168,11 @@ struct SlotAssignment {
 // experts [N, k] i64 chosen experts, best first; order: priority_order(...) or undefined for
 // token order. k-major: every token's 1st choice takes a slot before any token's 2nd.
 SlotAssignment assign_slots(const Tensor& experts, const Tensor& order, const SlotLayout& layout);
+// Routing's dispatch (core/ops_combine.cpp): x [N, D] -> [E * R, D], row r = x[dispatch_rows[r]]
+// (-1: zeros), as index_select. Backward gathers each token's rows through combine_rows, the
+// inverse map assign_slots pairs with dispatch_rows (row combine_rows[n k + j] holds token n),
+// instead of scattering into x's gradient.
+Tensor dispatch(const Tensor& x, const Tensor& dispatch_rows, const Tensor& combine_rows);
 
 // ---- in-place helpers for optimizers and gradients (not recorded) ----
 void add_(Tensor& dst, const Tensor& src, double alpha = 1.0);  // dst += alpha * src

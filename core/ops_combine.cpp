@@ -1,7 +1,8 @@
 // The MoE combine: each token's output is the weighted sum of the expert outputs its choices
-// landed in. Fused, the rows are read in place and backward needs no [N * k, D] copies; without
-// the backend entries (or with weights in another dtype than y: the f32 router island under
-// bf16 activations) it composes gather, cast, product and sum, in the weights' dtype.
+// landed in; and the dispatch, whose backward is a combine with unit weights. Fused, the rows are
+// read in place and backward needs no [N * k, D] copies; without the backend entries (or with
+// weights in another dtype than y: the f32 router island under bf16 activations) it composes
+// gather, cast, product and sum, in the weights' dtype.
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/op_checks.h"
@@ -51,6 +52,35 @@ Tensor combine(const Tensor& y, const Tensor& weights, const Tensor& rows) {
   if (fused) return fused_combine(contiguous(y), contiguous(weights), contiguous(rows));
   const Tensor picked = to_dtype(index_select(y, rows), weights.dtype());  // [N * k, D]
   return to_dtype(sum((picked * reshape(weights, {n * k, 1})).reshape({n, k, d}), {1}), y.dtype());
+}
+
+Tensor dispatch(const Tensor& x, const Tensor& dispatch_rows, const Tensor& combine_rows) {
+  const char* op = "dispatch";
+  check_defined(op, x, "x");
+  check_defined(op, combine_rows, "combine_rows");
+  check_rank(op, x, 2, "x");
+  const int64_t n = x.size(0);
+  if (combine_rows.dtype() != DType::i64 || combine_rows.dim() != 1 ||
+      (n > 0 && combine_rows.size(0) % n != 0) || (n == 0 && combine_rows.size(0) != 0))
+    op_error(op, "combine_rows " + combine_rows.desc() + " must be i64 [N * k] for x " + x.desc());
+  const Backend& backend = backend_for(x.device());
+  if (!needs_grad({&x}) || !backend_supports(backend, Entry::combine, x.dtype()))
+    return index_select(x, dispatch_rows);
+  Tensor out;
+  {
+    NoGrad no_grad;
+    out = index_select(x, dispatch_rows);
+  }
+  const int64_t k = n > 0 ? combine_rows.size(0) / n : 1;
+  const Tensor rows = contiguous(combine_rows);
+  record("dispatch", out, {x},
+         [n, k, rows, shape = x.shape(), dtype = x.dtype(), device = x.device()](const Tensor& g) {
+           Tensor ones = Tensor::full({n, k}, 1.0, dtype, device);
+           Tensor gx = Tensor::empty(shape, dtype, device);
+           backend_for(device).combine(contiguous(g), ones, rows, gx);
+           return std::vector<Tensor>{gx};
+         });
+  return out;
 }
 
 }  // namespace vmoe

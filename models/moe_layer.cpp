@@ -69,7 +69,7 @@ FeedForwardOutput MoeLayer::operator()(const Tensor& x, const ForwardContext& ct
   const int64_t rows = layout.rows_per_expert;
 
   region.emplace("moe.dispatch");
-  Tensor dispatched = index_select(xf, slots.dispatch_rows).reshape({e, rows, d});
+  Tensor dispatched = dispatch(xf, slots.dispatch_rows, slots.combine_rows).reshape({e, rows, d});
   region.emplace("moe.exchange");
   Tensor expert_out = (*exchange_)(dispatched, [this](const Tensor& tokens) {
     ProfileRegion experts_region("moe.experts");
@@ -148,9 +148,12 @@ LayerCost MoeLayer::cost(const CostShape& s, int64_t tokens) const {
   LayerCost c;
   if (a != f) c.keep(n * d, f);  // router input in f32
   c.gemm(2 * n * d * e);
-  c.keep((noisy ? 5 : 2) * n * e, f);        // logits, p_clean (noisy: noise, noisy logits, p)
-  c.keep(n * k, f);                          // top-k values (gather)
-  c.keep(2 * n * k + e * rows, DType::i64);  // top-k indices, combine and dispatch rows
+  c.keep((noisy ? 5 : 2) * n * e, f);  // logits, p_clean (noisy: noise, noisy logits, p)
+  c.keep(n * k, f);                    // top-k values (gather)
+  // The fused combine (and the dispatch, whose backward gathers through the combine rows).
+  const bool fused = a == f && s.fused_combine;
+  c.keep(2 * n * k, DType::i64);             // top-k indices, combine rows
+  if (!fused) c.keep(e * rows, DType::i64);  // dispatch rows, for index_select's backward
   c.keep(e * rows * d, a);                   // dispatched
   const int64_t pe = s.expert_ranks;
   if (s.exchange == ExchangeKind::expert_parallel) {
@@ -163,7 +166,7 @@ LayerCost MoeLayer::cost(const CostShape& s, int64_t tokens) const {
   } else {
     c += experts_.cost(e, rows, a, f);
   }
-  if (a == f && s.fused_combine) {
+  if (fused) {
     c.keep(n * d, a);  // the fused combine's output: it reads the expert rows in place
   } else {
     c.keep(n * k * d, a);              // picked expert outputs

@@ -2,6 +2,7 @@
 // rows its choices landed in, read in place (no [N * k, D] copy of the picked rows).
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "core/cpu/cpu_common.h"
 #include "core/cpu/kernels.h"
@@ -43,24 +44,51 @@ void combine_backward(const Tensor& y, const Tensor& weights, const Tensor& rows
     const T* pg = gout.device_data<T>();
     T* pgy = gy.device_data<T>();
     T* pgw = gweights.device_data<T>();
-    if (r * d > 0) std::memset(pgy, 0, size_t(r * d) * sizeof(T));
-    // A row may serve several choices in general (never in routing): split the columns
-    // between threads, never the choices, so that no two threads add to one element.
-    const int64_t chunk = std::max<int64_t>(16, d / 8);
-    const int64_t chunks = (d + chunk - 1) / chunk;
+    // Routing uses every row for at most one choice: then each row's gradient is written
+    // once, in parallel over rows, from the choice that uses it (a serial pass finds it).
+    std::vector<int64_t> user(size_t(r), -1);
+    bool shared = false;
+    for (int64_t a = 0; a < n * k && !shared; ++a) {
+      const int64_t row = pr[a];
+      if (row < 0 || row >= r) continue;
+      shared = user[size_t(row)] >= 0;
+      user[size_t(row)] = a;
+    }
 #pragma omp parallel if (n * k * d > kParallelGrain)
     {
+      if (!shared) {
 #pragma omp for
-      for (int64_t ci = 0; ci < chunks; ++ci) {
-        const int64_t c0 = ci * chunk, c1 = std::min(d, c0 + chunk);
-        for (int64_t a = 0; a < n * k; ++a) {
-          const int64_t row = pr[a];
-          if (row < 0 || row >= r) continue;
+        for (int64_t row = 0; row < r; ++row) {
+          T* dst = pgy + row * d;
+          const int64_t a = user[size_t(row)];
+          if (a < 0) {
+            std::fill(dst, dst + d, T(0));
+            continue;
+          }
           const T w = pw[a];
           const T* g = pg + (a / k) * d;
-          T* dst = pgy + row * d;
-          for (int64_t c = c0; c < c1; ++c)
-            dst[c] += w * g[c];
+          for (int64_t c = 0; c < d; ++c)
+            dst[c] = w * g[c];
+        }
+      } else {
+        // A row several choices use: their sum, the columns split between threads so that no
+        // two threads add to one element.
+#pragma omp single
+        if (r * d > 0) std::memset(pgy, 0, size_t(r * d) * sizeof(T));
+        const int64_t chunk = std::max<int64_t>(16, d / 8);
+        const int64_t chunks = (d + chunk - 1) / chunk;
+#pragma omp for
+        for (int64_t ci = 0; ci < chunks; ++ci) {
+          const int64_t c0 = ci * chunk, c1 = std::min(d, c0 + chunk);
+          for (int64_t a = 0; a < n * k; ++a) {
+            const int64_t row = pr[a];
+            if (row < 0 || row >= r) continue;
+            const T w = pw[a];
+            const T* g = pg + (a / k) * d;
+            T* dst = pgy + row * d;
+            for (int64_t c = c0; c < c1; ++c)
+              dst[c] += w * g[c];
+          }
         }
       }
 #pragma omp for

@@ -109,3 +109,47 @@ TEST_CASE("combine: argument errors and rows out of range") {
   const Tensor rows = Tensor::from_vector(std::vector<int64_t>{0, 1, 4, 2}, {4}, default_device());
   CHECK_KERNEL_ERROR(combine(y, w, rows), "combine: row 4 at position 2 is outside [-1, 4)");
 }
+
+TEST_CASE("dispatch: backward through the combine rows equals index_select's scatter") {
+  // Slots as the MoE layer assigns them: 3 groups of 7 tokens (the last one of 4), k 2 of 4
+  // experts, a capacity that drops some choices.
+  const int64_t n = 18, k = 2, e = 4, d = 6;
+  std::vector<int64_t> chosen;
+  for (int64_t i = 0; i < n; ++i) {
+    chosen.push_back((i * 3) % e);
+    chosen.push_back((i * 3 + 1 + i % 2) % e);
+  }
+  const SlotLayout layout = [&] {
+    SlotLayout l;
+    l.tokens = n;
+    l.k = k;
+    l.experts = e;
+    l.group_size = 7;
+    l.capacity = 3;
+    l.last_capacity = 2;
+    l.rows_per_expert = 2 * 3 + 2;
+    return l;
+  }();
+  const SlotAssignment slots =
+      assign_slots(Tensor::from_vector(chosen, {n, k}, default_device()), Tensor(), layout);
+  for (const DType dtype : {DType::f64, DType::f32}) {
+    CAPTURE(dtype_name(dtype));
+    const Tensor x0 = randn({n, d}, RngKey{8, 1}, 0, dtype);
+    const Tensor r = randn({e * layout.rows_per_expert, d}, RngKey{8, 2}, 0, dtype);
+    auto grad_of = [&](bool through_combine_rows) {
+      Tensor x = x0.detach();
+      x.set_requires_grad(true);
+      const Tensor out = through_combine_rows ? dispatch(x, slots.dispatch_rows, slots.combine_rows)
+                                              : index_select(x, slots.dispatch_rows);
+      sum_all(out * r).backward();
+      return std::make_pair(values(out), values(x.grad()));
+    };
+    const auto [out, gx] = grad_of(true);
+    const auto [out_ref, gx_ref] = grad_of(false);
+    CHECK(out == out_ref);
+    check_close(gx, gx_ref, dtype == DType::f64 ? 1e-14 : 1e-6);
+  }
+  CHECK_THROWS_WITH(
+      dispatch(Tensor::zeros({4, 2}), slots.dispatch_rows, Tensor::zeros({7}, DType::i64)),
+      Catch::Contains("dispatch: combine_rows [7] i64 must be i64 [N * k]"));
+}
