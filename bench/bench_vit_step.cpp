@@ -1,5 +1,5 @@
 // Benchmark: one training step (forward, softmax cross-entropy, backward, AdamW) of a ViT on
-// random data, with the same arguments as bench/ref/vit_step_torch.py. Prints one JSON line.
+// random data, with the same arguments as bench/ref/train_step_torch.py. Prints one JSON line.
 #include <malloc.h>
 #include <omp.h>
 
