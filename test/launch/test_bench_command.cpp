@@ -83,8 +83,9 @@ TEST_CASE("bench train --profile: the MoE parts, kernels and phases of a V-MoE s
     CHECK(wall.count(region) == 1);
   CHECK(p["moe"]["total_ms"].get<double>() == Approx(moe_total).epsilon(1e-9));
   CHECK(p["moe"]["routing_ms"].get<double>() == Approx(routing).epsilon(1e-9));
-  // Kernels where the layer puts them, in both directions: dispatch is a gather forward and a
-  // scatter-add backward; the experts' GEMMs run both ways; the update in the optimizer phase.
+  // Kernels where the layer puts them, in both directions: dispatch is a gather forward and,
+  // backward, the combine kernel gathering each token's rows back; the combine runs both ways;
+  // the experts' GEMMs too; the update in the optimizer phase.
   std::set<std::tuple<std::string, std::string, std::string>> seen;
   for (const auto& row : p["kernels"]) {
     seen.insert({row["region"].get<std::string>(), row["kernel"].get<std::string>(),
@@ -92,7 +93,10 @@ TEST_CASE("bench train --profile: the MoE parts, kernels and phases of a V-MoE s
     CHECK(row["calls"].get<double>() > 0);
   }
   CHECK(seen.count({"moe.dispatch", "index_select", "forward"}) == 1);
-  CHECK(seen.count({"moe.dispatch", "index_add", "backward"}) == 1);
+  CHECK(seen.count({"moe.dispatch", "combine", "backward"}) == 1);
+  CHECK(seen.count({"moe.dispatch", "index_add", "backward"}) == 0);
+  CHECK(seen.count({"moe.combine", "combine", "forward"}) == 1);
+  CHECK(seen.count({"moe.combine", "combine_backward", "backward"}) == 1);
   CHECK(seen.count({"moe.experts", "gemm", "forward"}) == 1);
   CHECK(seen.count({"moe.experts", "gemm", "backward"}) == 1);
   CHECK(seen.count({"moe.top_k", "topk", "forward"}) == 1);
