@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch reference of one ViT / V-MoE training step, timed: the counterpart of
-`vmoe bench train --json` (launch/bench_command.cpp) and of bench/bench_vit_step.cpp.
+`vmoe bench train --json` (launch/bench_command.cpp) and of bench/bench_train_step.cpp.
 
 One step = forward, softmax cross-entropy (+ the MoE auxiliary losses), backward, AdamW update
 (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 1e-4), float32 on the CPU, on random images.

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/dtype_dispatch.h"
 #include "core/kernel_errors.h"
 #include "core/tensor.h"
 
@@ -13,8 +14,7 @@ namespace vmoe::cpu {
 inline constexpr int64_t kParallelGrain = 1 << 15;
 
 [[noreturn]] inline void unsupported(const char* kernel, DType t) {
-  throw std::invalid_argument(std::string(kernel) + ": dtype " + dtype_name(t) +
-                              " is not supported on cpu");
+  unsupported_dtype(kernel, t, "cpu");
 }
 
 // Serial pass before a kernel's parallel loop: the first of p[0, n) outside [lo, hi) is a
@@ -36,31 +36,13 @@ void check_in_range(Device device, const char* op, const char* what, const I* p,
 // Calls fn(T{}) with T the C++ type of a floating dtype (f32, f64).
 template <class Fn>
 void dispatch_float(DType t, const char* name, Fn&& fn) {
-  switch (t) {
-    case DType::f32:
-      fn(float{});
-      break;
-    case DType::f64:
-      fn(double{});
-      break;
-    default:
-      unsupported(name, t);
-  }
+  dispatch_in<DTypeSet::f32_f64>(t, name, "cpu", fn);
 }
 
 // Calls fn(I{}) with I the C++ type of an index dtype (i32, i64).
 template <class Fn>
 void dispatch_index(DType t, const char* name, Fn&& fn) {
-  switch (t) {
-    case DType::i32:
-      fn(int32_t{});
-      break;
-    case DType::i64:
-      fn(int64_t{});
-      break;
-    default:
-      unsupported(name, t);
-  }
+  dispatch_in<DTypeSet::index>(t, name, "cpu", fn);
 }
 
 // Iterates the elements of NT tensors of one shape with their own strides. Dimensions that

@@ -8,6 +8,7 @@
 #include "core/cuda/element_access.h"
 #include "core/cuda/kernel_bodies.h"
 #include "core/cuda/kernels.h"
+#include "core/dtype_dispatch.h"
 
 namespace vmoe::cuda {
 
@@ -65,31 +66,6 @@ __global__ void scale_kernel(T* dst, double s, StridedIndex<1> idx, int64_t n) {
 
 unsigned blocks_for(int64_t n) {
   return unsigned(element_blocks(n));
-}
-
-// Calls fn(T{}) with T the C++ type stored for dtype t.
-template <class Fn>
-void dispatch_stored(DType t, Fn&& fn) {
-  switch (t) {
-    case DType::f32:
-      fn(float{});
-      break;
-    case DType::f64:
-      fn(double{});
-      break;
-    case DType::bf16:
-      fn(BFloat16{});
-      break;
-    case DType::i32:
-      fn(int32_t{});
-      break;
-    case DType::i64:
-      fn(int64_t{});
-      break;
-    case DType::u8:
-      fn(uint8_t{});
-      break;
-  }
 }
 
 // The unsigned word of a dtype's size: same-dtype copies move bits.

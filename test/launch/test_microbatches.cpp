@@ -15,33 +15,19 @@
 #include "core/optim/adamw.h"
 #include "core/transfer_counts.h"
 #include "launch/train_step.h"
+#include "test/small_vit.h"
 
 using namespace vmoe;
+using vmoe::testing::max_abs_diff;
 
 namespace {
 
-// 16 x 16 images in patches of 4 (17 tokens), dropout on activations and attention; with
-// `moe`, MoE blocks 1 and 3 (E 4, k 2, routing groups of 2 images, noise, BPR, GShard loss).
+// test/small_vit.h's model, 4 blocks; with `moe`, MoE blocks 1 and 3 with BPR and a GShard loss.
 VitConfig small_model(bool moe) {
-  VitConfig c;
-  c.image_size = 16;
-  c.patch_size = 4;
-  c.hidden_size = 32;
-  c.mlp_dim = 64;
-  c.num_heads = 4;
-  c.num_layers = 4;
-  c.dropout_rate = 0.1;
-  c.attention_dropout_rate = 0.1;
-  if (moe) {
-    MoeConfig m;
-    m.num_experts = 4;
-    m.k = 2;
-    m.images_per_group = 2;
-    m.batch_priority = true;
-    m.gshard_loss_weight = 0.01;
-    m.moe_blocks = {1, 3};
-    c.moe = m;
-  }
+  if (!moe) return testing::small_vit(4);
+  VitConfig c = testing::small_vmoe(4, {1, 3});
+  c.moe->batch_priority = true;
+  c.moe->gshard_loss_weight = 0.01;
   return c;
 }
 
@@ -83,14 +69,6 @@ Run train(const VitConfig& config, int64_t microbatches, bool soft) {
     run.params.insert(run.params.end(), v.begin(), v.end());
   }
   return run;
-}
-
-double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
-  REQUIRE(a.size() == b.size());
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    worst = std::max(worst, std::abs(a[i] - b[i]));
-  return worst;
 }
 
 // The figures of M micro-batches against the one-pass step's: the means (losses, MoE

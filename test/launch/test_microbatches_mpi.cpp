@@ -18,30 +18,20 @@
 #include "parallel/gradient_reducer.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/process_groups.h"
+#include "test/small_vit.h"
 
 using namespace vmoe;
+using vmoe::testing::max_abs_diff;
 
 namespace {
 
 constexpr int64_t kBatch = 16;  // global batch
 constexpr int64_t kExperts = 4;
 
+// test/small_vit.h's V-MoE, 2 blocks, MoE in block 1.
 VitConfig small_vmoe(VitConfig::Recompute recompute) {
-  VitConfig c;
+  VitConfig c = testing::small_vmoe(2, {1});
   c.recompute = recompute;
-  c.image_size = 16;
-  c.patch_size = 4;
-  c.hidden_size = 32;
-  c.mlp_dim = 64;
-  c.num_heads = 4;
-  c.num_layers = 2;
-  c.dropout_rate = 0.1;
-  MoeConfig m;
-  m.num_experts = kExperts;
-  m.k = 2;
-  m.images_per_group = 2;
-  m.moe_blocks = {1};
-  c.moe = m;
   return c;
 }
 
@@ -93,14 +83,6 @@ Run train(const ProcessGroups* groups, int64_t microbatches,
     run.launched_early = reducer->buckets_launched_early();
   }
   return run;
-}
-
-double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
-  REQUIRE(a.size() == b.size());
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    worst = std::max(worst, std::abs(a[i] - b[i]));
-  return worst;
 }
 
 }  // namespace

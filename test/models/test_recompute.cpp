@@ -11,31 +11,17 @@
 #include "core/backend.h"
 #include "core/ops.h"
 #include "models/vision_transformer.h"
+#include "test/small_vit.h"
 
 using namespace vmoe;
 
 namespace {
 
-// A small V-MoE: 4 blocks, MoE in 1 and 3 (E 4, k 2, groups of 2 images so that a batch has
-// several groups), dropout everywhere, noisy BPR routing and a GShard loss.
+// test/small_vit.h's V-MoE, 4 blocks, MoE in 1 and 3, with BPR and a GShard loss.
 VitConfig small_vmoe(VitConfig::Recompute recompute) {
-  VitConfig c;
-  c.image_size = 16;
-  c.patch_size = 4;
-  c.hidden_size = 32;
-  c.mlp_dim = 64;
-  c.num_heads = 4;
-  c.num_layers = 4;
-  c.dropout_rate = 0.1;
-  c.attention_dropout_rate = 0.1;
-  MoeConfig moe;
-  moe.num_experts = 4;
-  moe.k = 2;
-  moe.images_per_group = 2;
-  moe.batch_priority = true;
-  moe.gshard_loss_weight = 0.01;
-  moe.moe_blocks = {1, 3};
-  c.moe = moe;
+  VitConfig c = testing::small_vmoe(4, {1, 3});
+  c.moe->batch_priority = true;
+  c.moe->gshard_loss_weight = 0.01;
   c.recompute = recompute;
   return c;
 }
