@@ -180,12 +180,15 @@ struct Backend {
   void (*sgd_update)(const UpdateArgs& args, const SgdOptions& options) = nullptr;
 
   // ---- fused attention (optional; core/ops_attention.cpp composes the ops without it) ----
-  // q, k, v, out [BH, N, Dh]: out = softmax(q k^T * scale) v per leading index; lse [BH, N]
-  // (f64 for f64 inputs, else f32) gets each row's log-sum-exp of the scaled scores, so that
-  // backward recomputes the probabilities instead of keeping [BH, N, N].
+  // q, k, v, out [B, H, N, Dh] views with a contiguous last axis (k, v, and in backward gq, gk,
+  // gv, have q's strides; gout has out's), so that q, k, v can be read in place from a fused
+  // [B, N, 3, H, Dh] projection and out written as [B, N, H, Dh]: out = softmax(q k^T * scale) v
+  // per (b, h); lse [B*H, N] contiguous (f64 for f64 inputs, else f32) gets each row's
+  // log-sum-exp of the scaled scores, so that backward recomputes the probabilities instead of
+  // keeping [B*H, N, N].
   void (*attention_forward)(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                             const Tensor& out, const Tensor& lse) = nullptr;
-  // Given the forward's out and lse and gout [BH, N, Dh], writes gq, gk, gv [BH, N, Dh].
+  // Given the forward's out and lse and gout, writes gq, gk, gv (every element of the views).
   void (*attention_backward)(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                              const Tensor& lse, const Tensor& gout, double scale, const Tensor& gq,
                              const Tensor& gk, const Tensor& gv) = nullptr;

@@ -131,6 +131,12 @@ Tensor image_to_patches(const Tensor& images, int64_t patch);
 enum class AttentionPath : bool { fused_if_available = false, composed = true };
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                  AttentionPath path = AttentionPath::fused_if_available);
+// Multi-head self-attention on a fused projection: qkv [B, N, 3 * H * Dh], read as
+// [B, N, 3, H, Dh] (q, k, v of each head) -> the heads' outputs merged, [B, N, H * Dh]. The
+// fused kernels read q, k, v in place and write the merged heads; otherwise q, k, v are
+// permuted copies and attention() runs on them.
+Tensor self_attention(const Tensor& qkv, int64_t heads, double scale,
+                      AttentionPath path = AttentionPath::fused_if_available);
 
 // ---- indexing ----
 // Rows of x [N, ...] at idx i32/i64 [M] -> [M, ...]; idx -1 gives a zero row. Differentiable.

@@ -18,27 +18,44 @@ namespace vmoe::cpu {
 
 namespace {
 
-// c [m, n] = op(a) op(b), row-major and packed (leading dimension = row length).
+// c [m, n] = op(a) op(b), row-major with leading dimensions lda, ldb, ldc (row strides).
 template <class T>
-void gemm_packed(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
-                 const T* b, T* c) {
+void gemm_rows(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+               const T* b, int64_t ldb, T* c, int64_t ldc) {
   const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-  const int lda = int(trans_a ? m : k), ldb = int(trans_b ? k : n);
   if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a, lda, b, ldb, 0.0f, c,
-                int(n));
+    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb), 0.0f,
+                c, int(ldc));
   else
-    cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0, a, lda, b, ldb, 0.0, c, int(n));
+    cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0, a, int(lda), b, int(ldb), 0.0,
+                c, int(ldc));
 }
 
-// One (batch, head)'s probabilities: qs [N, Dh] = q * scale, p [N, N] = softmax(qs k^T) by
-// rows, with each row's log-sum-exp in lse [N] when given (cpu::softmax's loop, same order).
+// Where the rows of one (batch, head) of a [B, H, N, Dh] view start, and their stride: q, k, v
+// and their gradients share one layout (`in`), out and gout another (`out`).
+struct HeadRows {
+  int64_t heads, item_stride, head_stride, row_stride;
+  explicit HeadRows(const Tensor& x)
+      : heads(x.size(1)),
+        item_stride(x.strides()[0]),
+        head_stride(x.strides()[1]),
+        row_stride(x.strides()[2]) {}
+  int64_t start(int64_t bh) const {
+    return (bh / heads) * item_stride + (bh % heads) * head_stride;
+  }
+};
+
+// One (batch, head)'s probabilities: qs [N, Dh] = q * scale (packed), p [N, N] = softmax(qs k^T)
+// by rows, with each row's log-sum-exp in lse [N] when given (cpu::softmax's loop, same order).
+// q and k rows are `ld` apart.
 template <class T>
-void probabilities(const T* q, const T* k, int64_t n, int64_t dh, T scale, T* qs, T* p, T* lse) {
-  for (int64_t i = 0; i < n * dh; ++i)
-    qs[i] = q[i] * scale;
-  gemm_packed<T>(false, true, n, n, dh, qs, k, p);
+void probabilities(const T* q, const T* k, int64_t ld, int64_t n, int64_t dh, T scale, T* qs, T* p,
+                   T* lse) {
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t j = 0; j < dh; ++j)
+      qs[r * dh + j] = q[r * ld + j] * scale;
+  gemm_rows<T>(false, true, n, n, dh, qs, dh, k, ld, p, n);
   for (int64_t r = 0; r < n; ++r) {
     T* row = p + r * n;
     T m = row[0];
@@ -66,7 +83,8 @@ bool parallel_over_heads(int64_t bh, int64_t n, int64_t dh) {
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                        const Tensor& out, const Tensor& lse) {
-  const int64_t bh = q.size(0), n = q.size(1), dh = q.size(2);
+  const int64_t bh = q.size(0) * q.size(1), n = q.size(2), dh = q.size(3);
+  const HeadRows in(q), o(out);
   dispatch_float(q.dtype(), "attention_forward", [&]<class T>(T) {
     const T *pq = q.device_data<T>(), *pk = k.device_data<T>(), *pv = v.device_data<T>();
     T* po = out.device_data<T>();
@@ -76,20 +94,24 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double
       std::vector<T> qs(size_t(n * dh)), p(size_t(n * n));  // this thread's scratch
 #pragma omp for schedule(static)
       for (int64_t h = 0; h < bh; ++h) {
-        const int64_t off = h * n * dh;
-        probabilities<T>(pq + off, pk + off, n, dh, T(scale), qs.data(), p.data(), pl + h * n);
-        gemm_packed<T>(false, false, n, dh, n, p.data(), pv + off, po + off);  // [N, Dh]
+        const int64_t off = in.start(h);
+        probabilities<T>(pq + off, pk + off, in.row_stride, n, dh, T(scale), qs.data(), p.data(),
+                         pl + h * n);
+        gemm_rows<T>(false, false, n, dh, n, p.data(), n, pv + off, in.row_stride, po + o.start(h),
+                     o.row_stride);  // [N, Dh]
       }
     }
   });
 }
 
-void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& /*out*/,
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& /*lse*/, const Tensor& gout, double scale, const Tensor& gq,
                         const Tensor& gk, const Tensor& gv) {
   // The reference recomputes the softmax exactly as the forward did (out and lse are for
   // kernels that take the probabilities as exp(s - lse)).
-  const int64_t bh = q.size(0), n = q.size(1), dh = q.size(2);
+  const int64_t bh = q.size(0) * q.size(1), n = q.size(2), dh = q.size(3);
+  const HeadRows in(q), o(out);
+  const int64_t ld = in.row_stride, ldo = o.row_stride;
   dispatch_float(q.dtype(), "attention_backward", [&]<class T>(T) {
     const T *pq = q.device_data<T>(), *pk = k.device_data<T>(), *pv = v.device_data<T>();
     const T* pg = gout.device_data<T>();
@@ -100,10 +122,11 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
       std::vector<T> qs(size_t(n * dh)), p(size_t(n * n)), dp(size_t(n * n));
 #pragma omp for schedule(static)
       for (int64_t h = 0; h < bh; ++h) {
-        const int64_t off = h * n * dh;
-        probabilities<T>(pq + off, pk + off, n, dh, s, qs.data(), p.data(), nullptr);
-        gemm_packed<T>(true, false, n, dh, n, p.data(), pg + off, pgv + off);  // dV = P^T dO
-        gemm_packed<T>(false, true, n, n, dh, pg + off, pv + off, dp.data());  // dP = dO V^T
+        const int64_t off = in.start(h);
+        const T* g = pg + o.start(h);
+        probabilities<T>(pq + off, pk + off, ld, n, dh, s, qs.data(), p.data(), nullptr);
+        gemm_rows<T>(true, false, n, dh, n, p.data(), n, g, ldo, pgv + off, ld);  // dV = P^T dO
+        gemm_rows<T>(false, true, n, n, dh, g, ldo, pv + off, ld, dp.data(), n);  // dP = dO V^T
         for (int64_t r = 0; r < n; ++r) {  // dS = P * (dP - sum(dP * P)), softmax_backward's
           const T* pr = p.data() + r * n;
           T* dr = dp.data() + r * n;
@@ -113,10 +136,13 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
           for (int64_t j = 0; j < n; ++j)
             dr[j] = pr[j] * (dr[j] - sum);
         }
-        gemm_packed<T>(false, false, n, dh, n, dp.data(), pk + off, pgq + off);  // dQs = dS K
-        for (int64_t i = 0; i < n * dh; ++i)
-          pgq[off + i] *= s;  // through qs = q * scale
-        gemm_packed<T>(true, false, n, dh, n, dp.data(), qs.data(), pgk + off);  // dK = dS^T Qs
+        T* dq = pgq + off;
+        gemm_rows<T>(false, false, n, dh, n, dp.data(), n, pk + off, ld, dq, ld);  // dQs = dS K
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t j = 0; j < dh; ++j)
+            dq[r * ld + j] *= s;  // through qs = q * scale
+        gemm_rows<T>(true, false, n, dh, n, dp.data(), n, qs.data(), dh, pgk + off,
+                     ld);  // dK = dS^T Qs
       }
     }
   });

@@ -3,8 +3,11 @@
 // phases on the host over the same grid (test/core/test_attention.cpp) and compare them with the
 // CPU backend. Host and device code alike: nothing here needs Tensor.
 //
-// q, k, v, out, their gradients [BH, N, Dh] (stored T: f32, f64 or bf16); lse [BH, N] in the
-// compute type C (f32 for f32 and bf16, f64 for f64). Sized for ViT (N 50..577, Dh <= 128).
+// q, k, v, out, their gradients [B, H, N, Dh] views with a contiguous last axis (stored T: f32,
+// f64 or bf16): q, k, v, gq, gk, gv in one layout (AttentionShape::in), out and gout in another
+// (AttentionShape::out), e.g. read in place from a [B, N, 3, H, Dh] projection and written as
+// [B, N, H, Dh]; lse [BH, N] contiguous in the compute type C (f32 for f32 and bf16, f64 for
+// f64). Sized for ViT (N 50..577, Dh <= 128).
 //
 // Forward and dQ: one block per (head, tile of kAttentionBlockRows query rows), one thread per
 // query row, its row state (scaled q, accumulators) in the thread's own memory. The block walks
@@ -32,9 +35,27 @@ inline constexpr int64_t kAttentionMaxHeadDim = 128;
 template <class C>
 inline constexpr int64_t attention_tile_rows = sizeof(C) == 8 ? 16 : 32;
 
+// Where the rows of the heads of a [B, H, N, Dh] view start: head `bh` of B*H is (item bh / H,
+// head bh % H); strides in elements.
+struct AttentionLayout {
+  int64_t heads = 1;  // H
+  int64_t item_stride = 0, head_stride = 0, row_stride = 0;
+  // Offset of row `row` of head `bh`.
+  VMOE_HD int64_t at(int64_t bh, int64_t row) const {
+    return (bh / heads) * item_stride + (bh % heads) * head_stride + row * row_stride;
+  }
+};
+
 struct AttentionShape {
   int64_t bh = 0, n = 0, dh = 0;  // heads (batch * heads), tokens, head dimension
+  AttentionLayout in, out;        // of q, k, v and their gradients; of out and gout
 };
+
+// The shape of contiguous [BH, N, Dh] tensors.
+inline AttentionShape contiguous_attention_shape(int64_t bh, int64_t n, int64_t dh) {
+  const AttentionLayout packed{1, n * dh, 0, dh};
+  return AttentionShape{bh, n, dh, packed, packed};
+}
 
 // The blocks of one head: ceil(n / kAttentionBlockRows).
 VMOE_HD inline int64_t attention_blocks_per_head(int64_t n) {
@@ -55,24 +76,26 @@ VMOE_HD inline AttentionRow attention_row(int64_t block, int64_t thread, int64_t
   return r;
 }
 
-// Copies rows [row0, row0 + rows) of a head's [n, dh] matrix into tile [rows, dh] (compute
-// type, scaled by `scale`; rows past n as zeros), the block's threads striding over elements.
+// Copies rows [row0, row0 + rows) of a head's [n, dh] matrix (in `layout`) into tile [rows, dh]
+// (compute type, scaled by `scale`; rows past n as zeros), the block's threads striding over
+// elements.
 template <class T, class C>
-VMOE_HD inline void attention_copy_tile(const T* x, const AttentionShape& s, int64_t head,
-                                        int64_t row0, C scale, C* tile, int64_t thread,
-                                        int64_t threads) {
+VMOE_HD inline void attention_copy_tile(const T* x, const AttentionLayout& layout,
+                                        const AttentionShape& s, int64_t head, int64_t row0,
+                                        C scale, C* tile, int64_t thread, int64_t threads) {
   const int64_t rows = attention_tile_rows<C>;
   for (int64_t e = thread; e < rows * s.dh; e += threads) {
     const int64_t j = e / s.dh, d = e % s.dh, r = row0 + j;
-    tile[e] = r < s.n ? load(x[(head * s.n + r) * s.dh + d]) * scale : C(0);
+    tile[e] = r < s.n ? load(x[layout.at(head, r) + d]) * scale : C(0);
   }
 }
 
-// Loads one row of a head's [n, dh] matrix (times scale) into dst [dh].
+// Loads one row of a head's [n, dh] matrix (in `layout`, times scale) into dst [dh].
 template <class T, class C>
-VMOE_HD inline void attention_load_row(const T* x, const AttentionShape& s, const AttentionRow& r,
-                                       C scale, C* dst) {
-  const T* src = x + (r.head * s.n + r.row) * s.dh;
+VMOE_HD inline void attention_load_row(const T* x, const AttentionLayout& layout,
+                                       const AttentionShape& s, const AttentionRow& r, C scale,
+                                       C* dst) {
+  const T* src = x + layout.at(r.head, r.row);
   for (int64_t d = 0; d < s.dh; ++d)
     dst[d] = load(src[d]) * scale;
 }
@@ -103,7 +126,7 @@ VMOE_HD inline void attention_forward_begin(int64_t block, int64_t thread, const
   st.l = 0;
   for (int64_t d = 0; d < kAttentionMaxHeadDim; ++d)
     st.acc[d] = 0;
-  if (r.valid) attention_load_row(q, s, r, scale, st.q);
+  if (r.valid) attention_load_row(q, s.in, s, r, scale, st.q);
 }
 
 // The block's threads copy keys and values [key0, key0 + tile rows) into shared memory.
@@ -112,8 +135,8 @@ VMOE_HD inline void attention_load_kv(int64_t block, int64_t thread, int64_t thr
                                       const T* v, const AttentionShape& s, int64_t key0, C* k_tile,
                                       C* v_tile) {
   const int64_t head = attention_row(block, 0, s.n).head;
-  attention_copy_tile(k, s, head, key0, C(1), k_tile, thread, threads);
-  attention_copy_tile(v, s, head, key0, C(1), v_tile, thread, threads);
+  attention_copy_tile(k, s.in, s, head, key0, C(1), k_tile, thread, threads);
+  attention_copy_tile(v, s.in, s, head, key0, C(1), v_tile, thread, threads);
 }
 
 // The thread's query row takes the keys of the tile: the online softmax step.
@@ -151,7 +174,7 @@ VMOE_HD inline void attention_forward_end(int64_t block, int64_t thread, const A
                                           const AttentionForwardState<C>& st, T* out, C* lse) {
   const AttentionRow r = attention_row(block, thread, s.n);
   if (!r.valid) return;
-  T* dst = out + (r.head * s.n + r.row) * s.dh;
+  T* dst = out + s.out.at(r.head, r.row);
   const C inv = C(1) / st.l;
   for (int64_t d = 0; d < s.dh; ++d)
     store(dst[d], st.acc[d] * inv);
@@ -177,9 +200,9 @@ VMOE_HD inline void attention_grad_q_begin(int64_t block, int64_t thread, const 
     st.dq[d] = 0;
   st.lse = st.delta = 0;
   if (!r.valid) return;
-  attention_load_row(q, s, r, scale, st.q);
-  attention_load_row(gout, s, r, C(1), st.go);
-  const T* o = out + (r.head * s.n + r.row) * s.dh;
+  attention_load_row(q, s.in, s, r, scale, st.q);
+  attention_load_row(gout, s.out, s, r, C(1), st.go);
+  const T* o = out + s.out.at(r.head, r.row);
   for (int64_t d = 0; d < s.dh; ++d)
     st.delta += st.go[d] * load(o[d]);
   st.lse = lse[r.head * s.n + r.row];
@@ -207,7 +230,7 @@ VMOE_HD inline void attention_grad_q_end(int64_t block, int64_t thread, const At
                                          C scale, const AttentionGradQState<C>& st, T* gq) {
   const AttentionRow r = attention_row(block, thread, s.n);
   if (!r.valid) return;
-  T* dst = gq + (r.head * s.n + r.row) * s.dh;
+  T* dst = gq + s.in.at(r.head, r.row);
   for (int64_t d = 0; d < s.dh; ++d)
     store(dst[d], st.dq[d] * scale);  // through q * scale
 }
@@ -236,8 +259,8 @@ VMOE_HD inline void attention_grad_kv_begin(int64_t block, int64_t thread, const
   for (int64_t d = 0; d < kAttentionMaxHeadDim; ++d)
     st.dk[d] = st.dv[d] = 0;
   if (!r.valid) return;
-  attention_load_row(k, s, r, C(1), st.k);
-  attention_load_row(v, s, r, C(1), st.v);
+  attention_load_row(k, s.in, s, r, C(1), st.k);
+  attention_load_row(v, s.in, s, r, C(1), st.v);
 }
 
 // The block's threads copy queries [q0, q0 + tile rows): q * scale, gout, lse and
@@ -249,14 +272,14 @@ VMOE_HD inline void attention_load_queries(int64_t block, int64_t thread, int64_
                                            const AttentionQueryTile<C>& tile) {
   const int64_t head = attention_row(block, 0, s.n).head;
   const int64_t rows = attention_tile_rows<C>;
-  attention_copy_tile(q, s, head, q0, scale, tile.q, thread, threads);
-  attention_copy_tile(gout, s, head, q0, C(1), tile.go, thread, threads);
+  attention_copy_tile(q, s.in, s, head, q0, scale, tile.q, thread, threads);
+  attention_copy_tile(gout, s.out, s, head, q0, C(1), tile.go, thread, threads);
   for (int64_t j = thread; j < rows; j += threads) {
     const int64_t row = q0 + j;
     C delta = 0;
     if (row < s.n) {
-      const T* o = out + (head * s.n + row) * s.dh;
-      const T* g = gout + (head * s.n + row) * s.dh;
+      const T* o = out + s.out.at(head, row);
+      const T* g = gout + s.out.at(head, row);
       for (int64_t d = 0; d < s.dh; ++d)
         delta += load(g[d]) * load(o[d]);
     }
@@ -290,7 +313,7 @@ VMOE_HD inline void attention_grad_kv_end(int64_t block, int64_t thread, const A
                                           const AttentionGradKvState<C>& st, T* gk, T* gv) {
   const AttentionRow r = attention_row(block, thread, s.n);
   if (!r.valid) return;
-  const int64_t off = (r.head * s.n + r.row) * s.dh;
+  const int64_t off = s.in.at(r.head, r.row);
   for (int64_t d = 0; d < s.dh; ++d) {
     store(gk[off + d], st.dk[d]);
     store(gv[off + d], st.dv[d]);

@@ -1,6 +1,7 @@
 // Launchers of the CUDA fused attention kernels (attention_kernels.cu) on device pointers of one
 // dtype (f32, f64, bf16) and a stream; their math is attention_bodies.h. q, k, v, out and the
-// gradients are [BH, N, Dh] contiguous, lse [BH, N] in f64 for f64 and f32 otherwise.
+// gradients are [B, H, N, Dh] views laid out as `shape` says, lse [BH, N] contiguous in f64 for
+// f64 and f32 otherwise.
 // Every launcher checks the launch with VMOE_CUDA_CHECK.
 #pragma once
 #include <cuda_runtime_api.h>

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/autograd.h"
@@ -107,6 +108,68 @@ TEST_CASE("attention: arguments that do not fit name what was expected") {
       Catch::Contains("N, Dh > 0"));
 }
 
+namespace {
+
+// The output and the gradient of sum(self_attention(qkv) * r) on one path.
+std::vector<double> run_self_attention(const Shape& qkv_shape, int64_t heads, DType dtype,
+                                       AttentionPath path, Device device, uint64_t seed,
+                                       std::vector<double>* grad) {
+  Tensor qkv = randn(qkv_shape, RngKey{seed, 1}, 0, dtype, device);
+  qkv.set_requires_grad(true);
+  const int64_t d = qkv_shape[2] / 3;
+  Tensor r = randn({qkv_shape[0], qkv_shape[1], d}, RngKey{seed, 2}, 0, dtype, device);
+  Tensor out = self_attention(qkv, heads, 1.0 / std::sqrt(double(d / heads)), path);
+  sum_all(out * r).backward();
+  *grad = values(qkv.grad());
+  return values(out);
+}
+
+}  // namespace
+
+TEST_CASE("self_attention: views of the projection equal the permuted copies") {
+  // [B, N, 3 * H * Dh]: ViT-Ti's 17 tokens and 3 heads of 64, and a second layout.
+  const std::pair<Shape, int64_t> cases[] = {{{4, 17, 3 * 192}, 3}, {{2, 50, 3 * 32}, 4}};
+  for (const auto& [shape, heads] : cases) {
+    CAPTURE(shape_str(shape), heads);
+    for (DType dtype : {DType::f64, DType::f32}) {
+      const double tol = dtype == DType::f64 ? 1e-12 : 1e-5;  // as for attention above
+      std::vector<double> g_fused, g_composed;
+      const std::vector<double> fused = run_self_attention(
+          shape, heads, dtype, AttentionPath::fused_if_available, kCpu, 3, &g_fused);
+      const std::vector<double> composed =
+          run_self_attention(shape, heads, dtype, AttentionPath::composed, kCpu, 3, &g_composed);
+      CHECK(max_rel_error(fused, composed) <= tol);
+      CHECK(max_rel_error(g_fused, g_composed) <= tol);
+    }
+  }
+}
+
+TEST_CASE("self_attention: finite-difference gradients in f64, fused and composed") {
+  for (AttentionPath path : {AttentionPath::fused_if_available, AttentionPath::composed}) {
+    CAPTURE(path == AttentionPath::composed ? "composed" : "fused");
+    Tensor qkv = randn({2, 5, 3 * 6}, RngKey{78, 1}, 0, DType::f64);
+    qkv.set_requires_grad(true);
+    VMOE_CHECK_GRADCHECK(
+        [path](const std::vector<Tensor>& in) { return self_attention(in[0], 2, 0.6, path); },
+        {qkv});
+  }
+}
+
+TEST_CASE("self_attention: counts attention's FLOPs, and bad shapes name what was expected") {
+  for (AttentionPath path : {AttentionPath::fused_if_available, AttentionPath::composed}) {
+    Tensor qkv = randn({2, 17, 3 * 24}, RngKey{4, 1}).set_requires_grad(true);
+    FlopCount count;
+    sum_all(self_attention(qkv, 3, 0.25, path)).backward();
+    CHECK(count.flops() == 6 * (2 * 6 * 17 * 17 * 8));  // 2 forward, 4 backward products
+  }
+  CHECK_THROWS_WITH(self_attention(Tensor::zeros({2, 5, 10}), 2, 1.0),
+                    Catch::Contains("self_attention: qkv must be [B, N, 3 * heads * Dh]") &&
+                        Catch::Contains("[2, 5, 10]"));
+  CHECK_THROWS_WITH(self_attention(Tensor::zeros({2, 5, 12}), 0, 1.0),
+                    Catch::Contains("heads must be >= 1, got 0"));
+  CHECK_THROWS_WITH(self_attention(Tensor::zeros({5, 12}), 2, 1.0), Catch::Contains("[5, 12]"));
+}
+
 // ---------------------------------------------------------------- CUDA bodies on the host
 
 namespace {
@@ -115,37 +178,62 @@ using cuda::AttentionShape;
 
 template <class T>
 struct HostOutputs {
-  std::vector<T> out, gq, gk, gv;
+  std::vector<T> out, grads;  // grads: the storage of gq, gk and gv
   std::vector<cuda::compute_t<T>> lse;
 };
 
+// The buffers of one run of the kernels: q, k, v (and gq, gk, gv) at offsets of one storage,
+// out and gout in another, laid out as `s` says.
+struct AttentionBuffers {
+  AttentionShape s;
+  int64_t input_numel = 0, output_numel = 0;
+  int64_t offset[3] = {0, 0, 0};  // q, k, v in the input storage
+};
+
+// Separate contiguous q, k, v [BH, N, Dh] (one storage, one after another).
+AttentionBuffers separate_buffers(int64_t bh, int64_t n, int64_t dh) {
+  const int64_t numel = bh * n * dh;
+  return {cuda::contiguous_attention_shape(bh, n, dh), 3 * numel, numel, {0, numel, 2 * numel}};
+}
+
+// A fused projection qkv [B, N, 3, H, Dh] and merged heads out [B, N, H, Dh]: the layout of
+// self_attention.
+AttentionBuffers projection_buffers(int64_t b, int64_t h, int64_t n, int64_t dh) {
+  const int64_t d = h * dh;
+  const cuda::AttentionLayout in{h, n * 3 * d, dh, 3 * d}, out{h, n * d, dh, d};
+  return {{b * h, n, dh, in, out}, b * n * 3 * d, b * n * d, {0, d, 2 * d}};
+}
+
 // attention_kernels.cu's three kernels, phase by phase over every block and thread: each phase
 // runs for all of a block's threads before the next one (the barriers), with the block's
-// shared tiles and per-thread states kept here.
+// shared tiles and per-thread states kept here. `in` holds q, k, v; `gout` is in out's layout.
 template <class T>
-HostOutputs<T> run_bodies(const std::vector<T>& q, const std::vector<T>& k, const std::vector<T>& v,
-                          const std::vector<T>& gout, const AttentionShape& s, double scale_in) {
+HostOutputs<T> run_bodies(const std::vector<T>& in, const std::vector<T>& gout,
+                          const AttentionBuffers& buf, double scale_in) {
   using C = cuda::compute_t<T>;
+  const AttentionShape& s = buf.s;
+  const T *q = in.data() + buf.offset[0], *k = in.data() + buf.offset[1],
+          *v = in.data() + buf.offset[2];
   const C scale = C(scale_in);
   const int64_t threads = cuda::kAttentionBlockRows;
   const int64_t rows = cuda::attention_tile_rows<C>;
   const int64_t blocks = s.bh * cuda::attention_blocks_per_head(s.n);
-  const size_t numel = size_t(s.bh * s.n * s.dh);
   HostOutputs<T> o;
-  o.out.assign(numel, T{});
-  o.gq = o.gk = o.gv = o.out;
+  o.out.assign(size_t(buf.output_numel), T{});
+  o.grads.assign(size_t(buf.input_numel), T{});  // gq, gk, gv: views of one storage, like q, k, v
   o.lse.assign(size_t(s.bh * s.n), C(NAN));
+  T *gq = o.grads.data() + buf.offset[0], *gk = o.grads.data() + buf.offset[1],
+    *gv = o.grads.data() + buf.offset[2];
   std::vector<C> tile_a(size_t(rows * cuda::kAttentionMaxHeadDim));
   std::vector<C> tile_b = tile_a, lse_tile(static_cast<size_t>(rows)),
                  delta_tile(static_cast<size_t>(rows));
   for (int64_t b = 0; b < blocks; ++b) {
     std::vector<cuda::AttentionForwardState<C>> st(static_cast<size_t>(threads));
     for (int64_t t = 0; t < threads; ++t)
-      cuda::attention_forward_begin(b, t, q.data(), s, scale, st[size_t(t)]);
+      cuda::attention_forward_begin(b, t, q, s, scale, st[size_t(t)]);
     for (int64_t key0 = 0; key0 < s.n; key0 += rows) {
       for (int64_t t = 0; t < threads; ++t)
-        cuda::attention_load_kv(b, t, threads, k.data(), v.data(), s, key0, tile_a.data(),
-                                tile_b.data());
+        cuda::attention_load_kv(b, t, threads, k, v, s, key0, tile_a.data(), tile_b.data());
       for (int64_t t = 0; t < threads; ++t)
         cuda::attention_forward_update(b, t, s, key0, tile_a.data(), tile_b.data(), st[size_t(t)]);
     }
@@ -155,33 +243,32 @@ HostOutputs<T> run_bodies(const std::vector<T>& q, const std::vector<T>& k, cons
   for (int64_t b = 0; b < blocks; ++b) {
     std::vector<cuda::AttentionGradQState<C>> st(static_cast<size_t>(threads));
     for (int64_t t = 0; t < threads; ++t)
-      cuda::attention_grad_q_begin(b, t, q.data(), o.out.data(), o.lse.data(), gout.data(), s,
-                                   scale, st[size_t(t)]);
+      cuda::attention_grad_q_begin(b, t, q, o.out.data(), o.lse.data(), gout.data(), s, scale,
+                                   st[size_t(t)]);
     for (int64_t key0 = 0; key0 < s.n; key0 += rows) {
       for (int64_t t = 0; t < threads; ++t)
-        cuda::attention_load_kv(b, t, threads, k.data(), v.data(), s, key0, tile_a.data(),
-                                tile_b.data());
+        cuda::attention_load_kv(b, t, threads, k, v, s, key0, tile_a.data(), tile_b.data());
       for (int64_t t = 0; t < threads; ++t)
         cuda::attention_grad_q_update(b, t, s, key0, tile_a.data(), tile_b.data(), st[size_t(t)]);
     }
     for (int64_t t = 0; t < threads; ++t)
-      cuda::attention_grad_q_end(b, t, s, scale, st[size_t(t)], o.gq.data());
+      cuda::attention_grad_q_end(b, t, s, scale, st[size_t(t)], gq);
   }
   const cuda::AttentionQueryTile<C> tile{tile_a.data(), tile_b.data(), lse_tile.data(),
                                          delta_tile.data()};
   for (int64_t b = 0; b < blocks; ++b) {
     std::vector<cuda::AttentionGradKvState<C>> st(static_cast<size_t>(threads));
     for (int64_t t = 0; t < threads; ++t)
-      cuda::attention_grad_kv_begin(b, t, k.data(), v.data(), s, st[size_t(t)]);
+      cuda::attention_grad_kv_begin(b, t, k, v, s, st[size_t(t)]);
     for (int64_t q0 = 0; q0 < s.n; q0 += rows) {
       for (int64_t t = 0; t < threads; ++t)
-        cuda::attention_load_queries(b, t, threads, q.data(), o.out.data(), o.lse.data(),
-                                     gout.data(), s, q0, scale, tile);
+        cuda::attention_load_queries(b, t, threads, q, o.out.data(), o.lse.data(), gout.data(), s,
+                                     q0, scale, tile);
       for (int64_t t = 0; t < threads; ++t)
         cuda::attention_grad_kv_update(b, t, s, q0, tile, st[size_t(t)]);
     }
     for (int64_t t = 0; t < threads; ++t)
-      cuda::attention_grad_kv_end(b, t, s, st[size_t(t)], o.gk.data(), o.gv.data());
+      cuda::attention_grad_kv_end(b, t, s, st[size_t(t)], gk, gv);
   }
   return o;
 }
@@ -194,20 +281,31 @@ std::vector<double> as_doubles(const std::vector<T>& v) {
   return d;
 }
 
-// The CPU kernels on the same values: out, lse and the gradients (f64 for comparison).
+// The [B, H, N, Dh] view of `storage` with a layout of `buf` at `offset`.
+Tensor layout_view(const Tensor& storage, const AttentionBuffers& buf,
+                   const cuda::AttentionLayout& l, int64_t offset) {
+  const AttentionShape& s = buf.s;
+  return Tensor::view_of(storage.storage(), {s.bh / l.heads, l.heads, s.n, s.dh},
+                         {l.item_stride, l.head_stride, l.row_stride, 1}, offset, storage.dtype());
+}
+
+// The CPU kernels on the same values and layouts: out, lse and the gradients' storage (f64).
 struct CpuRun {
-  std::vector<double> out, lse, gq, gk, gv;
+  std::vector<double> out, lse, grads;
 };
-CpuRun run_cpu_kernels(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gout,
+CpuRun run_cpu_kernels(const Tensor& in, const Tensor& gout, const AttentionBuffers& buf,
                        double scale) {
   const Backend& cpu = cpu_backend();
-  const DType lse_dtype = q.dtype() == DType::f64 ? DType::f64 : DType::f32;
-  Tensor out = Tensor::empty(q.shape(), q.dtype(), kCpu);
-  Tensor lse = Tensor::empty({q.size(0), q.size(1)}, lse_dtype, kCpu);
-  Tensor gq = Tensor::empty(q.shape(), q.dtype(), kCpu), gk = gq.clone(), gv = gq.clone();
-  cpu.attention_forward(q, k, v, scale, out, lse);
-  cpu.attention_backward(q, k, v, out, lse, gout, scale, gq, gk, gv);
-  return {values(out), values(lse), values(gq), values(gk), values(gv)};
+  const DType dtype = in.dtype(), lse_dtype = dtype == DType::f64 ? DType::f64 : DType::f32;
+  Tensor out = Tensor::empty({buf.output_numel}, dtype, kCpu);
+  Tensor lse = Tensor::empty({buf.s.bh, buf.s.n}, lse_dtype, kCpu);
+  Tensor grads = Tensor::empty({buf.input_numel}, dtype, kCpu);
+  auto input = [&](const Tensor& x, int i) { return layout_view(x, buf, buf.s.in, buf.offset[i]); };
+  auto output = [&](const Tensor& x) { return layout_view(x, buf, buf.s.out, 0); };
+  cpu.attention_forward(input(in, 0), input(in, 1), input(in, 2), scale, output(out), lse);
+  cpu.attention_backward(input(in, 0), input(in, 1), input(in, 2), output(out), lse, output(gout),
+                         scale, input(grads, 0), input(grads, 1), input(grads, 2));
+  return {values(out), values(lse), values(grads)};
 }
 
 template <class T>
@@ -215,63 +313,55 @@ std::vector<T> host_values(const Tensor& t) {
   return t.cpu().to_vector<T>();
 }
 
-// Bodies (stored T) against the CPU kernels on the same inputs, within `tol`.
+// Bodies (stored T) against the CPU kernels on the same inputs and layout, within `tol`.
 template <class T>
-void check_bodies(const AttentionShape& s, DType dtype, double tol) {
-  const Shape shape{s.bh, s.n, s.dh};
-  Tensor q = randn(shape, RngKey{31, 1}, 0, dtype, kCpu);
-  Tensor k = randn(shape, RngKey{31, 2}, 0, dtype, kCpu);
-  Tensor v = randn(shape, RngKey{31, 3}, 0, dtype, kCpu);
-  Tensor g = randn(shape, RngKey{31, 4}, 0, dtype, kCpu);
-  const double scale = 1.0 / std::sqrt(double(s.dh));
-  const HostOutputs<T> got = run_bodies<T>(host_values<T>(q), host_values<T>(k), host_values<T>(v),
-                                           host_values<T>(g), s, scale);
-  const CpuRun want = run_cpu_kernels(q, k, v, g, scale);
+void check_bodies(const AttentionBuffers& buf, DType dtype, double tol) {
+  const Tensor in = randn({buf.input_numel}, RngKey{31, 1}, 0, dtype, kCpu);
+  const Tensor g = randn({buf.output_numel}, RngKey{31, 4}, 0, dtype, kCpu);
+  const double scale = 1.0 / std::sqrt(double(buf.s.dh));
+  const HostOutputs<T> got = run_bodies<T>(host_values<T>(in), host_values<T>(g), buf, scale);
+  const CpuRun want = run_cpu_kernels(in, g, buf, scale);
   CHECK(max_rel_error(as_doubles(got.out), want.out) <= tol);
   CHECK(max_rel_error(as_doubles(got.lse), want.lse) <= tol);
-  CHECK(max_rel_error(as_doubles(got.gq), want.gq) <= tol);
-  CHECK(max_rel_error(as_doubles(got.gk), want.gk) <= tol);
-  CHECK(max_rel_error(as_doubles(got.gv), want.gv) <= tol);
+  CHECK(max_rel_error(as_doubles(got.grads), want.grads) <= tol);
 }
 
 }  // namespace
 
 TEST_CASE("cuda attention bodies: forward and backward match the CPU kernels") {
   // Token counts around the tiles: one partial tile, an exact multiple of the 64-row blocks,
-  // ViT-B/16's 197 and ViT's 50 with head dimensions up to the 128 maximum.
-  const AttentionShape shapes[] = {{2, 5, 3}, {3, 64, 16}, {2, 50, 128}, {1, 197, 64}};
-  for (const AttentionShape& s : shapes) {
-    CAPTURE(s.bh, s.n, s.dh);
+  // ViT-B/16's 197 and ViT's 50 with head dimensions up to the 128 maximum; separate q, k, v and
+  // self_attention's views of a fused projection (ViT-Ti's 17 tokens, 3 heads of 64).
+  const AttentionBuffers cases[] = {
+      separate_buffers(2, 5, 3),        separate_buffers(3, 64, 16),
+      separate_buffers(2, 50, 128),     separate_buffers(1, 197, 64),
+      projection_buffers(2, 3, 17, 64), projection_buffers(3, 2, 70, 8)};
+  for (const AttentionBuffers& buf : cases) {
+    CAPTURE(buf.s.bh, buf.s.n, buf.s.dh, buf.s.in.heads);
     // f64: online softmax and one-thread sums against GEMMs and a two-pass softmax: the
     // same values up to summation order, relative ~1e-15 per operation.
-    check_bodies<double>(s, DType::f64, 1e-12);
+    check_bodies<double>(buf, DType::f64, 1e-12);
     // f32: the same with f32 rounding (~6e-8) over sums of up to 197 * 128 terms; 2e-5 still
     // fails any wrong term (errors of order 1e-2 and up).
-    check_bodies<float>(s, DType::f32, 2e-5);
+    check_bodies<float>(buf, DType::f32, 2e-5);
   }
 }
 
 TEST_CASE("cuda attention bodies: bf16 storage with f32 math matches the CPU kernels in f32") {
   // bf16 inputs are exact in f32: the CPU kernels run on the same values in f32; the outputs
   // are rounded once to bf16 (relative 2^-9), gradients included.
-  const AttentionShape s{2, 50, 32};
-  const Shape shape{s.bh, s.n, s.dh};
-  Tensor q = to_dtype(randn(shape, RngKey{41, 1}), DType::bf16);
-  Tensor k = to_dtype(randn(shape, RngKey{41, 2}), DType::bf16);
-  Tensor v = to_dtype(randn(shape, RngKey{41, 3}), DType::bf16);
-  Tensor g = to_dtype(randn(shape, RngKey{41, 4}), DType::bf16);
-  const double scale = 1.0 / std::sqrt(double(s.dh));
+  const AttentionBuffers buf = projection_buffers(2, 2, 50, 32);
+  const Tensor in = to_dtype(randn({buf.input_numel}, RngKey{41, 1}), DType::bf16);
+  const Tensor g = to_dtype(randn({buf.output_numel}, RngKey{41, 4}), DType::bf16);
+  const double scale = 1.0 / std::sqrt(double(buf.s.dh));
   const HostOutputs<BFloat16> got = run_bodies<BFloat16>(
-      host_values<BFloat16>(q.cpu()), host_values<BFloat16>(k.cpu()),
-      host_values<BFloat16>(v.cpu()), host_values<BFloat16>(g.cpu()), s, scale);
+      host_values<BFloat16>(in.cpu()), host_values<BFloat16>(g.cpu()), buf, scale);
   auto f32 = [](const Tensor& t) { return to_dtype(t, DType::f32).cpu(); };
-  const CpuRun want = run_cpu_kernels(f32(q), f32(k), f32(v), f32(g), scale);
+  const CpuRun want = run_cpu_kernels(f32(in), f32(g), buf, scale);
   const double tol = 1.0 / 256;  // one bf16 rounding (2^-9) plus the f32 differences, with room
   CHECK(max_rel_error(as_doubles(got.out), want.out) <= tol);
   CHECK(max_rel_error(as_doubles(got.lse), want.lse) <= 1e-5);  // lse stays f32
-  CHECK(max_rel_error(as_doubles(got.gq), want.gq) <= tol);
-  CHECK(max_rel_error(as_doubles(got.gk), want.gk) <= tol);
-  CHECK(max_rel_error(as_doubles(got.gv), want.gv) <= tol);
+  CHECK(max_rel_error(as_doubles(got.grads), want.grads) <= tol);
 }
 
 TEST_CASE("attention: a CUDA backend's fused kernels match the CPU backend") {
@@ -296,6 +386,17 @@ TEST_CASE("attention: a CUDA backend's fused kernels match the CPU backend") {
                 1e-12);
     check_close(run_attention(shape, DType::f32, AttentionPath::fused_if_available, cuda_device, 9),
                 run_attention(shape, DType::f32, AttentionPath::fused_if_available, kCpu, 9), 2e-5);
+  }
+  // self_attention: the kernels on views of the projection and of the merged heads.
+  for (DType dtype : {DType::f64, DType::f32}) {
+    const double tol = dtype == DType::f64 ? 1e-12 : 2e-5;
+    std::vector<double> g_device, g_cpu;
+    const Shape shape{4, 17, 3 * 192};
+    CHECK(max_rel_error(run_self_attention(shape, 3, dtype, AttentionPath::fused_if_available,
+                                           cuda_device, 10, &g_device),
+                        run_self_attention(shape, 3, dtype, AttentionPath::fused_if_available, kCpu,
+                                           10, &g_cpu)) <= tol);
+    CHECK(max_rel_error(g_device, g_cpu) <= tol);
   }
 }
 

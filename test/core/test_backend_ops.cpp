@@ -862,25 +862,55 @@ void add_nn_cases(Table& t) {
         return outs;
       });
     }
-    // Fused attention: [BH, N, Dh] with N from one token to a ViT-like 50 and a tile edge (64).
-    const Shape attention_shapes[] = {{1, 1, 4}, {3, 17, 8}, {2, 50, 16}, {1, 65, 32}};
-    for (const Shape& shape : attention_shapes) {
-      const Shape rows = without_last(shape);
+    // Fused attention: separate [B, H, N, Dh] tensors with N from one token to a ViT-like 50 and
+    // a tile edge (64); and views of a fused projection [B, N, 3, H, Dh] with out [B, N, H, Dh]
+    // (self_attention's layout; 3 heads, 17 tokens).
+    struct AttentionCase {
+      Shape shape;  // [B, H, N, Dh]
+      bool projection;
+    };
+    const AttentionCase attention_cases[] = {{{1, 1, 1, 4}, false},
+                                             {{3, 1, 17, 8}, false},
+                                             {{2, 1, 50, 16}, false},
+                                             {{1, 2, 65, 32}, false},
+                                             {{2, 3, 17, 8}, true}};
+    for (const AttentionCase& a : attention_cases) {
+      const Shape shape = a.shape;
+      const int64_t b = shape[0], h = shape[1], n = shape[2], dh = shape[3], d = h * dh;
+      const Shape rows{b * h, n};
       const DType lse_dtype = dt == DType::f64 ? DType::f64 : DType::f32;
-      t.add("attention " + shape_name(shape), Entry::attention_forward, dt, [=](Ctx& c) {
-        Tensor q = c.input(shape), k = c.input(shape), v = c.input(shape);
-        Tensor out = c.out(shape), lse = c.empty(rows, lse_dtype);
-        c.be().attention_forward(q, k, v, 0.3, out, lse);
+      // The storages of q, k, v (and their gradients) and of out (and gout), and views of them.
+      const Shape in_shape = a.projection ? Shape{b, n, 3 * d} : Shape{3, b, h, n, dh};
+      const Shape out_shape = a.projection ? Shape{b, n, d} : shape;
+      auto in_view = [=](const Tensor& x, int64_t part) {
+        const Shape strides =
+            a.projection ? Shape{n * 3 * d, dh, 3 * d, 1} : Shape{h * n * dh, n * dh, dh, 1};
+        const int64_t offset = part * (a.projection ? d : b * h * n * dh);
+        return Tensor::view_of(x.storage(), shape, strides, x.offset() + offset, x.dtype());
+      };
+      auto out_view = [=](const Tensor& x) {
+        const Shape strides =
+            a.projection ? Shape{n * d, dh, d, 1} : Shape{h * n * dh, n * dh, dh, 1};
+        return Tensor::view_of(x.storage(), shape, strides, x.offset(), x.dtype());
+      };
+      const std::string name = (a.projection ? "projection " : "") + shape_name(shape);
+      t.add("attention " + name, Entry::attention_forward, dt, [=](Ctx& c) {
+        Tensor in = c.input(in_shape);
+        Tensor out = c.out(out_shape), lse = c.empty(rows, lse_dtype);
+        c.be().attention_forward(in_view(in, 0), in_view(in, 1), in_view(in, 2), 0.3, out_view(out),
+                                 lse);
         return Outputs{out, lse};
       });
-      t.add("attention backward " + shape_name(shape), Entry::attention_backward, dt, [=](Ctx& c) {
-        Tensor q = c.input(shape), k = c.input(shape), v = c.input(shape);
-        Tensor gout = c.input(shape);
-        Tensor out = c.empty(shape, c.dtype), lse = c.empty(rows, lse_dtype);
-        c.be().attention_forward(q, k, v, 0.3, out, lse);
-        Tensor gq = c.out(shape), gk = c.out(shape), gv = c.out(shape);
-        c.be().attention_backward(q, k, v, out, lse, gout, 0.3, gq, gk, gv);
-        return Outputs{gq, gk, gv};
+      t.add("attention backward " + name, Entry::attention_backward, dt, [=](Ctx& c) {
+        Tensor in = c.input(in_shape), gout = c.input(out_shape);
+        Tensor out = c.empty(out_shape, c.dtype), lse = c.empty(rows, lse_dtype);
+        c.be().attention_forward(in_view(in, 0), in_view(in, 1), in_view(in, 2), 0.3, out_view(out),
+                                 lse);
+        Tensor grads = c.out(in_shape);
+        c.be().attention_backward(in_view(in, 0), in_view(in, 1), in_view(in, 2), out_view(out),
+                                  lse, out_view(gout), 0.3, in_view(grads, 0), in_view(grads, 1),
+                                  in_view(grads, 2));
+        return Outputs{grads};
       });
     }
     const RowShape xent_shapes[] = {{{4, 5}}, {{1, 1}}, {{6, 10}, Layout::transposed}, {{0, 3}}};
