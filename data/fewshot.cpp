@@ -271,10 +271,12 @@ FewShotResult fewshot_evaluate(const FeatureSet& train, const FeatureSet& test, 
     if (loo_acc > best_loo || (loo_acc == best_loo && press < best_press)) {
       best_loo = loo_acc;
       best_press = press;
-      result.accuracy = acc;
-      result.l2_reg = lambda;
+      result.loo_test_accuracy = acc;
+      result.loo_l2_reg = lambda;
       result.loo_accuracy = loo_acc;
     }
+    // Strictly greater: ties keep the smaller lambda (the reference ranks the grid by test
+    // accuracy and leaves the order of ties to its sort).
     if (acc > result.best_test_accuracy) {
       result.best_test_accuracy = acc;
       result.best_test_l2_reg = lambda;

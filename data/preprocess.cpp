@@ -52,14 +52,18 @@ void preprocess_example(const Image& src, const PreprocessOptions& o, uint64_t s
   const int64_t w = preprocess_width(o, src.width);
   const AugmentChoice choice =
       choose_augment({o.random_flip, o.crop_padding}, seed, epoch, example);
-  if (!o.inception_crop && o.eval_resize == 0 && h == src.height && w == src.width) {
+  const bool same_size = !o.inception_crop && h == src.height && w == src.width;
+  const CropBox box = o.inception_crop ? inception_crop_box(src.height, src.width, o.inception,
+                                                            seed, epoch, example)
+                                       : resize_small_center_box(src, o.eval_resize, h, w);
+  // No resize (also an evaluation resize whose centre crop is the whole image): pixels go
+  // through the normalisation table, so that an evaluation batch of images already at the
+  // model's size equals data::eval_batch's bit for bit (`vmoe eval` and `vmoe predict` agree).
+  if (same_size && box.y == 0 && box.x == 0 && box.height == h && box.width == w) {
     augment_example(src.pixels.data(), h, w, src.channels, o.crop_padding, choice,
                     normalization_table(o.normalization), dst);
     return;
   }
-  const CropBox box = o.inception_crop ? inception_crop_box(src.height, src.width, o.inception,
-                                                            seed, epoch, example)
-                                       : resize_small_center_box(src, o.eval_resize, h, w);
   resize_bilinear(src, box, h, w, dst);
   if (choice.flip) flip_horizontal(dst, h, w, src.channels);
   normalize_pixels(dst, h * w * src.channels, o.normalization.mean, o.normalization.stddev);

@@ -36,6 +36,7 @@ struct EvalArgs {
   std::vector<double> capacity_sweep;  // evaluate vanilla and BPR at each capacity
   std::vector<int64_t> fewshot;        // few-shot linear evaluation at these shot counts
   uint64_t fewshot_seed = 0;           // seed of the permutation the shots are drawn from
+  std::string fewshot_features;  // HDF5 file for the drawn train examples' pre-logits ("" = none)
 };
 int run_eval(const EvalArgs& args);
 // `vmoe eval --fewshot 1,5,10,25` (launch/fewshot_eval.cpp): PAPER.md's few-shot evaluation.

@@ -49,12 +49,18 @@ int main(int argc, char** argv) {
       ->add_option("--capacity-sweep", eval.capacity_sweep,
                    "Comma-separated capacities; vanilla and BPR at each, CSV in the workdir")
       ->delimiter(',');
-  eval_cmd
-      ->add_option("--fewshot", eval.fewshot,
-                   "Comma-separated shot counts; few-shot linear evaluation, CSV in the workdir")
-      ->delimiter(',');
+  CLI::Option* fewshot_option =
+      eval_cmd
+          ->add_option(
+              "--fewshot", eval.fewshot,
+              "Comma-separated shot counts; few-shot linear evaluation, CSV in the workdir")
+          ->delimiter(',');
   eval_cmd->add_option("--fewshot-seed", eval.fewshot_seed,
                        "Seed of the permutation the few-shot examples are drawn from");
+  eval_cmd
+      ->add_option("--fewshot-features", eval.fewshot_features,
+                   "HDF5 file to write the drawn train examples' pre-logits to (--fewshot)")
+      ->needs(fewshot_option);
 
   vmoe::PredictArgs predict;
   CLI::App* predict_cmd =

@@ -181,6 +181,22 @@ TEST_CASE("preprocess: inception crop output shape, range -1..1, determinism, fl
   CHECK_THROWS_AS(validate_preprocess(bad), DataError);
 }
 
+TEST_CASE("preprocess: an evaluation resize to the image's own size is exact table lookups",
+          "[data][image_ops]") {
+  // `vmoe eval` (preprocess_example) and `vmoe predict` (eval_batch) must feed the model the same
+  // bits for images already at the model's size.
+  const Image im = pattern_image(12, 12, 3);
+  PreprocessOptions e;
+  e.height = e.width = 12;
+  e.eval_resize = 12;
+  e.normalization = {0.3f, 0.7f};
+  std::vector<float> out(12 * 12 * 3);
+  preprocess_example(im, e, 0, 0, 0, out.data());
+  const auto table = normalization_table(e.normalization);
+  for (size_t i = 0; i < out.size(); ++i)
+    REQUIRE(out[i] == table[im.pixels[i]]);
+}
+
 TEST_CASE("mixup: convex combination of pairs, targets sum to 1, deterministic",
           "[data][image_ops]") {
   Batch batch;
