@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <set>
 #include <string_view>
 #include <system_error>
@@ -552,6 +553,30 @@ void validate_microbatches(const config::Config& c) {
   }
 }
 
+// Init rules: targets that compile, sources where the transformation needs one.
+void validate_init(const config::InitConfig& init, const config::ModelConfig& m) {
+  if (init.preset() == config::InitConfig::UPCYCLE && !m.has_moe())
+    invalid("init.preset UPCYCLE needs model.moe (a V-MoE to upcycle the dense model into)");
+  for (int i = 0; i < init.rules_size(); ++i) {
+    const config::InitRule& r = init.rules(i);
+    const std::string path = "init.rules[" + num(i) + "]";
+    require_non_empty(r.target(), (path + ".target").c_str());
+    // libstdc++ compiles a regular expression recursively: a bounded length bounds the stack.
+    if (r.target().size() > 1000) {
+      invalid(path + ".target must be at most 1000 characters (got " + num(r.target().size()) +
+              ")");
+    }
+    try {
+      std::regex(r.target(), std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      invalid(path + ".target is not a valid regular expression (got '" +
+              error_text(r.target(), 80) + "': " + e.what() + ")");
+    }
+    if (r.transform() == config::InitRule::STACK && r.source().empty())
+      invalid(path + ".source must list the stacked tensors (comma-separated) for STACK");
+  }
+}
+
 }  // namespace
 
 config::Config parse_config_text(const std::string& text, const std::string& source_name,
@@ -633,6 +658,7 @@ void validate_config(const config::Config& config) {
     validate_schedule(config.schedule(), config.optimizer());
     validate_train(config.train());
     validate_microbatches(config);
+    validate_init(config.init(), config.model());
   } catch (const SizeOverflow& e) {
     throw ConfigError(e.what());
   }

@@ -20,7 +20,8 @@ struct TrainArgs {
   std::string config_path;
   std::string workdir;
   std::vector<std::string> overrides;  // "path.to.field=value"
-  std::string from;  // resume from this checkpoint file instead of the workdir's newest
+  std::string from;       // resume from this checkpoint file instead of the workdir's newest
+  std::string init_from;  // a fresh run initialises from this weights file / checkpoint (init.path)
 };
 int run_train(const TrainArgs& args, const LaunchInfo& launch);
 
@@ -124,5 +125,15 @@ struct BenchArgs {
   bool json = false;
 };
 int run_bench_train(const BenchArgs& args);
+
+// `vmoe upcycle` (launch/upcycle_command.cpp, docs/transfer.md): a V-MoE config initialised from
+// a dense ViT's weights (init preset UPCYCLE), written as a weights file.
+struct UpcycleArgs {
+  std::string from;         // the dense model's weights file or checkpoint
+  std::string config_path;  // the V-MoE config
+  std::vector<std::string> overrides;
+  std::string output;  // the weights file to write
+};
+int run_upcycle(const UpcycleArgs& args);
 
 }  // namespace vmoe

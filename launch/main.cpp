@@ -1,5 +1,5 @@
-// The vmoe binary: subcommands train, eval, predict, ckpt, plot, routing-map, data, plan and
-// info.
+// The vmoe binary: subcommands train, eval, predict, ckpt, plot, routing-map, data, plan,
+// bench, upcycle and info.
 // Started by mpirun / srun it joins the MPI job; started plainly it runs as one process. Every
 // error ends as one line "vmoe: error: ..." on stderr and exit code 1 (command-line errors and
 // running out of memory included); in a multi-rank job the failing rank's message, printed once,
@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
       ->take_all();
   train_cmd->add_option("--from", train.from,
                         "Resume from this checkpoint (default: the workdir's newest complete one)");
+  train_cmd->add_option("--init-from", train.init_from,
+                        "A fresh run starts from this weights file or checkpoint (init.path)");
 
   vmoe::EvalArgs eval;
   CLI::App* eval_cmd = app.add_subcommand("eval", "Evaluate saved weights on the test split");
@@ -211,6 +213,15 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   bench_train->add_flag("--json", bench.json, "Print JSON");
 
+  vmoe::UpcycleArgs upcycle;
+  CLI::App* upcycle_cmd = app.add_subcommand(
+      "upcycle", "Initialise a V-MoE from a dense ViT's weights (experts = its MLPs) and save it");
+  upcycle_cmd->add_option("--from", upcycle.from, "Dense model's weights file or checkpoint")
+      ->required();
+  upcycle_cmd->add_option("--config", upcycle.config_path, "V-MoE config (textproto)")->required();
+  upcycle_cmd->add_option("--output", upcycle.output, "Weights file to write")->required();
+  upcycle_cmd->add_option("--set", upcycle.overrides, "Override a config field")->take_all();
+
   CLI::App* info_cmd = app.add_subcommand(
       "info", "Print the build's features (CUDA, cuDNN, NCCL, MPI, HDF5) and the devices seen");
 
@@ -242,6 +253,7 @@ int main(int argc, char** argv) {
                                "` runs on one process; start it without mpirun / srun");
     }
     if (info_cmd->parsed()) return vmoe::run_info();
+    if (upcycle_cmd->parsed()) return vmoe::run_upcycle(upcycle);
     if (plan_cmd->parsed()) {
       plan.allocate = allocate_opt->count() > 0;
       return vmoe::run_plan(plan);

@@ -22,10 +22,12 @@
 #include "launch/commands.h"
 #include "launch/evaluate.h"
 #include "launch/experiment.h"
+#include "launch/init_config.h"
 #include "launch/metrics_log.h"
 #include "launch/workdir.h"
 #include "parallel/expert_parallel_exchange.h"
 #include "parallel/gradient_reducer.h"
+#include "parallel/init_from.h"
 #include "parallel/process_groups.h"
 #include "parallel/weights_file.h"
 
@@ -132,7 +134,9 @@ data::ThreadedLoaderOptions threaded_loader_options_from(const config::Config& c
 }  // namespace
 
 int run_train(const TrainArgs& args, const LaunchInfo& launch) {
-  const config::Config cfg = config::load_config(args.config_path, args.overrides);
+  std::vector<std::string> overrides = args.overrides;
+  if (!args.init_from.empty()) overrides.push_back("init.path=" + args.init_from);
+  const config::Config cfg = config::load_config(args.config_path, overrides);
   const std::filesystem::path workdir = args.workdir;
   const std::string config_text = config::config_to_text(cfg);
   const int64_t num_experts = cfg.model().has_moe() ? cfg.model().moe().num_experts() : 0;
@@ -165,6 +169,18 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   VisionTransformer model(params, vit_config_from(cfg.model()), exchange);
   if (ranks > 1) params.set_expert_shard(groups.expert_shard());
   params.allocate(cfg.train().seed(), param_dtype_from(cfg.model()), device);
+  if (!cfg.init().path().empty()) {
+    // Only a fresh run initialises from init.path: a checkpoint to resume wins (it holds the
+    // run's own parameters and optimizer state).
+    if (!args.from.empty() || !list_checkpoints(workdir / "checkpoints").empty()) {
+      if (root) std::printf("init from %s skipped: resuming\n", cfg.init().path().c_str());
+    } else {
+      const std::vector<InitRule> rules = init_rules_from(cfg.init());
+      const InitPlan plan = init_from_file(cfg.init().path(), rules, params);
+      if (root) std::fputs(init_report(cfg.init().path(), rules, plan).c_str(), stdout);
+    }
+    if (root) std::fflush(stdout);
+  }
   std::unique_ptr<GradientReducer> reducer;
   if (ranks > 1) {
     // Initialisation is a pure function of the seed; the broadcast guards against any rank
