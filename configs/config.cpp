@@ -499,6 +499,19 @@ void validate_data(const config::DataConfig& d, const config::ModelConfig& m) {
             num(d.crop_padding()) + ")");
   }
   require_float(d.mixup_alpha(), "data.mixup_alpha", kWeight);
+  // The kept classes become the model's classes 0..n-1 (ids above the dataset's class count are
+  // checked when the dataset is opened).
+  if (d.classes_size() > 0) {
+    if (m.num_classes() != d.classes_size()) {
+      invalid("data.classes keeps " + num(d.classes_size()) + " classes but model.num_classes is " +
+              num(m.num_classes()) + " (the kept classes are the model's classes)");
+    }
+    std::set<int32_t> seen;
+    for (int32_t id : d.classes()) {
+      if (id < 0) invalid("data.classes: class id " + num(id) + " is negative");
+      if (!seen.insert(id).second) invalid("data.classes names class " + num(id) + " twice");
+    }
+  }
 }
 
 void validate_optimizer(const config::OptimizerConfig& o) {

@@ -15,6 +15,7 @@
 #include "core/optim/adamw.h"
 #include "core/optim/sgd.h"
 #include "data/cifar_reader.h"
+#include "data/class_subset.h"
 #include "data/hdf5_shards.h"
 #include "data/image_folder.h"
 #include "data/subset_source.h"
@@ -247,31 +248,38 @@ void check_num_classes(int64_t dataset_classes, const config::ModelConfig& m,
   }
 }
 
-}  // namespace
-
-data::ImageDataset load_split(const config::Config& c, data::Split split) {
+// The split as loaded (IDX, CIFAR, HDF5 shards), reduced to data.classes and the example limit,
+// its class count and labels checked against the model; the image shape is the caller's check.
+data::ImageDataset load_unsized(const config::Config& c, data::Split split) {
   const config::DataConfig& d = c.data();
   const std::filesystem::path dir = d.dir();
   const bool train = split == data::Split::train;
+  const bool select = d.classes_size() > 0;
   data::ImageDataset ds;
   const int64_t limit = train ? d.num_train_examples() : c.eval().num_examples();
+  // With data.classes the limit counts kept examples, so IDX files are read whole first.
+  const int64_t idx_limit = select ? 0 : limit;
+  std::string what;
   switch (d.dataset()) {
-    case config::DataConfig::IDX:
-      ds = data::load_idx_dataset(dir / (train ? d.train_images() : d.test_images()),
-                                  dir / (train ? d.train_labels() : d.test_labels()), limit);
+    case config::DataConfig::IDX: {
+      const std::string images = (dir / (train ? d.train_images() : d.test_images())).string();
+      ds = data::load_idx_dataset(images, dir / (train ? d.train_labels() : d.test_labels()),
+                                  idx_limit);
+      what = "IDX file '" + images + "'";
       break;
+    }
     case config::DataConfig::CIFAR10:
     case config::DataConfig::CIFAR100:
       ds = d.dataset() == config::DataConfig::CIFAR10 ? data::load_cifar10(d.dir(), split)
                                                       : data::load_cifar100(d.dir(), split);
-      keep_first(ds, limit);
-      check_num_classes(ds.num_classes, c.model(), "CIFAR in '" + d.dir() + "'");
+      what = "CIFAR in '" + d.dir() + "'";
+      if (!select) check_num_classes(ds.num_classes, c.model(), what);
       break;
     case config::DataConfig::HDF5_SHARDS: {
       const std::string shard = data_path(d, train ? d.train_shard() : d.test_shard());
       ds = data::load_hdf5_shard(shard);
-      keep_first(ds, limit);
-      check_num_classes(ds.num_classes, c.model(), "HDF5 shard '" + shard + "'");
+      what = "HDF5 shard '" + shard + "'";
+      if (!select) check_num_classes(ds.num_classes, c.model(), what);
       break;
     }
     case config::DataConfig::IMAGE_FOLDER:
@@ -280,26 +288,42 @@ data::ImageDataset load_split(const config::Config& c, data::Split split) {
           "memory here; pack it with `vmoe data pack folder` and use HDF5_SHARDS");
     default: {
       data::IdxSplitFiles files = data::idx_split_files(dir, split);
-      ds = data::load_idx_dataset(files.images, files.labels, limit);
+      ds = data::load_idx_dataset(files.images, files.labels, idx_limit);
+      what = "IDX file '" + files.images + "'";
     }
   }
-  const config::ModelConfig& m = c.model();
+  if (select) ds = data::keep_classes(ds, {d.classes().begin(), d.classes().end()}, what);
+  keep_first(ds, limit);
+  check_labels(
+      ds.n, [&](int64_t i) { return ds.labels[size_t(i)]; },
+      [](int64_t i) { return "example " + std::to_string(i); }, c.model(),
+      train ? "training" : "test");
+  return ds;
+}
+
+void check_image_shape(const data::ImageDataset& ds, const config::ModelConfig& m,
+                       const std::string& hint) {
   if (ds.height != m.image_size() || ds.width != m.image_size() || ds.channels != m.channels()) {
     throw std::runtime_error("dataset images are " + std::to_string(ds.height) + "x" +
                              std::to_string(ds.width) + "x" + std::to_string(ds.channels) +
                              " but the model expects " + std::to_string(m.image_size()) + "x" +
                              std::to_string(m.image_size()) + "x" + std::to_string(m.channels()) +
-                             " (model.image_size, model.channels)");
+                             " (model.image_size, model.channels" + hint + ")");
   }
-  check_labels(
-      ds.n, [&](int64_t i) { return ds.labels[size_t(i)]; },
-      [](int64_t i) { return "example " + std::to_string(i); }, m, train ? "training" : "test");
+}
+
+}  // namespace
+
+data::ImageDataset load_split(const config::Config& c, data::Split split) {
+  data::ImageDataset ds = load_unsized(c, split);
+  check_image_shape(ds, c.model(), "");
   return ds;
 }
 
 std::shared_ptr<data::ImageSource> open_split(const config::Config& c, data::Split split) {
   const config::DataConfig& d = c.data();
   const bool train = split == data::Split::train;
+  const bool select = d.classes_size() > 0;
   if (d.dataset() == config::DataConfig::IMAGE_FOLDER) {
     const std::string root = data_path(d, train ? d.train_folder() : d.test_folder());
     auto source = std::make_shared<data::ImageFolderSource>(root, c.model().channels());
@@ -310,19 +334,32 @@ std::shared_ptr<data::ImageSource> open_split(const config::Config& c, data::Spl
         std::filesystem::is_directory(data_path(d, d.train_folder()), ec)) {
       data::check_same_classes(data_path(d, d.train_folder()), root);
     }
-    check_num_classes(source->num_classes(), c.model(), "image folder '" + root + "'");
+    const std::string what = "image folder '" + root + "'";
+    std::shared_ptr<data::ImageSource> out = source;
+    if (select) {
+      out = std::make_shared<data::ClassSubsetSource>(
+          source, std::vector<int32_t>(d.classes().begin(), d.classes().end()), what);
+    } else {
+      check_num_classes(source->num_classes(), c.model(), what);
+    }
     // Example limits keep examples spread over the (class-ordered) folder.
     const int64_t limit = train ? d.num_train_examples() : c.eval().num_examples();
-    std::shared_ptr<data::ImageSource> out = source;
-    if (limit > 0 && limit < source->size())
-      out =
-          std::make_shared<data::SubsetSource>(source, data::evenly_spaced(source->size(), limit));
+    if (limit > 0 && limit < out->size())
+      out = std::make_shared<data::SubsetSource>(out, data::evenly_spaced(out->size(), limit));
     check_labels(
         out->size(), [&](int64_t i) { return out->label(i); },
         [&](int64_t i) { return out->describe(i); }, c.model(), train ? "training" : "test");
     return out;
   }
-  return std::make_shared<data::InMemorySource>(load_split(c, split), train ? "train" : "test");
+  data::ImageDataset ds = load_unsized(c, split);
+  // Evaluation resizes images of another size (shorter side + centre crop), training only
+  // through the inception crop: fine-tuning at a higher resolution than the dataset's.
+  if (train && !d.inception_crop()) {
+    check_image_shape(ds, c.model(), "; training resizes only with data.inception_crop");
+  } else if (ds.channels != c.model().channels()) {
+    check_image_shape(ds, c.model(), "");
+  }
+  return std::make_shared<data::InMemorySource>(std::move(ds), train ? "train" : "test");
 }
 
 int threads_per_rank(const config::Config& cfg, int local_ranks) {

@@ -38,13 +38,16 @@ data::PreprocessOptions eval_preprocess_from(const config::Config& config);
 Progress::Style progress_style_from(const config::OutputConfig& output);
 
 // Loads the train or test split named by the data config (IDX, CIFAR-10/100, HDF5 shards) into
-// memory; the image shape and class count must match the model (error names both). IMAGE_FOLDER
-// datasets are an error here: only open_split streams them.
+// memory, reduced to data.classes (relabelled 0..n-1) and the example limit; the image shape
+// and class count must match the model (error names both). IMAGE_FOLDER datasets are an error
+// here: only open_split streams them.
 data::ImageDataset load_split(const config::Config& config, data::Split split);
 
 // Opens the train or test split of any dataset kind as a source: image folders (IMAGE_FOLDER,
 // decoded in read(), model.channels channels, class count checked against the model) or the
-// in-memory kinds through load_split.
+// in-memory kinds as load_split does, except that images of another size than the model's are
+// accepted where the pipeline resizes them: the test split (evaluation resizes) and the train
+// split with data.inception_crop.
 std::shared_ptr<data::ImageSource> open_split(const config::Config& config, data::Split split);
 
 // Threads per rank: train.threads, else OMP_NUM_THREADS when the launcher set it (e.g. from

@@ -130,6 +130,51 @@ TEST_CASE("config: presets hold the values they promise") {
   }
 }
 
+TEST_CASE("config: the fine-tuning study's configs change only what they say") {
+  const auto experiment = [](const std::string& name) {
+    return load_config((configs_dir() / "experiments" / (name + ".textproto")).string());
+  };
+  for (const std::string kind : {"vit", "vmoe"}) {
+    INFO(kind);
+    const config::Config base = experiment("fashion_" + kind + "_ti");
+    const config::Config pre = experiment("fashion_" + kind + "_ti_pretrain5");
+    const config::Config ft = experiment("fashion_" + kind + "_ti_finetune5");
+    // Pre-training: the base run on classes 0-4, nothing else changed.
+    CHECK(std::vector<int32_t>(pre.data().classes().begin(), pre.data().classes().end()) ==
+          std::vector<int32_t>{0, 1, 2, 3, 4});
+    config::Config p = pre;
+    p.mutable_data()->clear_classes();
+    p.mutable_model()->set_num_classes(10);
+    p.set_name(base.name());
+    CHECK(config_to_text(p) == config_to_text(base));
+    // Fine-tuning: the other classes at 40 px (a 10x10 grid), PAPER.md's recipe, the new head
+    // kept fresh and the position embedding zoomed.
+    CHECK(std::vector<int32_t>(ft.data().classes().begin(), ft.data().classes().end()) ==
+          std::vector<int32_t>{5, 6, 7, 8, 9});
+    CHECK(ft.model().image_size() / ft.model().patch_size() == 10);
+    CHECK(ft.data().inception_crop());  // the only training path that resizes 28 -> 40
+    CHECK(ft.optimizer().kind() == config::OptimizerConfig::SGD);
+    CHECK(ft.optimizer().momentum() == 0.9f);
+    CHECK(ft.optimizer().grad_clip_norm() == 10.0f);
+    CHECK(ft.optimizer().weight_decay() == 0.0f);
+    CHECK(ft.schedule().kind() == config::ScheduleConfig::WARMUP_COSINE_DECAY);
+    CHECK(ft.schedule().warmup_steps() > 0);
+    CHECK(ft.train().loss() == config::TrainConfig::SOFTMAX_XENT);
+    CHECK(ft.init().path().empty());  // --init-from
+    REQUIRE(ft.init().rules_size() == 2);
+    CHECK(ft.init().rules(0).transform() == config::InitRule::KEEP_FRESH);
+    CHECK(ft.init().rules(1).transform() == config::InitRule::ZOOM_POSEMB);
+    // The model is the pre-trained one but for the resolution and the fine-tuning capacity.
+    config::ModelConfig m = ft.model();
+    m.set_image_size(pre.model().image_size());
+    if (m.has_moe()) {
+      CHECK(m.moe().capacity_factor() == 1.5f);
+      m.mutable_moe()->set_capacity_factor(pre.model().moe().capacity_factor());
+    }
+    CHECK(pb::util::MessageDifferencer::Equals(m, pre.model()));
+  }
+}
+
 TEST_CASE("config: an empty config takes the schema defaults and validates") {
   const config::Config c = with({});
   CHECK(c.name().empty());
