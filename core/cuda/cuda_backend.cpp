@@ -74,6 +74,8 @@ const Backend& cuda_backend() {
       .attention_backward = attention_backward,
       .bias_gelu = bias_gelu,
       .bias_gelu_backward = bias_gelu_backward,
+      .combine = combine,
+      .combine_backward = combine_backward,
       .supports_dtype = supports_dtype,
   };
   return table;

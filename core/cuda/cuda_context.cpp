@@ -102,6 +102,8 @@ ErrorWords error_words(KernelErrorOp op) {
       return {"softmax_cross_entropy", "label"};
     case KernelErrorOp::sigmoid_xent:
       return {"sigmoid_cross_entropy", "label"};
+    case KernelErrorOp::combine:
+      return {"combine", "row"};
     case KernelErrorOp::none:
       break;
   }

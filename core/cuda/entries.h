@@ -63,6 +63,11 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
                         const Tensor& lse, const Tensor& gout, double scale, const Tensor& gq,
                         const Tensor& gk, const Tensor& gv);
 
+// ---- index_entries.cpp: the fused MoE combine (f32, f64; rows i64) ----
+void combine(const Tensor& y, const Tensor& weights, const Tensor& rows, const Tensor& out);
+void combine_backward(const Tensor& y, const Tensor& weights, const Tensor& rows,
+                      const Tensor& gout, const Tensor& gy, const Tensor& gweights);
+
 // ---- supports.cpp: which dtypes each entry handles ----
 bool supports_dtype(Entry entry, DType dtype);
 

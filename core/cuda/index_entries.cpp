@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/cuda/combine_kernels.h"
 #include "core/cuda/cuda_check.h"
 #include "core/cuda/dtype_dispatch.h"
 #include "core/cuda/entries.h"
@@ -332,6 +333,50 @@ void sgd_update(const UpdateArgs& args, const SgdOptions& options) {
     launch_sgd<T>(args.values.device_data<T>(), args.grads.device_data<T>(),
                   args.slot_a.device_data<T>(), decay_mask_of(args), args.values.numel(), scalars,
                   grad_norm_sq_of(args), args.max_norm, compute_stream());
+  });
+}
+
+// ---- MoE combine (core/backend.h): rows i64, f32 and f64 ----
+
+void combine(const Tensor& y, const Tensor& weights, const Tensor& rows, const Tensor& out) {
+  const int64_t n = out.size(0), d = out.size(1), k = weights.size(1), r = y.size(0);
+  const int64_t* pr = rows.device_data<int64_t>();
+  launch_check_range<int64_t>(pr, n * k, -1, r, KernelErrorOp::combine, kernel_error_slot(),
+                              compute_stream());
+  dispatch_f32_f64(out.dtype(), "combine", [&]<class T>(T) {
+    launch_combine<T>(y.device_data<T>(), weights.device_data<T>(), pr, out.device_data<T>(), n, d,
+                      k, r, compute_stream());
+  });
+}
+
+void combine_backward(const Tensor& y, const Tensor& weights, const Tensor& rows,
+                      const Tensor& gout, const Tensor& gy, const Tensor& gweights) {
+  const int64_t n = gout.size(0), d = gout.size(1), k = weights.size(1), r = y.size(0);
+  const int64_t* pr = rows.device_data<int64_t>();
+  // Reported first, at the lowest position, so that the scatter's own check of the same rows
+  // below cannot name index_add instead.
+  launch_check_range<int64_t>(pr, n * k, -1, r, KernelErrorOp::combine, kernel_error_slot(),
+                              compute_stream());
+  dispatch_f32_f64(gy.dtype(), "combine_backward", [&]<class T>(T) {
+    const T* pg = gout.device_data<T>();
+    launch_combine_weight_grad<T>(y.device_data<T>(), pr, pg, gweights.device_data<T>(), n, d, k, r,
+                                  compute_stream());
+    T* pgy = gy.device_data<T>();
+    if (r * d == 0) return;
+    if (n * k == 0) {  // no choices: y's gradient is zero
+      VMOE_CUDA_CHECK(cudaMemsetAsync(pgy, 0, size_t(r * d) * sizeof(T), compute_stream()));
+      return;
+    }
+    // Each row's gradient: the sum of its choices' weighted gout rows in choice order (the
+    // deterministic scatter), zero for a row no choice uses.
+    const Tensor weighted = scratch(n * k * d, gy.dtype(), gy.device());
+    launch_combine_weighted_rows<T>(weights.device_data<T>(), pg, weighted.device_data<T>(), n, d,
+                                    k, compute_stream());
+    scatter_add(weighted.device_data<T>(), n * k, r, d, /*accumulate=*/false, pgy, gy.device(),
+                [&]<class K, class P>(K* keys, P* pos) {
+                  launch_index_add_keys<int64_t, K, P>(pr, n * k, r, keys, pos, kernel_error_slot(),
+                                                       compute_stream());
+                });
   });
 }
 

@@ -23,7 +23,8 @@ enum class KernelErrorOp : int32_t {
   assign_slots,        // an expert index out of range
   assign_slots_order,  // a BPR order entry out of its group
   softmax_xent,
-  sigmoid_xent
+  sigmoid_xent,
+  combine  // a buffer row of the MoE combine out of range
 };
 
 struct KernelErrorSlot {
