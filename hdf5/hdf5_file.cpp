@@ -310,6 +310,39 @@ H5Array Hdf5File::read(const std::string& name, const H5Expect& expect) const {
   }
 }
 
+H5Array Hdf5File::read_rows(const std::string& name, int64_t first, int64_t count,
+                            const H5Expect& expect) const {
+  Hdf5Lock lock;
+  const std::string n = normalize_name(name, "dataset");
+  try {
+    OpenedDataset d = open_dataset(impl().file.get(), n, expect);
+    const std::vector<int64_t>& shape = d.info.shape;
+    if (shape.empty() || first < 0 || count < 0 || first > shape[0] - count) {
+      throw Hdf5Error("rows [" + std::to_string(first) + ", " + std::to_string(first + count) +
+                      ") are not within the leading axis of its shape " + h5_shape_str(shape));
+    }
+    H5Array out;
+    out.type = d.info.type;
+    out.shape = shape;
+    out.shape[0] = count;
+    out.bytes.resize(size_t(out.numel()) * h5_type_size(out.type));
+    if (!out.bytes.empty()) {
+      std::vector<hsize_t> start(shape.size(), 0), dims(out.shape.begin(), out.shape.end());
+      start[0] = hsize_t(first);
+      H5SpaceId file_space{VMOE_H5_CHECK(H5Dget_space(d.ds.get()))};
+      VMOE_H5_CHECK(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr,
+                                        dims.data(), nullptr));
+      H5SpaceId mem_space{VMOE_H5_CHECK(H5Screate_simple(int(dims.size()), dims.data(), nullptr))};
+      VMOE_H5_CHECK(H5Dread(d.ds.get(), h5_memory_type(out.type), mem_space.get(), file_space.get(),
+                            H5P_DEFAULT, out.bytes.data()));
+    }
+    return out;
+  } catch (const Hdf5Error& e) {
+    throw Hdf5Error("cannot read dataset " + in_quotes(n) + " from HDF5 file " + in_quotes(path_) +
+                    ": " + e.what());
+  }
+}
+
 H5DatasetInfo Hdf5File::info(const std::string& name, const H5Expect& expect) const {
   Hdf5Lock lock;
   const std::string n = normalize_name(name, "dataset");

@@ -60,6 +60,12 @@ class Hdf5File {
   // does not match.
   H5Array read(const std::string& name, const H5Expect& expect = {}) const;
 
+  // Rows [first, first + count) of dataset `name` along its leading axis (a hyperslab: only
+  // those bytes are read), e.g. one rank's experts of an [E, ...] tensor; the array's shape is
+  // the dataset's with `count` leading. Throws like read(), and for a range outside the axis.
+  H5Array read_rows(const std::string& name, int64_t first, int64_t count,
+                    const H5Expect& expect = {}) const;
+
   // Element type and shape of dataset `name`, without reading its data. Throws like read().
   H5DatasetInfo info(const std::string& name, const H5Expect& expect = {}) const;
 

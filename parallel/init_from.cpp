@@ -82,23 +82,33 @@ InitPlan init_from_file(const std::string& path, const std::vector<InitRule>& ru
     shapes[s.name] = s.shape;
 
   for (const InitStep& step : plan.steps) {
-    std::vector<std::vector<double>> values;
-    std::vector<Shape> src_shapes;
-    for (const std::string& s : step.sources) {
-      // Type, shape and stored size checked before reading (hdf5_checks.h).
-      const H5Array a = file->read(kPrefix + s, {{H5Type::f32, H5Type::f64}, shapes.at(s), {}});
-      values.push_back(h5_values(a));
-      src_shapes.push_back(a.shape);
-    }
-    Tensor dst = params.value(step.target).detach();
-    const std::vector<double> global = step_values(step, values, src_shapes, dst);
-    Tensor src = Tensor::from_vector(global, step.target_shape, kCpu);
     const ParamInfo& info = params.infos()[params.id(step.target)];
-    if (info.local_shape != info.shape) {  // this process's experts only
-      const ExpertShard& shard = params.expert_shard();
-      src = src.slice(0, shard.first, shard.first + shard.count);
+    const bool sharded = info.local_shape != info.shape;  // this process holds some experts
+    const ExpertShard& shard = params.expert_shard();
+    Tensor dst = params.value(step.target).detach();
+    Tensor src;
+    if (sharded && step.transform == InitTransform::copy) {
+      // An expert tensor copied as it is: only this process's experts are read (as a
+      // checkpoint is loaded on another rank count), never the whole [E, ...] tensor.
+      const std::string& s = step.sources[0];
+      const H5Array a = file->read_rows(kPrefix + s, shard.first, shard.count,
+                                        {{H5Type::f32, H5Type::f64}, shapes.at(s), {}});
+      src = Tensor::from_vector(h5_values(a), info.local_shape, kCpu);
+    } else {
+      std::vector<std::vector<double>> values;
+      std::vector<Shape> src_shapes;
+      for (const std::string& s : step.sources) {
+        // Type, shape and stored size checked before reading (hdf5_checks.h).
+        const H5Array a = file->read(kPrefix + s, {{H5Type::f32, H5Type::f64}, shapes.at(s), {}});
+        values.push_back(h5_values(a));
+        src_shapes.push_back(a.shape);
+      }
+      // A transformed source (a dense MLP tiled into experts, ...) is read whole and sliced.
+      src =
+          Tensor::from_vector(step_values(step, values, src_shapes, dst), step.target_shape, kCpu);
+      if (sharded) src = src.slice(0, shard.first, shard.first + shard.count).contiguous();
     }
-    copy_(dst, to_dtype(src.contiguous(), dst.dtype()).to(dst.device()));
+    copy_(dst, to_dtype(src, dst.dtype()).to(dst.device()));
   }
   return plan;
 }

@@ -201,6 +201,34 @@ TEST_CASE("hdf5: info() gives type and shape without the data, errors like read(
   CHECK(contains(error_of([&] { f.info("params"); }), "is a group"));
 }
 
+TEST_CASE("hdf5: read_rows() reads a leading-axis range, checked like read()") {
+  TempDir dir;
+  const std::string path = dir.file("rows.h5");
+  std::vector<float> v(4 * 3);
+  for (size_t i = 0; i < v.size(); ++i)
+    v[i] = float(i);
+  {
+    Hdf5File f(path, Hdf5File::Mode::Create);
+    write_vec(f, "experts/w", H5Type::f32, {4, 3}, v);
+  }
+  Hdf5File f(path, Hdf5File::Mode::Read);
+  const H5Array rows =
+      f.read_rows("experts/w", 1, 2, {{H5Type::f32}, std::vector<int64_t>{4, 3}, {}});
+  CHECK(rows.shape == std::vector<int64_t>{2, 3});
+  std::vector<float> got(6);
+  REQUIRE(rows.bytes.size() == got.size() * sizeof(float));
+  std::memcpy(got.data(), rows.bytes.data(), rows.bytes.size());
+  CHECK(got == std::vector<float>(v.begin() + 3, v.begin() + 9));  // rows 1 and 2
+  CHECK(f.read_rows("experts/w", 4, 0).shape == std::vector<int64_t>{0, 3});
+  const std::string outside = error_of([&] { f.read_rows("experts/w", 3, 2); });
+  CHECK(contains(outside, "rows [3, 5) are not within the leading axis of its shape [4, 3]"));
+  CHECK(contains(outside, path));
+  CHECK(contains(error_of([&] {
+                   f.read_rows("experts/w", 0, 1, {{H5Type::f64}, {}, {}});
+                 }),
+                 "'experts/w'"));
+}
+
 TEST_CASE("hdf5: root, group and dataset attributes of every kind") {
   TempDir dir;
   const std::string path = dir.file("attrs.h5");

@@ -186,6 +186,22 @@ TEST_CASE("init: vmoe upcycle makes every expert the dense MLP, the same on 1 an
   CHECK(a == params_of(upcycled));
 }
 
+TEST_CASE("init: a V-MoE initialised on 2 ranks from 1 process's weights holds them exactly") {
+  // Each rank reads only its experts' rows of every expert tensor (Hdf5File::read_rows).
+  SKIP_WITHOUT_DATA();
+  const fs::path source = scratch("vmoe_source");
+  CommandResult r = train(kMoe, source, " --set schedule.warmup_steps=0");
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  const fs::path two = scratch("vmoe_init_2");
+  r = train(kMoe, two, kFrozenStep + " --init-from " + (source / "weights.h5").string(), 2);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto want = params_of(source / "weights.h5");
+  CHECK(want.count("params/encoder/block_01/moe/experts/fc1/kernel") == 1);
+  CHECK(params_of(two / "weights.h5") == want);
+}
+
 TEST_CASE("init: config rules fine-tune at patch size 2: position embedding zoomed 7x7 -> 14x14") {
   SKIP_WITHOUT_DATA();
   const fs::path source = scratch("zoom_source");
