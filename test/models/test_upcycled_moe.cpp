@@ -40,15 +40,15 @@ struct Upcycled {
       Tensor mlp = dense_store.value(std::string("mlp/") + n).detach();
       initialize(mlp, InitSpec::normal(0.5), RngKey{6, uint64_t(n[2])});
       Tensor experts = moe_store.value(std::string("moe/experts/") + n).detach();
-      const std::vector<double> tiled = tile_leading(mlp.to_vector<double>(), kExperts);
-      copy_(experts, Tensor::from_vector(tiled, experts.shape(), kCpu));
+      const std::vector<double> tiled = tile_leading(mlp.cpu().to_vector<double>(), kExperts);
+      copy_(experts, Tensor::from_vector(tiled, experts.shape(), kCpu).to(experts.device()));
     }
   }
 };
 
 // Per token: the router's softmax probabilities of its two largest logits.
 std::vector<std::pair<double, double>> top2(const Tensor& x, const Tensor& router) {
-  const std::vector<double> xs = x.to_vector<double>(), w = router.to_vector<double>();
+  const std::vector<double> xs = x.cpu().to_vector<double>(), w = router.cpu().to_vector<double>();
   std::vector<std::pair<double, double>> out;
   for (int64_t t = 0; t < kImages * kTokens; ++t) {
     std::vector<double> p(kExperts, 0.0);
@@ -76,8 +76,8 @@ TEST_CASE("upcycled moe at step 0: output = sum of the token's combine weights *
   for (double capacity : {4.0, 0.3}) {  // every token kept; most second choices dropped
     CAPTURE(capacity);
     Upcycled m(capacity);
-    const std::vector<double> moe = (*m.moe)(x, ctx, 0).out.to_vector<double>();
-    const std::vector<double> mlp = (*m.dense)(x, ctx, 0).out.to_vector<double>();
+    const std::vector<double> moe = (*m.moe)(x, ctx, 0).out.cpu().to_vector<double>();
+    const std::vector<double> mlp = (*m.dense)(x, ctx, 0).out.cpu().to_vector<double>();
     const auto p = top2(x, m.moe_store.value("moe/router/kernel"));
     int64_t scaled_by_both = 0, dropped = 0;
     for (int64_t t = 0; t < kImages * kTokens; ++t) {
