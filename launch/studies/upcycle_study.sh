@@ -16,9 +16,9 @@ out=${1:-$root/workdir/upcycle_study}
 shift || true
 extra=("$@")
 seeds=${SEEDS:-"0 1 2"}
-total=${TOTAL_STEPS:-1404}  # 3 epochs of 60000 images at batch 128
+total=${TOTAL_STEPS:-936}  # 2 epochs of 60000 images at batch 128
 half=$((total / 2))
-eval_every=${EVAL_EVERY:-117}
+eval_every=${EVAL_EVERY:-78}
 threads=${THREADS:-2}
 dense_cfg=$root/configs/experiments/fashion_vit_ti.textproto
 vmoe_cfg=$root/configs/experiments/fashion_vmoe_ti.textproto
