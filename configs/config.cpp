@@ -399,6 +399,43 @@ constexpr int64_t kMaxBatch = int64_t(1) << 20;
 constexpr int64_t kMaxTokensPerImage = int64_t(1) << 20;
 constexpr int64_t kMaxTokensPerGroup = int64_t(1) << 24;
 
+// The fields that one router uses and another does not (configs/vmoe.proto MoeConfig.Router):
+// set for a router that ignores them, they are errors rather than silently unused.
+void validate_router(const config::MoeConfig& e) {
+  using R = config::MoeConfig;
+  const std::string name = R::Router_Name(e.router());
+  auto not_for = [&](bool set, const char* field, const char* why) {
+    if (set) invalid("model.moe." + std::string(field) + " does not apply to router " + name + why);
+  };
+  if (e.has_slots_per_expert()) {
+    require_int(e.slots_per_expert(), "model.moe.slots_per_expert", 1, 65536);
+    not_for(e.router() != R::SOFT, "slots_per_expert", " (only SOFT has slots)");
+  }
+  if (e.dropless()) {
+    not_for(e.router() != R::TOP_K, "dropless", " (only TOP_K drops choices)");
+    const char* why = " with dropless: true (no choice is dropped)";
+    not_for(e.has_capacity_factor(), "capacity_factor", why);
+    not_for(e.has_eval_capacity_factor(), "eval_capacity_factor", why);
+    not_for(e.has_batch_priority(), "batch_priority", why);
+    not_for(e.has_eval_batch_priority(), "eval_batch_priority", why);
+  }
+  if (e.router() == R::TOP_K) return;
+  const char* no_k = " (experts, not tokens, choose; or every slot sees every token)";
+  not_for(e.has_k(), "k", no_k);
+  const char* no_order = " (no token order to prioritise)";
+  not_for(e.has_batch_priority(), "batch_priority", no_order);
+  not_for(e.has_eval_batch_priority(), "eval_batch_priority", no_order);
+  const char* no_loss = " (it has no auxiliary loss)";
+  not_for(e.has_importance_loss_weight(), "importance_loss_weight", no_loss);
+  not_for(e.has_load_loss_weight(), "load_loss_weight", no_loss);
+  not_for(e.has_gshard_loss_weight(), "gshard_loss_weight", no_loss);
+  if (e.router() == R::SOFT) {
+    not_for(e.has_eval_capacity_factor(), "eval_capacity_factor",
+            " (slots are parameters: their number is fixed by training)");
+    not_for(e.has_images_per_group(), "images_per_group", " (slots mix the tokens of one image)");
+  }
+}
+
 void validate_moe(const config::MoeConfig& e, const config::ModelConfig& m) {
   require_int(e.num_experts(), "model.moe.num_experts", 1, 65536);
   require_int(e.k(), "model.moe.k", 1, 65536);
@@ -426,9 +463,10 @@ void validate_moe(const config::MoeConfig& e, const config::ModelConfig& m) {
               " blocks of the model (0-based)");
     }
   }
+  validate_router(e);
   const int64_t side = m.image_size() / m.patch_size();
   const int64_t tokens = checked_mul(side, side, "model tokens per image") + 1;
-  const int64_t group = checked_mul(e.images_per_group(), tokens, "model.moe tokens per group");
+  const int64_t group = checked_mul(moe_group_images(e), tokens, "model.moe tokens per group");
   if (group > kMaxTokensPerGroup) {
     invalid("model.moe.images_per_group makes routing groups of " + num(group) +
             " tokens, more than " + num(kMaxTokensPerGroup) + " (got " + num(e.images_per_group()) +
@@ -554,7 +592,7 @@ void validate_microbatches(const config::Config& c) {
   require_int(m, "train.microbatches", 1, kMaxBatch);
   if (m == 1) return;  // the batch itself: its split is checked where the rank count is known
   const int64_t batch = c.data().batch_size();
-  const int64_t group = c.model().has_moe() ? c.model().moe().images_per_group() : 1;
+  const int64_t group = c.model().has_moe() ? moe_group_images(c.model().moe()) : 1;
   if (batch % m != 0) {
     invalid("train.microbatches must divide data.batch_size (got " + num(m) + " and " + num(batch) +
             ")");
@@ -661,6 +699,10 @@ void apply_override(pb::Message& message, const std::string& assignment) {
     current = current->GetReflection()->MutableMessage(current, field);
     start = dot + 1;
   }
+}
+
+int64_t moe_group_images(const config::MoeConfig& moe) {
+  return moe.router() == config::MoeConfig::SOFT ? 1 : moe.images_per_group();
 }
 
 void validate_config(const config::Config& config) {

@@ -52,6 +52,10 @@ void check_float(double value, const std::string& name, const FloatRange& range)
 // The same for integers: `value` when it is in [lo, hi], else ConfigError naming `name`.
 int64_t check_int(int64_t value, const std::string& name, int64_t lo, int64_t hi);
 
+// Images whose tokens are routed together: model.moe.images_per_group, or 1 for the SOFT
+// router (its slots mix the tokens of one image).
+int64_t moe_group_images(const config::MoeConfig& moe);
+
 // Compute threads per process (train.threads, OMP_NUM_THREADS) and loader threads: at most this.
 inline constexpr int64_t kMaxThreads = 1024;
 

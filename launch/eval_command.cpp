@@ -10,18 +10,12 @@
 #include "launch/commands.h"
 #include "launch/evaluate.h"
 #include "launch/experiment.h"
+#include "launch/routing_flags.h"
 #include "launch/saved_model.h"
 
 namespace vmoe {
 
 namespace {
-
-std::optional<bool> parse_bpr(const std::string& bpr) {
-  if (bpr.empty()) return std::nullopt;
-  if (bpr == "on") return true;
-  if (bpr == "off") return false;
-  throw std::runtime_error("--bpr must be 'on' or 'off', got '" + bpr + "'");
-}
 
 // The test-time capacity of the command line: finite and in (0, 65536] as the config's
 // capacity factors (0, the flag's default, means the config's).
@@ -41,16 +35,10 @@ void print_result(const EvalResult& r) {
 int run_eval(const EvalArgs& args) {
   SavedModel saved = load_saved_model(args.workdir, args.weights, args.overrides);
   const config::Config& cfg = saved.config;
-  const bool moe = cfg.model().has_moe();
-  if (!moe && (args.capacity_factor != 0 || !args.bpr.empty() || !args.capacity_sweep.empty())) {
-    throw std::runtime_error("--capacity-factor, --bpr and --capacity-sweep need a V-MoE model (" +
-                             saved.weights_path + " is dense)");
-  }
+  check_routing_flags(cfg, saved.weights_path,
+                      {args.capacity_factor, args.bpr, !args.capacity_sweep.empty()});
   std::optional<double> capacity;
-  if (args.capacity_factor != 0) {
-    config::check_float(args.capacity_factor, "--capacity-factor", kCapacityRange);
-    capacity = args.capacity_factor;
-  }
+  if (args.capacity_factor != 0) capacity = args.capacity_factor;
   for (double c : args.capacity_sweep)
     config::check_float(c, "--capacity-sweep values", kCapacityRange);
   // Any reader: in-memory kinds and image folders alike (decoded batch by batch).

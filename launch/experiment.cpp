@@ -47,19 +47,28 @@ VitConfig vit_config_from(const config::ModelConfig& m) {
 
 MoeConfig moe_config_from(const config::MoeConfig& e, int64_t num_layers) {
   MoeConfig m;
+  using R = config::MoeConfig;
+  m.router = e.router() == R::EXPERTS_CHOICE ? MoeRouter::experts_choice
+             : e.router() == R::SOFT         ? MoeRouter::soft
+                                             : MoeRouter::top_k;
+  m.dropless = e.dropless();
+  m.slots_per_expert = e.slots_per_expert();
   m.num_experts = e.num_experts();
-  m.k = e.k();
+  // Experts Choice and Soft MoE have no k; 1 keeps k-sized figures (capacity, report) defined.
+  m.k = m.router == MoeRouter::top_k ? e.k() : 1;
   m.capacity_factor = e.capacity_factor();
   m.eval_capacity_factor =
       e.has_eval_capacity_factor() ? e.eval_capacity_factor() : e.capacity_factor();
   m.batch_priority = e.batch_priority();
   m.eval_batch_priority =
       e.has_eval_batch_priority() ? e.eval_batch_priority() : e.batch_priority();
-  m.images_per_group = e.images_per_group();
-  m.noise_std = e.noise_std();
-  m.importance_loss_weight = e.importance_loss_weight();
-  m.load_loss_weight = e.load_loss_weight();
-  m.gshard_loss_weight = e.gshard_loss_weight();
+  m.images_per_group = moe_group_images(e);
+  // Soft MoE's noise is off unless set (as its reference); the other routers' default is 1.
+  m.noise_std = m.router == MoeRouter::soft && !e.has_noise_std() ? 0.0 : e.noise_std();
+  const bool losses = m.router == MoeRouter::top_k;  // the others have none
+  m.importance_loss_weight = losses ? e.importance_loss_weight() : 0.0;
+  m.load_loss_weight = losses ? e.load_loss_weight() : 0.0;
+  m.gshard_loss_weight = losses ? e.gshard_loss_weight() : 0.0;
   m.identical_expert_init = e.identical_expert_init();
   if (e.blocks_size() > 0) {
     m.moe_blocks.assign(e.blocks().begin(), e.blocks().end());

@@ -29,6 +29,7 @@
 #include "launch/commands.h"
 #include "launch/evaluate.h"
 #include "launch/experiment.h"
+#include "launch/routing_flags.h"
 #include "launch/saved_model.h"
 
 namespace vmoe {
@@ -121,14 +122,10 @@ int run_fewshot_eval(const EvalArgs& args) {
     if (s < 1) throw std::runtime_error("--fewshot values must be >= 1, got " + std::to_string(s));
   SavedModel saved = load_saved_model(args.workdir, args.weights, args.overrides);
   const config::Config& cfg = saved.config;
-  if (!cfg.model().has_moe() && (args.capacity_factor != 0 || !args.bpr.empty()))
-    throw std::runtime_error("--capacity-factor and --bpr need a V-MoE model (" +
-                             saved.weights_path + " is dense)");
-  if (args.capacity_factor != 0)
-    config::check_float(args.capacity_factor, "--capacity-factor", {0, 65536, true});
+  check_routing_flags(cfg, saved.weights_path, {args.capacity_factor, args.bpr});
   ForwardContext routing{Mode::eval, {}, 0};
   if (args.capacity_factor > 0) routing.eval_capacity_factor = args.capacity_factor;
-  if (!args.bpr.empty()) routing.eval_batch_priority = args.bpr == "on";
+  routing.eval_batch_priority = parse_bpr(args.bpr);
   const auto num_classes = static_cast<int32_t>(cfg.model().num_classes());
 
   // The largest shot set; each smaller one is its per-class prefix.

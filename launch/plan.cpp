@@ -32,7 +32,7 @@ struct Planner {
         options(o),
         model(store, vit_config_from(c.model())),
         num_experts(c.model().has_moe() ? c.model().moe().num_experts() : 0),
-        images_per_group(num_experts > 0 ? c.model().moe().images_per_group() : 1),
+        images_per_group(num_experts > 0 ? moe_group_images(c.model().moe()) : 1),
         batch(o.batch > 0 ? o.batch : c.data().batch_size()),
         param(param_dtype_from(c.model())),
         activation(activation_dtype(o.precision ? *o.precision : precision_from(c), param)),

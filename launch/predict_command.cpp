@@ -11,6 +11,7 @@
 #include "launch/commands.h"
 #include "launch/evaluate.h"
 #include "launch/experiment.h"
+#include "launch/routing_flags.h"
 #include "launch/saved_model.h"
 
 namespace vmoe {
@@ -73,13 +74,7 @@ int run_predict(const PredictArgs& args) {
   const config::Config& cfg = saved.config;
   if (args.output.empty()) throw std::runtime_error("--output is required");
   // Test-time routing, as `vmoe eval`: the flags need a V-MoE; 0 / "" keep the config's.
-  if (!cfg.model().has_moe() && (args.capacity_factor != 0 || !args.bpr.empty()))
-    throw std::runtime_error("--capacity-factor and --bpr need a V-MoE model (" +
-                             quote_for_error(saved.weights_path) + " is dense)");
-  if (args.capacity_factor != 0)
-    config::check_float(args.capacity_factor, "--capacity-factor", {0, 65536, true});
-  if (!args.bpr.empty() && args.bpr != "on" && args.bpr != "off")
-    throw std::runtime_error("--bpr must be 'on' or 'off', got " + quote_for_error(args.bpr));
+  check_routing_flags(cfg, saved.weights_path, {args.capacity_factor, args.bpr});
   const bool from_test = args.input.empty() || args.input == "test";
   const data::ImageDataset ds =
       from_test ? load_split(cfg, data::Split::test) : read_h5_images(args.input, cfg);
@@ -102,7 +97,7 @@ int run_predict(const PredictArgs& args) {
     ForwardContext ctx{Mode::eval, {}, s};
     ctx.record_routing = true;
     if (args.capacity_factor != 0) ctx.eval_capacity_factor = args.capacity_factor;
-    if (!args.bpr.empty()) ctx.eval_batch_priority = args.bpr == "on";
+    ctx.eval_batch_priority = parse_bpr(args.bpr);
     VitOutput out = saved.model->operator()(batch_images(b, saved.model->device()), ctx);
     classes = out.logits.size(1);
     rep = out.pre_logits.size(1);

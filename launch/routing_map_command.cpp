@@ -19,6 +19,7 @@
 #include "launch/evaluate.h"
 #include "launch/experiment.h"
 #include "launch/gnuplot.h"
+#include "launch/routing_flags.h"
 #include "launch/saved_model.h"
 
 namespace vmoe {
@@ -86,11 +87,8 @@ int run_routing_map(const RoutingMapArgs& args) {
   if (!cfg.model().has_moe())
     throw std::runtime_error("routing-map needs a V-MoE model (" +
                              quote_for_error(saved.weights_path) + " is dense)");
-  // As `vmoe eval`: finite and in (0, 65536]; 0 (the default) keeps the config's.
-  if (args.capacity_factor != 0)
-    config::check_float(args.capacity_factor, "--capacity-factor", {0, 65536, true});
-  if (!args.bpr.empty() && args.bpr != "on" && args.bpr != "off")
-    throw std::runtime_error("--bpr must be 'on' or 'off', got " + quote_for_error(args.bpr));
+  // As `vmoe eval`: 0 (the default) keeps the config's capacity, "" its BPR.
+  check_routing_flags(cfg, saved.weights_path, {args.capacity_factor, args.bpr});
   if (args.images.empty()) throw std::runtime_error("--images needs at least one test image");
   const data::ImageDataset test_set = load_split(cfg, data::Split::test);
   for (int64_t i : args.images)
@@ -103,7 +101,7 @@ int run_routing_map(const RoutingMapArgs& args) {
   const int64_t patches = vit.num_patches(), tokens = vit.num_tokens();
   const int64_t first_patch = tokens - patches;  // the class token (if any) is token 0
   const int64_t eval_batch = cfg.data().eval_batch_size();
-  const int64_t group = cfg.model().moe().images_per_group();
+  const int64_t group = moe_group_images(cfg.model().moe());
   const int64_t num_experts = cfg.model().moe().num_experts();
 
   NoGrad no_grad;
@@ -117,7 +115,7 @@ int run_routing_map(const RoutingMapArgs& args) {
     ForwardContext ctx{Mode::eval, {}, g0};
     ctx.record_routing = true;
     if (args.capacity_factor > 0) ctx.eval_capacity_factor = args.capacity_factor;
-    if (!args.bpr.empty()) ctx.eval_batch_priority = args.bpr == "on";
+    ctx.eval_batch_priority = parse_bpr(args.bpr);
     VitOutput out = saved.model->operator()(batch_images(b, saved.model->device()), ctx);
     std::vector<PatchRouting> layers;
     for (const MoeReport& m : out.moe) {

@@ -142,9 +142,9 @@ int run_train(const TrainArgs& args, const LaunchInfo& launch) {
   const int64_t num_experts = cfg.model().has_moe() ? cfg.model().moe().num_experts() : 0;
   const int64_t global_batch = cfg.data().batch_size();
   validate_layout(launch.world->size(), num_experts, global_batch,
-                  num_experts > 0 ? cfg.model().moe().images_per_group() : 0);
+                  num_experts > 0 ? moe_group_images(cfg.model().moe()) : 0);
   check_microbatches(global_batch / launch.world->size(), cfg.train().microbatches(),
-                     num_experts > 0 ? cfg.model().moe().images_per_group() : 1);
+                     num_experts > 0 ? moe_group_images(cfg.model().moe()) : 1);
   const Device device = rank_device(device_from(cfg.train()), launch.world->size());
   const ProcessGroups groups = make_process_groups(launch.world, num_experts, device);
   const int ranks = groups.world_size(), rank = groups.rank();

@@ -38,6 +38,14 @@ int64_t expert_capacity(int64_t tokens, int64_t k, double capacity_factor, int64
   return (c + 3) / 4 * 4;
 }
 
+int64_t soft_slots_per_expert(const MoeConfig& m, int64_t tokens_per_image) {
+  if (m.slots_per_expert > 0) return m.slots_per_expert;
+  // As the reference's Soft MoE: rounded to the nearest integer, no multiple of 4.
+  const double raw = double(tokens_per_image) * m.capacity_factor / double(m.num_experts);
+  if (!(raw < 0x1p62)) throw SizeOverflow("soft MoE slots per expert " + std::to_string(raw));
+  return std::max<int64_t>(1, int64_t(std::llround(raw)));
+}
+
 std::vector<int64_t> every_n_blocks(int64_t num_layers, int64_t n) {
   std::vector<int64_t> out;
   for (int64_t b = n - 1; n > 0 && b < num_layers; b += n)
@@ -75,6 +83,14 @@ void validate(const MoeConfig& m, int64_t num_layers) {
     if (!(std::isfinite(w) && w >= 0))
       bad(name, "must be finite and >= 0, got " + std::to_string(w));
   }
+  if (m.slots_per_expert < 0)
+    bad("slots_per_expert", "must be >= 1 (or unset), got " + std::to_string(m.slots_per_expert));
+  if (m.dropless && m.router != MoeRouter::top_k)
+    bad("dropless", "applies to router TOP_K only (Experts Choice and Soft MoE drop no choice)");
+  if (m.router != MoeRouter::top_k && (m.batch_priority || m.eval_batch_priority))
+    bad("batch_priority", "applies to router TOP_K only (no token order to prioritise)");
+  if (m.dropless && (m.batch_priority || m.eval_batch_priority))
+    bad("batch_priority", "has no effect with dropless routing (no choice is dropped)");
   std::set<int64_t> seen;
   for (int64_t b : m.moe_blocks) {
     if (b < 0 || b >= num_layers)

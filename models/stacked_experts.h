@@ -3,6 +3,7 @@
 // run as one batched GEMM and a rank can hold a contiguous slice of them.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "core/ops.h"
 #include "core/parameters.h"
@@ -18,9 +19,17 @@ class StackedExperts {
                  int64_t mlp_dim, ExpertInit init);
   // tokens [E, R, D] -> [E, R, D]
   Tensor operator()(const Tensor& tokens) const;
+  // Variable-size batches (dropless routing): rows [sum counts, D] sorted by expert, counts[l]
+  // rows for expert first_expert + l -> [sum counts, D]. Each expert's GEMMs run on its
+  // contiguous rows through slices of the stacked parameters; experts without rows are skipped
+  // (their slices get zero gradients).
+  Tensor segments(const Tensor& rows, const std::vector<int64_t>& counts,
+                  int64_t first_expert = 0) const;
   int64_t num_experts() const { return num_experts_; }
   // operator() on [experts, rows, D] tokens of dtype x (parameters of dtype `param`).
   LayerCost cost(int64_t experts, int64_t rows, DType x, DType param) const;
+  // segments() on `rows` rows in all over `experts` experts.
+  LayerCost segments_cost(int64_t experts, int64_t rows, DType x, DType param) const;
 
  private:
   const ParameterStore* store_;

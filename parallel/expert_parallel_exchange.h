@@ -10,6 +10,7 @@
 // memory, such as MPI, stages device tensors itself).
 #pragma once
 #include <memory>
+#include <vector>
 
 #include "parallel/communicator.h"
 #include "parallel/expert_exchange.h"
@@ -25,6 +26,12 @@ class ExpertParallelExchange final : public ExpertExchange {
   // dispatched [E, R, D] -> expert outputs [E, R, D]; `experts` gets [E / Pe, rows, D].
   // Collective over the expert group; differentiable (backward is collective too).
   Tensor operator()(const Tensor& dispatched, const LocalExperts& experts) const override;
+  // Dropless routing (parallel/expert_parallel_segments.cpp): rows [sum counts, D] sorted by
+  // expert, counts [E] -> the experts' outputs in the same layout; the ranks first exchange
+  // the per-expert counts, then the rows (all_to_all_v), and `experts` gets each local
+  // expert's rows from every rank. Collective and differentiable as operator().
+  Tensor segments(const Tensor& rows, const std::vector<int64_t>& counts,
+                  const LocalSegments& experts) const override;
 
   int64_t experts_per_rank() const { return num_experts_ / group_->size(); }
   // Chunks used when the largest R over the group is `max_rows`, with rows of `row_bytes`.

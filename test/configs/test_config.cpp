@@ -624,3 +624,42 @@ TEST_CASE("config: thread counts are bounded") {
         "data.loader_threads must be in [1, 1024] (got 5000)");
   CHECK(with({"train.threads=1024", "data.loader_threads=1024"}).train().threads() == 1024);
 }
+
+TEST_CASE("config: a router's fields are errors under the routers that ignore them") {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"model.moe.router=EXPERTS_CHOICE", "model.moe.k=1"},
+       "model.moe.k does not apply to router EXPERTS_CHOICE"},
+      {{"model.moe.router=EXPERTS_CHOICE", "model.moe.batch_priority=true"},
+       "model.moe.batch_priority does not apply to router EXPERTS_CHOICE"},
+      {{"model.moe.router=EXPERTS_CHOICE", "model.moe.load_loss_weight=0.01"},
+       "model.moe.load_loss_weight does not apply to router EXPERTS_CHOICE (it has no auxiliary "
+       "loss)"},
+      {{"model.moe.router=SOFT", "model.moe.batch_priority=true"},
+       "model.moe.batch_priority does not apply to router SOFT"},
+      {{"model.moe.router=SOFT", "model.moe.eval_capacity_factor=2"},
+       "model.moe.eval_capacity_factor does not apply to router SOFT"},
+      {{"model.moe.router=SOFT", "model.moe.images_per_group=2"},
+       "model.moe.images_per_group does not apply to router SOFT"},
+      {{"model.moe.slots_per_expert=4"},
+       "model.moe.slots_per_expert does not apply to router TOP_K"},
+      {{"model.moe.router=SOFT", "model.moe.slots_per_expert=0"},
+       "model.moe.slots_per_expert must be in [1, 65536] (got 0)"},
+      {{"model.moe.router=SOFT", "model.moe.dropless=true"},
+       "model.moe.dropless does not apply to router SOFT"},
+      {{"model.moe.dropless=true", "model.moe.capacity_factor=2"},
+       "model.moe.capacity_factor does not apply to router TOP_K with dropless: true"},
+      {{"model.moe.dropless=true", "model.moe.eval_batch_priority=true"},
+       "model.moe.eval_batch_priority does not apply to router TOP_K with dropless: true"},
+  };
+  for (const auto& [overrides, message] : cases) {
+    INFO(overrides.back());
+    const std::string error = error_of([&] { with(overrides); });
+    CHECK(error.rfind(message, 0) == 0);
+    CHECK(error.find('\n') == std::string::npos);
+  }
+  // What each router does use is accepted.
+  CHECK_NOTHROW(with({"model.moe.router=EXPERTS_CHOICE", "model.moe.capacity_factor=2",
+                      "model.moe.eval_capacity_factor=1", "model.moe.noise_std=0.5"}));
+  CHECK_NOTHROW(with({"model.moe.router=SOFT", "model.moe.slots_per_expert=2"}));
+  CHECK_NOTHROW(with({"model.moe.dropless=true", "model.moe.k=1", "model.moe.noise_std=0"}));
+}

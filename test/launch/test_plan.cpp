@@ -33,7 +33,11 @@ namespace {
 // 16 x 16 images in 4 x 4 patches: with GAP, 16 tokens, and every activation of these sizes is
 // a power-of-two number of bytes, so the allocator's size classes add nothing (a tight check).
 // TOKEN adds the class token: 17 tokens, sizes the allocator rounds up by up to 1/8.
-config::Config small_config(const std::string& classifier, bool moe, double dropout = 0) {
+// The MoE block of small_config: the top-k router, or another router's fields.
+const char* const kTopK = "k: 2 capacity_factor: 1.0 images_per_group: 2";
+
+config::Config small_config(const std::string& classifier, bool moe, double dropout = 0,
+                            const std::string& router = kTopK) {
   std::string text = R"(
     name: "plan_test"
     model { image_size: 16 channels: 1 patch_size: 4 hidden_size: 32 mlp_dim: 64 num_heads: 4
@@ -41,7 +45,7 @@ config::Config small_config(const std::string& classifier, bool moe, double drop
                      classifier + " dropout_rate: " + std::to_string(dropout) +
                      " attention_dropout_rate: " + std::to_string(dropout);
   if (moe) {
-    text += R"( moe { num_experts: 4 k: 2 capacity_factor: 1.0 images_per_group: 2 every_n: 2 } )";
+    text += " moe { num_experts: 4 every_n: 2 " + router + " } ";
   }
   text += R"( }
     data { batch_size: 8 }
@@ -132,6 +136,7 @@ TEST_CASE("plan: declared FLOPs and kept activations match a real forward and ba
     Precision precision;
     ExchangeKind exchange;
     double tolerance;  // on the kept bytes: the allocator's size classes (up to 1/8), scalars
+    std::string router = kTopK;
   };
   // Power-of-two sizes (GAP): within 1% (only the scalars and [E]-sized tensors of the losses
   // are left out). The class token's 17 tokens: the allocator rounds up to 1/8 more.
@@ -144,10 +149,23 @@ TEST_CASE("plan: declared FLOPs and kept activations match a real forward and ba
       {"dense gap dropout", "GAP", false, 0.1, Precision::f32, ExchangeKind::local, 0.01},
       {"moe token f32", "TOKEN", true, 0, Precision::f32, ExchangeKind::local, 0.125},
       {"moe token bf16 dropout", "TOKEN", true, 0.1, Precision::bf16, ExchangeKind::local, 0.125},
+      {"experts choice gap f32", "GAP", true, 0, Precision::f32, ExchangeKind::local, 0.01,
+       "router: EXPERTS_CHOICE capacity_factor: 2 images_per_group: 2"},
+      {"experts choice token bf16", "TOKEN", true, 0, Precision::bf16, ExchangeKind::local, 0.125,
+       "router: EXPERTS_CHOICE capacity_factor: 2 images_per_group: 2"},
+      {"soft gap f32", "GAP", true, 0, Precision::f32, ExchangeKind::local, 0.01,
+       "router: SOFT slots_per_expert: 4 noise_std: 0.5"},
+      {"soft token bf16 expert-parallel", "TOKEN", true, 0, Precision::bf16,
+       ExchangeKind::expert_parallel, 0.125, "router: SOFT slots_per_expert: 4"},
+      // Dropless: the experts' variable-size batches round up in the allocator's size classes.
+      {"dropless gap f32", "GAP", true, 0, Precision::f32, ExchangeKind::local, 0.02,
+       "k: 2 dropless: true images_per_group: 2"},
+      {"dropless token bf16", "TOKEN", true, 0, Precision::bf16, ExchangeKind::local, 0.125,
+       "k: 2 dropless: true images_per_group: 2"},
   };
   for (const Case& c : cases) {
     INFO(c.name);
-    const config::Config cfg = small_config(c.classifier, c.moe, c.dropout);
+    const config::Config cfg = small_config(c.classifier, c.moe, c.dropout, c.router);
     const int64_t batch = cfg.data().batch_size();
     ParameterStore store;
     std::shared_ptr<const ExpertExchange> exchange;

@@ -221,6 +221,8 @@ struct LayerCase {
   double capacity = 1.0;
   int64_t chunks = 0;
   bool steer_to_two = false;  // route every token to experts 0 and 1 only
+  MoeRouter router = MoeRouter::top_k;
+  bool dropless = false;
 };
 
 Tensor make_input(const LayerCase& c, int64_t images) {
@@ -251,6 +253,12 @@ LayerRun run_layer(const LayerCase& c, const ProcessGroups* groups) {
   m.images_per_group = c.images_per_group;
   m.identical_expert_init = false;
   m.moe_blocks = {0};
+  m.router = c.router;
+  m.dropless = c.dropless;
+  if (c.router != MoeRouter::top_k) {
+    m.importance_loss_weight = m.load_loss_weight = 0;  // these routers have none
+    if (c.router == MoeRouter::soft) m.images_per_group = 1;
+  }
   ParameterStore store;
   std::shared_ptr<const ExpertExchange> exchange = std::make_shared<LocalExchange>();
   if (groups && groups->expert->size() > 1)
@@ -270,7 +278,8 @@ LayerRun run_layer(const LayerCase& c, const ProcessGroups* groups) {
   const FeedForwardOutput y = layer(x, ctx, 0);
   Tensor out = y.out;
   // Mean over this slice's images, as the training loss is.
-  Tensor loss = sum_all(out * weights) * (1.0 / double(images)) + y.aux_loss;
+  Tensor loss = sum_all(out * weights) * (1.0 / double(images));
+  if (y.aux_loss.defined()) loss = loss + y.aux_loss;  // Experts Choice and Soft MoE have none
   LayerRun run;
   std::unique_ptr<GradientReducer> reducer;
   if (groups) reducer = std::make_unique<GradientReducer>(store, *groups, 256);
@@ -359,6 +368,35 @@ TEST_CASE("moe layer: experts that receive no tokens get zero gradients, no hang
         CHECK(norm > 0.0);
     }
   }
+}
+
+TEST_CASE("moe layer: Experts Choice on P ranks equals one process") {
+  LayerCase c;
+  c.router = MoeRouter::experts_choice;
+  for (double capacity : {0.5, 2.0}) {
+    CAPTURE(capacity);
+    c.capacity = capacity;
+    check_layer_matches_single_process(c);
+  }
+}
+
+TEST_CASE("moe layer: Soft MoE on P ranks equals one process") {
+  LayerCase c;
+  c.router = MoeRouter::soft;
+  c.images_per_group = 1;
+  for (double capacity : {1.0, 4.0}) {  // slots per expert round(5 c / 8): 1 and 3
+    CAPTURE(capacity);
+    c.capacity = capacity;
+    check_layer_matches_single_process(c);
+  }
+}
+
+TEST_CASE("moe layer: dropless top-k on P ranks equals one process") {
+  LayerCase c;
+  c.dropless = true;
+  check_layer_matches_single_process(c);
+  c.steer_to_two = true;  // experts 2..7 receive no rows: zero-sized batches and messages
+  check_layer_matches_single_process(c);
 }
 
 TEST_CASE(
