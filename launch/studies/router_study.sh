@@ -12,7 +12,8 @@
 #   soft        Soft MoE, 13 slots per expert (104 slots per 50-token image ~ top-2's 2 x 50)
 #   dense_reg, every2_reg  the regularised setting (REG_SETS overrides; default dropout 0.1)
 # then launch/studies/router_summary.py writes the tables (accuracy, FLOPs per image from
-# `vmoe plan`, train time) and the plots (accuracy against FLOPs per image and wall time).
+# `vmoe plan`, train time) and the plots (accuracy against FLOPs per image and wall time; the
+# wall time of launch/studies/router_bench.sh's step timings when they exist).
 # Usage: launch/studies/router_study.sh [OUT_DIR [--set field=value ...]]   (env: VMOE, SEEDS,
 #        EPOCHS, ARMS, THREADS, REG_SETS; finished runs are skipped, so it can be resumed)
 set -euo pipefail
@@ -27,37 +28,9 @@ arms=${ARMS:-"dense every2 last1 e4 e16 k1 bpr_c05 vanilla_c05 dropless experts_
 threads=${THREADS:-2}
 read -r -a reg_sets <<<"${REG_SETS:---set model.dropout_rate=0.1}"
 steps_per_epoch=${STEPS_PER_EPOCH:-469}  # 60000 images at batch 128, the last one partial
-mkdir -p "$out/configs"
 
 source "$root/launch/studies/common.sh"
-
-dense_cfg=$root/configs/experiments/fashion_vit_ti.textproto
-vmoe_cfg=$root/configs/experiments/fashion_vmoe_ti.textproto
-# Placement by a field the config does not set (every_n is set; only one placement may be).
-sed 's/every_n: 2/last_n: 1/' "$vmoe_cfg" >"$out/configs/last1.textproto"
-
-# The config and overrides of an arm: sets $cfg and $sets.
-arm_config() {
-  cfg=$vmoe_cfg
-  sets=()
-  case $1 in
-    dense) cfg=$dense_cfg ;;
-    every2) ;;
-    last1) cfg=$out/configs/last1.textproto ;;
-    e4) sets=(--set model.moe.num_experts=4) ;;
-    e16) sets=(--set model.moe.num_experts=16) ;;
-    k1) sets=(--set model.moe.k=1) ;;
-    bpr_c05) sets=(--set model.moe.capacity_factor=0.5 --set model.moe.batch_priority=true) ;;
-    vanilla_c05) sets=(--set model.moe.capacity_factor=0.5) ;;
-    dropless | experts_choice | soft) cfg=$root/configs/experiments/fashion_vmoe_ti_$1.textproto ;;
-    dense_reg)
-      cfg=$dense_cfg
-      sets=("${reg_sets[@]}")
-      ;;
-    every2_reg) sets=("${reg_sets[@]}") ;;
-    *) echo "router_study.sh: error: unknown arm '$1'" >&2 && exit 2 ;;
-  esac
-}
+source "$root/launch/studies/router_arms.sh"
 
 for ep in $epochs; do
   steps=$((ep * steps_per_epoch))
@@ -68,12 +41,9 @@ for ep in $epochs; do
       arm_config "$arm"
       echo "epochs $ep, seed $seed, $arm"
       study_train "$out/e$ep/${arm}_s$seed" "$cfg" "$steps" $((steps / 10)) "$seed" "${sets[@]}"
-      if [[ ! -f $out/configs/$arm.plan.json ]]; then
-        "$vmoe" plan --config "$cfg" "${sets[@]}" --json >"$out/configs/$arm.plan.json"
-      fi
     done
   done
 done
 
 python3 "$root/launch/studies/router_summary.py" --out "$out/router_study" --study "$out" \
-  --epochs $epochs --arms $arms --seeds $seeds
+  --epochs $epochs --arms $arms --seeds $seeds --steps-per-epoch "$steps_per_epoch"

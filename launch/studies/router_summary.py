@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Summarises launch/studies/router_study.sh (docs/experiments.md): per training length, a
 table of every arm's final test accuracy (mean, sample standard deviation, min-max over seeds),
-test loss, forward GFLOPs per image (`vmoe plan`) and training time; and two plots, test
-accuracy against GFLOPs per image and against training time, one series per training length.
+test loss, forward GFLOPs per image (`vmoe plan`), the runs' own training time and the
+benchmarked step time (router_bench.sh); and two plots, test accuracy against GFLOPs per image
+and against training time (benchmarked step time x steps when measured, else the runs' own),
+one series per training length.
 Writes OUT.md, OUT_flops.png and OUT_time.png. Arms or lengths whose runs are not all finished
 are reported as missing, not averaged over fewer seeds.
 """
@@ -59,6 +61,14 @@ def gflops_per_image(study, arm):
         return json.load(f)["flops"]["forward_gflops_per_image"]
 
 
+def bench_step_ms(study, arm):
+    path = os.path.join(study, "configs", f"{arm}.bench.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["step_ms"]["median"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output prefix")
@@ -66,13 +76,14 @@ def main():
     parser.add_argument("--epochs", nargs="+", required=True)
     parser.add_argument("--arms", nargs="+", required=True)
     parser.add_argument("--seeds", nargs="+", required=True)
+    parser.add_argument("--steps-per-epoch", type=int, default=469)
     args = parser.parse_args()
 
     text, points, missing = [], {}, []
     for ep in args.epochs:
         text += [f"### {ep} epoch{'s' if ep != '1' else ''}", "",
                  "| arm | test accuracy (%) | spread (min-max) | test loss | GFLOPs/image | "
-                 "train time (s) |", "|---|---|---|---|---|---|"]
+                 "step (ms) | train time (s) |", "|---|---|---|---|---|---|---|"]
         for arm in args.arms:
             runs = [final_eval(os.path.join(args.study, f"e{ep}", f"{arm}_s{s}"))
                     for s in args.seeds]
@@ -85,9 +96,13 @@ def main():
             time = sum(secs) / len(secs) if secs else float("nan")
             flops = gflops_per_image(args.study, arm)
             flops_text = f"{flops:.4f}" if flops is not None else "-"
+            step = bench_step_ms(args.study, arm)
+            step_text = f"{step:.0f}" if step is not None else "-"
+            if step is not None:  # the plot's time: benchmarked, not what ran beside the run
+                time = step * int(ep) * args.steps_per_epoch / 1000
             text.append(f"| {LABELS.get(arm, arm)} | {acc[0]:.2f} ± {acc[1]:.2f} | "
                         f"{acc[2]:.2f}-{acc[3]:.2f} | {loss[0]:.4f} ± {loss[1]:.4f} | "
-                        f"{flops_text} | {time:.0f} |")
+                        f"{flops_text} | {step_text} | {sum(secs) / max(len(secs), 1):.0f} |")
             points.setdefault(ep, []).append((arm, flops, time, acc))
         text += ["", f"(mean ± sample standard deviation over seeds {' '.join(args.seeds)})", ""]
     if missing:
@@ -97,7 +112,7 @@ def main():
     print("\n".join(text))
 
     for axis, column, xlabel in (("flops", 1, "forward GFLOPs per image"),
-                                 ("time", 2, "training time (s)")):
+                                 ("time", 2, "training time (s, benchmarked steps)")):
         data = f"{args.out}_{axis}.dat"
         with open(data, "w") as f:
             for index, ep in enumerate(points):
@@ -117,7 +132,7 @@ def main():
             "set terminal pngcairo size 1000,620 font ',10'",
             f"set output '{args.out}_{axis}.png'",
             f"set title 'Fashion-MNIST: test accuracy against {xlabel} (mean, min-max of seeds)'",
-            f"set xlabel '{xlabel}'", "set ylabel 'test accuracy (%)'", "set key bottom right",
+            f"set xlabel '{xlabel}'", "set ylabel 'test accuracy (%)'", "set key top left",
             "set grid", "plot " + ", \\\n  ".join(plots),
         ])
         try:
