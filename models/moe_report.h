@@ -11,6 +11,7 @@
 namespace vmoe {
 
 // Per-token routing of one layer (filled when ForwardContext::record_routing is set).
+// k columns for top-k and dropless; E for Experts Choice and Soft MoE (docs/routers.md).
 struct RoutingRecord {
   Tensor experts;  // [N, k] i64 chosen experts, best first (N = B * T tokens)
   Tensor weights;  // [N, k] f32 combine weights (softmax probabilities)
@@ -22,7 +23,8 @@ enum MoeStat : int64_t {
   kImportanceLoss = 0,  // mean over groups, unweighted
   kLoadLoss,            // training only (0 otherwise)
   kGshardLoss,          // 0 unless its weight is > 0
-  kDroppedFraction,     // dropped assignments / (tokens * k)
+  kDroppedFraction,     // dropped assignments / (tokens * k); Experts Choice: tokens that no
+                        // expert took / tokens; Soft MoE and dropless: 0
   kNumMoeStats
 };
 
