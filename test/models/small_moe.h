@@ -7,7 +7,10 @@
 #include <memory>
 #include <vector>
 
+#include "core/allocator.h"
 #include "core/autograd.h"
+#include "core/backend.h"
+#include "core/flop_counter.h"
 #include "core/ops.h"
 #include "core/parameters.h"
 #include "models/moe_layer.h"
@@ -44,6 +47,46 @@ inline double worst_relative_to_largest(const std::vector<float>& a, const std::
     largest = std::max(largest, double(std::abs(a[i])));
   }
   return largest > 0 ? worst / largest : worst;
+}
+
+// What one training forward of the layer keeps and computes, as the plan counts it: the bytes
+// still allocated after the forward (tape on; the report sink attached, as the ViT attaches
+// it), the forward's FLOPs and those of the backward of sum(out) + aux.
+struct MeasuredForward {
+  int64_t kept_bytes = 0, forward_flops = 0, backward_flops = 0;
+  double report_flops = 0;
+  DType out_dtype = DType::f32;
+};
+
+inline MeasuredForward measure_training_forward(const SmallMoe& m, const Tensor& x,
+                                                ForwardContext ctx) {
+  auto in_use = [] {
+    return int64_t(backend_for(default_device()).allocator->stats().in_use_bytes);
+  };
+  std::vector<MoeReport> reports;
+  ctx.moe_reports = &reports;
+  MeasuredForward r;
+  const int64_t before = in_use();
+  FeedForwardOutput y;
+  {
+    FlopCount flops;
+    y = (*m.layer)(x, ctx, 0);
+    r.forward_flops = flops.flops();
+  }
+  r.kept_bytes = in_use() - before;
+  r.out_dtype = y.out.dtype();
+  r.report_flops = reports.at(0).flops;
+  FlopCount flops;
+  Tensor loss = sum_all(to_dtype(y.out, DType::f32));
+  if (y.aux_loss.defined()) loss = loss + y.aux_loss;
+  loss.backward();
+  r.backward_flops = flops.flops();
+  return r;
+}
+
+// A cost's kept bytes with its small tensors at the allocator's smallest block.
+inline int64_t planned_kept_bytes(const LayerCost& cost) {
+  return cost.kept_bytes + cost.small_tensors * int64_t(CachingAllocator::block_size(1));
 }
 
 // loss = sum(out * R) + aux, a scalar that depends on every output element; the auxiliary

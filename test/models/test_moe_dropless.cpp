@@ -23,6 +23,9 @@
 #include "test/models/small_moe.h"
 
 using namespace vmoe;
+using vmoe::testing::measure_training_forward;
+using vmoe::testing::MeasuredForward;
+using vmoe::testing::planned_kept_bytes;
 using vmoe::testing::SmallMoe;
 using vmoe::testing::worst_gradient_error;
 using vmoe::testing::worst_relative_to_largest;
@@ -335,41 +338,22 @@ TEST_CASE("moe dropless: the cost counts the forward's rows and GEMM FLOPs", "[d
   // Sizes in whole size classes as the other routers' cost tests: E = 4, D = M = 8, 16 tokens
   // per image, 2 images per group; the kept bytes exceed the plan only by the size-class rounding
   // of the experts' variable-size tensors (4 per expert with rows).
-  auto in_use = [] {
-    return int64_t(backend_for(default_device()).allocator->stats().in_use_bytes);
-  };
   for (double noise : {0.0, 1.0}) {
     CAPTURE(noise);
     MoeConfig c = dropless_config();
     c.noise_std = noise;
     SmallMoe m(c, 16, DType::f32, 8, 8);
     const Tensor x = randn({4, 16, 8}, RngKey{5, 1}, 0, DType::f32).set_requires_grad(true);
-    std::vector<MoeReport> reports;
-    ForwardContext ctx{Mode::train, RngKey{11, 0}, 0};
-    ctx.moe_reports = &reports;
-    const int64_t before = in_use();
-    FeedForwardOutput y;
-    int64_t forward_flops = 0, backward_flops = 0;
-    {
-      FlopCount flops;
-      y = (*m.layer)(x, ctx, 0);
-      forward_flops = flops.flops();
-    }
-    const int64_t kept = in_use() - before;
-    {
-      FlopCount flops;
-      (sum_all(y.out) + y.aux_loss).backward();
-      backward_flops = flops.flops();
-    }
+    const MeasuredForward real = measure_training_forward(m, x, {Mode::train, RngKey{11, 0}, 0});
+    const int64_t kept = real.kept_bytes;
     CostShape shape;
     shape.batch = 4;
     const LayerCost cost = m.layer->cost(shape, 16);
-    CHECK(cost.forward_flops == forward_flops);
-    CHECK(cost.backward_flops == backward_flops);
-    CHECK(double(cost.forward_flops) == reports.at(0).flops);
+    CHECK(cost.forward_flops == real.forward_flops);
+    CHECK(cost.backward_flops == real.backward_flops);
+    CHECK(double(cost.forward_flops) == real.report_flops);
     CHECK(cost.active_flops == cost.forward_flops);
-    const int64_t planned =
-        cost.kept_bytes + cost.small_tensors * int64_t(CachingAllocator::block_size(1));
+    const int64_t planned = planned_kept_bytes(cost);
     const int64_t slack = 4 * c.num_experts * int64_t(CachingAllocator::block_size(1));
     CAPTURE(planned, kept);
     CHECK(kept >= planned);

@@ -14,6 +14,9 @@
 #include "test/models/small_moe.h"
 
 using namespace vmoe;
+using vmoe::testing::measure_training_forward;
+using vmoe::testing::MeasuredForward;
+using vmoe::testing::planned_kept_bytes;
 using vmoe::testing::SmallMoe;
 using vmoe::testing::worst_gradient_error;
 
@@ -215,28 +218,22 @@ TEST_CASE("experts choice: routing noise depends on the seed and not on the batc
   CHECK(other != whole);
 }
 
-TEST_CASE("experts choice: the layer's cost counts what a training forward keeps") {
+TEST_CASE("experts choice: the layer's cost counts what a training forward keeps and its FLOPs") {
   // Whole size classes (8 images of 16 tokens, D 8, E 4, groups of 2 images: C = 8), so the
   // plan's figure and the allocator's bytes in use agree exactly, with and without noise.
-  auto in_use = [] {
-    return int64_t(backend_for(default_device()).allocator->stats().in_use_bytes);
-  };
   for (double noise : {0.0, 1.0}) {
     CAPTURE(noise);
     MoeConfig c = experts_choice(4, 1.0, 2);
     c.noise_std = noise;
     SmallMoe m(c, 16, DType::f32, 8, 8);
     Tensor x = randn({8, 16, 8}, RngKey{26, 1}, 0, DType::f32).set_requires_grad(true);
-    std::vector<MoeReport> reports;  // a report sink, as the ViT attaches
-    ForwardContext ctx{Mode::train, RngKey{11, 0}, 0};
-    ctx.moe_reports = &reports;
-    const int64_t before = in_use();
-    FeedForwardOutput y = (*m.layer)(x, ctx, 0);
-    const int64_t real = in_use() - before;
+    const MeasuredForward real = measure_training_forward(m, x, {Mode::train, RngKey{11, 0}, 0});
     CostShape shape;
     shape.batch = 8;
     const LayerCost cost = m.layer->cost(shape, 16);
-    CHECK(cost.kept_bytes + cost.small_tensors * int64_t(CachingAllocator::block_size(1)) == real);
+    CHECK(planned_kept_bytes(cost) == real.kept_bytes);
+    CHECK(cost.forward_flops == real.forward_flops);
+    CHECK(cost.backward_flops == real.backward_flops);
     CHECK(cost.active_flops == 2 * 128 * 8 * 4 + 4 * 4 * 32 * 8 * 8);
   }
 }

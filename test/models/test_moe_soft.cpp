@@ -20,6 +20,9 @@
 #include "test/models/small_moe.h"
 
 using namespace vmoe;
+using vmoe::testing::measure_training_forward;
+using vmoe::testing::MeasuredForward;
+using vmoe::testing::planned_kept_bytes;
 using vmoe::testing::SmallMoe;
 using vmoe::testing::worst_gradient_error;
 using vmoe::testing::worst_relative_to_largest;
@@ -146,10 +149,6 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
   for (size_t i = 0; i < a.size(); ++i)
     worst = std::max(worst, std::abs(a[i] - b[i]));
   return worst;
-}
-
-int64_t in_use() {
-  return backend_for(default_device()).allocator->stats().in_use_bytes;
 }
 
 }  // namespace
@@ -316,33 +315,18 @@ TEST_CASE("soft moe: the cost counts the forward's kept bytes and GEMM FLOPs exa
     const DType a = activation_dtype(c.precision, DType::f32);
     const Tensor x =
         to_dtype(randn({c.batch, 16, 8}, RngKey{5, 1}, 0, DType::f32), a).set_requires_grad(true);
-    std::vector<MoeReport> reports;
     ForwardContext ctx{Mode::train, RngKey{11, 0}, 0};
-    ctx.moe_reports = &reports;
     ctx.precision = c.precision;
-    const int64_t before = in_use();
-    FeedForwardOutput y;
-    int64_t forward_flops = 0, backward_flops = 0;
-    {
-      FlopCount flops;
-      y = (*m.layer)(x, ctx, 0);
-      forward_flops = flops.flops();
-    }
-    const int64_t kept = in_use() - before;
-    CHECK(y.out.dtype() == a);
-    {
-      FlopCount flops;
-      sum_all(to_dtype(y.out, DType::f32)).backward();
-      backward_flops = flops.flops();
-    }
+    const MeasuredForward real = measure_training_forward(m, x, ctx);
+    CHECK(real.out_dtype == a);
     CostShape shape;
     shape.batch = c.batch;
     shape.activation = a;
     const LayerCost cost = m.layer->cost(shape, 16);
-    CHECK(cost.kept_bytes + cost.small_tensors * int64_t(CachingAllocator::block_size(1)) == kept);
-    CHECK(cost.forward_flops == forward_flops);
-    CHECK(cost.backward_flops == backward_flops);
-    CHECK(double(cost.forward_flops) == reports.at(0).flops);
+    CHECK(planned_kept_bytes(cost) == real.kept_bytes);
+    CHECK(cost.forward_flops == real.forward_flops);
+    CHECK(cost.backward_flops == real.backward_flops);
+    CHECK(double(cost.forward_flops) == real.report_flops);
   }
 }
 
