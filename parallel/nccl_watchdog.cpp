@@ -140,13 +140,12 @@ std::string NcclWatchdog::poll_once() {
         front->started_at = now;
       }
       if (front->started && front->op.finished()) {
-        Entry done;
-        {
-          std::lock_guard<std::mutex> lock(mutex_);
-          done = std::move(ops_.front());
-          ops_.pop_front();
-        }
-        continue;  // `done` releases the buffers outside the lock
+        // Release the buffers outside the lock, and before the entry leaves the list: once
+        // in_flight() no longer counts an operation, nothing of it is held.
+        { WatchedOp done = std::move(front->op); }
+        std::lock_guard<std::mutex> lock(mutex_);
+        ops_.pop_front();
+        continue;
       }
     } catch (const std::exception& e) {
       return where_ + ": " + front->op.name + " failed: " + one_line(e.what());

@@ -54,7 +54,8 @@ class NcclWatchdog {
   NcclWatchdog& operator=(const NcclWatchdog&) = delete;
 
   void watch(WatchedOp op);
-  // Operations not yet seen finished.
+  // Operations not yet seen finished (a finished one's buffers are released before it stops
+  // counting here).
   size_t in_flight() const;
   // The failure reported ("" while none): later calls on the communicator throw it.
   std::string failure() const;
