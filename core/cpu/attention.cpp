@@ -13,6 +13,7 @@
 #include "core/cpu/cpu_common.h"
 #include "core/cpu/fast_math.h"
 #include "core/cpu/kernels.h"
+#include "core/cpu/row_reductions.h"
 
 namespace vmoe::cpu {
 
@@ -58,14 +59,7 @@ void probabilities(const T* q, const T* k, int64_t ld, int64_t n, int64_t dh, T 
   gemm_rows<T>(false, true, n, n, dh, qs, dh, k, ld, p, n);
   for (int64_t r = 0; r < n; ++r) {
     T* row = p + r * n;
-    T m = row[0];
-    for (int64_t j = 1; j < n; ++j)
-      m = std::max(m, row[j]);
-    T s = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      row[j] = exp_t(row[j] - m);
-      s += row[j];
-    }
+    const auto [m, s] = exp_row(row, row, n);
     const T inv = T(1) / s;
     for (int64_t j = 0; j < n; ++j)
       row[j] *= inv;
@@ -130,9 +124,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
         for (int64_t r = 0; r < n; ++r) {  // dS = P * (dP - sum(dP * P)), softmax_backward's
           const T* pr = p.data() + r * n;
           T* dr = dp.data() + r * n;
-          T sum = 0;
-          for (int64_t j = 0; j < n; ++j)
-            sum += dr[j] * pr[j];
+          const T sum = row_dot(dr, pr, n);
           for (int64_t j = 0; j < n; ++j)
             dr[j] = pr[j] * (dr[j] - sum);
         }

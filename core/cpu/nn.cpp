@@ -9,6 +9,7 @@
 #include "core/cpu/cpu_common.h"
 #include "core/cpu/fast_math.h"
 #include "core/cpu/kernels.h"
+#include "core/cpu/row_reductions.h"
 
 namespace vmoe::cpu {
 
@@ -22,14 +23,7 @@ void softmax(const Tensor& x, const Tensor& y, SoftmaxKind kind) {
     for (int64_t r = 0; r < rows; ++r) {
       const T* in = px + r * n;
       T* out = py + r * n;
-      T m = in[0];
-      for (int64_t j = 1; j < n; ++j)
-        m = std::max(m, in[j]);
-      T s = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        out[j] = exp_t(in[j] - m);
-        s += out[j];
-      }
+      const auto [m, s] = exp_row(in, out, n);
       if (log) {
         // (x - m) - log s, not x - (m + log s): the sum would round to the ulp of m.
         const T log_s = std::log(s);
@@ -57,15 +51,11 @@ void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, Softm
       const T* gr = pg + r * n;
       T* out = po + r * n;
       if (log) {  // gx = gy - softmax * sum(gy)
-        T s = 0;
-        for (int64_t j = 0; j < n; ++j)
-          s += gr[j];
+        const T s = row_sum(gr, n);
         for (int64_t j = 0; j < n; ++j)
           out[j] = gr[j] - std::exp(yr[j]) * s;
       } else {  // gx = y * (gy - sum(gy * y))
-        T s = 0;
-        for (int64_t j = 0; j < n; ++j)
-          s += gr[j] * yr[j];
+        const T s = row_dot(gr, yr, n);
         for (int64_t j = 0; j < n; ++j)
           out[j] = yr[j] * (gr[j] - s);
       }
