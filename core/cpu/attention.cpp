@@ -1,37 +1,22 @@
 // CPU kernels of fused attention (core/backend.h: attention_forward / attention_backward): one
 // (batch, head) at a time with its [N, N] scores in a per-thread scratch, the (batch, head)
-// pairs spread over OpenMP threads. They repeat the composed ops' arithmetic step for step
-// (q scaled first, the scores by GEMM, cpu::softmax's row loop, softmax_backward's formula), so
-// the fused and composed paths agree to the last bits and the model golden tests hold either
-// way. Backward recomputes the probabilities from q and k rather than keeping [BH, N, N].
-#include <cblas.h>
-
+// pairs spread over OpenMP threads. They repeat the composed ops' steps (q scaled first, the
+// scores by a product, cpu::softmax's row loop, softmax_backward's formula); the products are
+// head_product's (a small-matrix kernel in f32), so the fused and composed paths agree to a few
+// ulps of the products' sums, and the model golden tests hold either way. Backward recomputes
+// the probabilities from q and k rather than keeping [BH, N, N].
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
 #include "core/cpu/cpu_common.h"
 #include "core/cpu/fast_math.h"
+#include "core/cpu/head_gemm.h"
 #include "core/cpu/kernels.h"
 #include "core/cpu/row_reductions.h"
 
 namespace vmoe::cpu {
 
 namespace {
-
-// c [m, n] = op(a) op(b), row-major with leading dimensions lda, ldb, ldc (row strides).
-template <class T>
-void gemm_rows(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
-               const T* b, int64_t ldb, T* c, int64_t ldc) {
-  const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
-  const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb), 0.0f,
-                c, int(ldc));
-  else
-    cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0, a, int(lda), b, int(ldb), 0.0,
-                c, int(ldc));
-}
 
 // Where the rows of one (batch, head) of a [B, H, N, Dh] view start, and their stride: q, k, v
 // and their gradients share one layout (`in`), out and gout another (`out`).
@@ -52,11 +37,11 @@ struct HeadRows {
 // q and k rows are `ld` apart.
 template <class T>
 void probabilities(const T* q, const T* k, int64_t ld, int64_t n, int64_t dh, T scale, T* qs, T* p,
-                   T* lse) {
+                   T* lse, std::vector<T>& pack) {
   for (int64_t r = 0; r < n; ++r)
     for (int64_t j = 0; j < dh; ++j)
       qs[r * dh + j] = q[r * ld + j] * scale;
-  gemm_rows<T>(false, true, n, n, dh, qs, dh, k, ld, p, n);
+  head_product<T>(n, n, dh, {qs, dh, 1}, {k, 1, ld}, p, n, pack);  // qs k^T
   for (int64_t r = 0; r < n; ++r) {
     T* row = p + r * n;
     const auto [m, s] = exp_row(row, row, n);
@@ -85,14 +70,14 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double
     T* pl = lse.device_data<T>();
 #pragma omp parallel if (parallel_over_heads(bh, n, dh))
     {
-      std::vector<T> qs(size_t(n * dh)), p(size_t(n * n));  // this thread's scratch
+      std::vector<T> qs(size_t(n * dh)), p(size_t(n * n)), pack;  // this thread's scratch
 #pragma omp for schedule(static)
       for (int64_t h = 0; h < bh; ++h) {
         const int64_t off = in.start(h);
         probabilities<T>(pq + off, pk + off, in.row_stride, n, dh, T(scale), qs.data(), p.data(),
-                         pl + h * n);
-        gemm_rows<T>(false, false, n, dh, n, p.data(), n, pv + off, in.row_stride, po + o.start(h),
-                     o.row_stride);  // [N, Dh]
+                         pl + h * n, pack);
+        head_product<T>(n, dh, n, {p.data(), n, 1}, {pv + off, in.row_stride, 1}, po + o.start(h),
+                        o.row_stride, pack);  // [N, Dh]
       }
     }
   });
@@ -113,14 +98,14 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
     const T s = T(scale);
 #pragma omp parallel if (parallel_over_heads(bh, n, dh))
     {
-      std::vector<T> qs(size_t(n * dh)), p(size_t(n * n)), dp(size_t(n * n));
+      std::vector<T> qs(size_t(n * dh)), p(size_t(n * n)), dp(size_t(n * n)), pack;
 #pragma omp for schedule(static)
       for (int64_t h = 0; h < bh; ++h) {
         const int64_t off = in.start(h);
         const T* g = pg + o.start(h);
-        probabilities<T>(pq + off, pk + off, ld, n, dh, s, qs.data(), p.data(), nullptr);
-        gemm_rows<T>(true, false, n, dh, n, p.data(), n, g, ldo, pgv + off, ld);  // dV = P^T dO
-        gemm_rows<T>(false, true, n, n, dh, g, ldo, pv + off, ld, dp.data(), n);  // dP = dO V^T
+        probabilities<T>(pq + off, pk + off, ld, n, dh, s, qs.data(), p.data(), nullptr, pack);
+        head_product<T>(n, dh, n, {p.data(), 1, n}, {g, ldo, 1}, pgv + off, ld, pack);  // P^T dO
+        head_product<T>(n, n, dh, {g, ldo, 1}, {pv + off, 1, ld}, dp.data(), n, pack);  // dO V^T
         for (int64_t r = 0; r < n; ++r) {  // dS = P * (dP - sum(dP * P)), softmax_backward's
           const T* pr = p.data() + r * n;
           T* dr = dp.data() + r * n;
@@ -129,12 +114,13 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
             dr[j] = pr[j] * (dr[j] - sum);
         }
         T* dq = pgq + off;
-        gemm_rows<T>(false, false, n, dh, n, dp.data(), n, pk + off, ld, dq, ld);  // dQs = dS K
+        head_product<T>(n, dh, n, {dp.data(), n, 1}, {pk + off, ld, 1}, dq, ld,
+                        pack);  // dQs = dS K
         for (int64_t r = 0; r < n; ++r)
           for (int64_t j = 0; j < dh; ++j)
             dq[r * ld + j] *= s;  // through qs = q * scale
-        gemm_rows<T>(true, false, n, dh, n, dp.data(), n, qs.data(), dh, pgk + off,
-                     ld);  // dK = dS^T Qs
+        head_product<T>(n, dh, n, {dp.data(), 1, n}, {qs.data(), dh, 1}, pgk + off, ld,
+                        pack);  // dK = dS^T Qs
       }
     }
   });

@@ -1,0 +1,150 @@
+// head_product: the register-blocked f32 kernel (AVX2 + FMA) and the BLAS path.
+#include "core/cpu/head_gemm.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <type_traits>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define VMOE_HEAD_GEMM_AVX2 1
+#endif
+
+namespace vmoe::cpu {
+
+namespace {
+
+template <class T>
+CBLAS_TRANSPOSE blas_layout(MatView<T> x, int& ld) {
+  if (x.cs == 1) {
+    ld = int(x.rs);
+    return CblasNoTrans;
+  }
+  if (x.rs != 1) throw std::logic_error("head_product: a matrix view needs one unit stride");
+  ld = int(x.cs);
+  return CblasTrans;
+}
+
+template <class T>
+void blas_product(int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b, T* c, int64_t ldc) {
+  int lda = 0, ldb = 0;
+  const CBLAS_TRANSPOSE ta = blas_layout(a, lda), tb = blas_layout(b, ldb);
+  // A transposed view has its rows `cs` apart; BLAS wants at least one.
+  lda = std::max(lda, 1);
+  ldb = std::max(ldb, 1);
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a.data, lda, b.data, ldb, 0.0f,
+                c, int(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0, a.data, lda, b.data, ldb, 0.0,
+                c, int(ldc));
+}
+
+#ifdef VMOE_HEAD_GEMM_AVX2
+
+// Lane masks for a block of `w` columns (1..8): the first w lanes on.
+__m256i lane_mask(int64_t w) {
+  alignas(32) static const int32_t kOnes[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                0,  0,  0,  0,  0,  0,  0,  0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kOnes + 8 - w));
+}
+
+// R rows by V vectors of 8 columns: c[r, v] = sum_p a(r, p) b[p, v], b rows ldb apart. With
+// Tail, the last vector's lanes beyond the matrix are masked off by `last` (masked stores are
+// slow on some cores, so full vectors never use them).
+template <int R, int V, bool Tail>
+void block(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b, int64_t ldb,
+           float* c, int64_t ldc, __m256i last) {
+  // The loops over r and v are unrolled in full, so that the accumulators stay in registers.
+  __m256 acc[R][V];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v)
+      acc[r][v] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < k; ++p) {
+    const float* bp = b + p * ldb;
+    __m256 bv[V];
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v)
+      bv[v] =
+          Tail && v == V - 1 ? _mm256_maskload_ps(bp + 8 * v, last) : _mm256_loadu_ps(bp + 8 * v);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256 s = _mm256_broadcast_ss(a + r * rsa + p * csa);
+#pragma GCC unroll 2
+      for (int v = 0; v < V; ++v)
+        acc[r][v] = _mm256_fmadd_ps(s, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) {
+      if (Tail && v == V - 1)
+        _mm256_maskstore_ps(c + r * ldc + 8 * v, last, acc[r][v]);
+      else
+        _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+    }
+}
+
+template <int V, bool Tail>
+void column_block(int64_t m, int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b,
+                  int64_t ldb, float* c, int64_t ldc, __m256i last) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4)
+    block<4, V, Tail>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
+  for (; i < m; ++i)
+    block<1, V, Tail>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
+}
+
+void avx2_product(int64_t m, int64_t n, int64_t k, MatView<float> a, const float* b, int64_t ldb,
+                  float* c, int64_t ldc) {
+  const __m256i none = _mm256_setzero_si256();
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    column_block<2, false>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, none);
+  const int64_t w = n - j;  // 0..15 columns left
+  if (w == 8)
+    column_block<1, false>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, none);
+  else if (w > 8)
+    column_block<2, true>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, lane_mask(w - 8));
+  else if (w > 0)
+    column_block<1, true>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, lane_mask(w));
+}
+
+#endif
+
+}  // namespace
+
+template <class T>
+void head_product(int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b, T* c, int64_t ldc,
+                  std::vector<T>& scratch) {
+#ifdef VMOE_HEAD_GEMM_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    const float* rows = b.data;
+    int64_t ldb = b.rs;
+    if (b.cs != 1) {  // repack b [k, n] with unit column stride
+      scratch.resize(size_t(k * n));
+      for (int64_t p = 0; p < k; ++p)
+        for (int64_t j = 0; j < n; ++j)
+          scratch[size_t(p * n + j)] = b.data[p * b.rs + j * b.cs];
+      rows = scratch.data();
+      ldb = n;
+    }
+    avx2_product(m, n, k, a, rows, ldb, c, ldc);
+    return;
+  }
+#endif
+  (void)scratch;
+  blas_product(m, n, k, a, b, c, ldc);
+}
+
+template void head_product<float>(int64_t, int64_t, int64_t, MatView<float>, MatView<float>, float*,
+                                  int64_t, std::vector<float>&);
+template void head_product<double>(int64_t, int64_t, int64_t, MatView<double>, MatView<double>,
+                                   double*, int64_t, std::vector<double>&);
+
+}  // namespace vmoe::cpu
