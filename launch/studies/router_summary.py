@@ -53,20 +53,23 @@ def final_eval(directory):
     return None if last is None else (last[0], last[1], seconds)
 
 
-def gflops_per_image(study, arm):
-    path = os.path.join(study, "configs", f"{arm}.plan.json")
+def arm_record(study, arm, kind):
+    """configs/ARM.KIND.json of the study (KIND: plan, bench) as a dict, None when absent."""
+    path = os.path.join(study, "configs", f"{arm}.{kind}.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return json.load(f)["flops"]["forward_gflops_per_image"]
+        return json.load(f)
+
+
+def gflops_per_image(study, arm):
+    plan = arm_record(study, arm, "plan")
+    return None if plan is None else plan["flops"]["forward_gflops_per_image"]
 
 
 def bench_step_ms(study, arm):
-    path = os.path.join(study, "configs", f"{arm}.bench.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)["step_ms"]["median"]
+    bench = arm_record(study, arm, "bench")
+    return None if bench is None else bench["step_ms"]["median"]
 
 
 def main():
