@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/cpu/blas_kernels.h"
 #include "core/ops.h"
 #include "models/stacked_experts.h"
 #include "parallel/expert_parallel_exchange.h"
@@ -45,6 +46,7 @@ double median_ms(Communicator& world, int warmup, int reps, const std::function<
 }  // namespace
 
 int main(int argc, char** argv) {
+  vmoe::cpu::reexec_if_openblas_misdetected(argv);
   int64_t experts = 8, rows = 432, dim = 256, mlp = 512;
   int threads = 1, reps = 15;
   std::vector<int64_t> chunk_counts{1, 2, 4, 8};

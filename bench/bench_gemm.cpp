@@ -12,9 +12,11 @@
 #include <CLI/CLI.hpp>
 
 #include "core/backend.h"
+#include "core/cpu/blas_kernels.h"
 #include "core/ops.h"
 
 int main(int argc, char** argv) {
+  vmoe::cpu::reexec_if_openblas_misdetected(argv);
   using namespace vmoe;
   int64_t m = 4096, n = 4096, k = 4096, reps = 20, warmup = 3;
   int threads = 1;

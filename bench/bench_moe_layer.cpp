@@ -15,6 +15,7 @@
 
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/cpu/blas_kernels.h"
 #include "models/mlp_block.h"
 #include "models/moe_layer.h"
 
@@ -39,6 +40,7 @@ double median_ms(const vmoe::Backend& backend, int warmup, int reps,
 }  // namespace
 
 int main(int argc, char** argv) {
+  vmoe::cpu::reexec_if_openblas_misdetected(argv);
   using namespace vmoe;
   int64_t batch = 128, tokens = 50, dim = 64, mlp = 128;
   MoeConfig c;

@@ -12,12 +12,14 @@
 
 #include <CLI/CLI.hpp>
 
+#include "core/cpu/blas_kernels.h"
 #include "launch/step_benchmark.h"
 #include "models/vision_transformer.h"
 
 using namespace vmoe;
 
 int main(int argc, char** argv) {
+  vmoe::cpu::reexec_if_openblas_misdetected(argv);
   VitConfig cfg;
   MoeConfig moe;
   int64_t batch = 128, max_batch = 1024, steps = 10, warmup = 3, moe_every = 2, microbatches = 1;

@@ -1,12 +1,13 @@
 // `vmoe info`: what this build was configured with (compiler, CUDA and its architectures, cuDNN,
-// NCCL, MPI, HDF5) and the devices this machine offers (CPU threads; CUDA devices, or why there
-// are none). Exit code 0 whether or not a GPU is present.
+// NCCL, MPI, HDF5) and the devices this machine offers (CPU threads and the BLAS kernels they
+// run; CUDA devices, or why there are none). Exit code 0 whether or not a GPU is present.
 #include <omp.h>
 
 #include <cstdio>
 #include <string>
 #include <thread>
 
+#include "core/cpu/blas_kernels.h"
 #include "hdf5/hdf5_handle.h"
 #include "launch/commands.h"
 #include "parallel/mpi_runtime.h"
@@ -45,6 +46,8 @@ int run_info() {
   std::printf("devices:\n");
   std::printf("  cpu: %u hardware threads, %d OpenMP threads\n",
               std::thread::hardware_concurrency(), omp_get_max_threads());
+  std::printf("  blas: %s kernels of OpenBLAS (this CPU's best: %s)\n",
+              cpu::openblas_core().c_str(), cpu::openblas_core_for_cpu().c_str());
 #if VMOE_WITH_CUDA
   const CudaDevices cuda = query_cuda_devices();
   std::printf("  cuda runtime %s, driver %s\n", cuda_version_text(cuda.runtime_version).c_str(),

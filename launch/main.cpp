@@ -14,11 +14,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/cpu/blas_kernels.h"
 #include "core/error_text.h"
 #include "launch/commands.h"
 #include "parallel/mpi_runtime.h"
 
 int main(int argc, char** argv) {
+  vmoe::cpu::reexec_if_openblas_misdetected(argv);  // returns unless OpenBLAS needs a restart
   // Activations of every step are large, short-lived buffers: keep freed memory in the heap
   // instead of returning it to the OS, so that each step does not page-fault it back in.
   mallopt(M_MMAP_THRESHOLD, 1 << 30);

@@ -9,9 +9,11 @@
 #include <cstdio>
 #include <exception>
 
+#include "core/cpu/blas_kernels.h"
 #include "test/core/device_testing.h"
 
 int main(int argc, char* argv[]) {
+  vmoe::cpu::reexec_if_openblas_misdetected(argv);
   try {
     vmoe::testing::set_test_device_from_env();
   } catch (const std::exception& e) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "core/cpu/blas_kernels.h"
 #include "parallel/mpi_runtime.h"
 #include "test/core/device_testing.h"
 
@@ -30,6 +31,7 @@ MpiRuntime& test_mpi_runtime() {
 }  // namespace vmoe
 
 int main(int argc, char* argv[]) {
+  vmoe::cpu::reexec_if_openblas_misdetected(argv);
   int exit_code = 0;
   {
     std::unique_ptr<vmoe::MpiRuntime> runtime;

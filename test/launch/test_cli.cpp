@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "command_runner.h"
+#include "core/cpu/blas_kernels.h"
 #include "vmoe_build_features.h"
 
 namespace fs = std::filesystem;
@@ -28,6 +29,7 @@ fs::path scratch(const std::string& name) {
   return vmoe::testing::scratch_dir("cli_" + name);
 }
 
+using vmoe::testing::run_command;
 using vmoe::testing::run_vmoe;
 
 const std::string kConfig =
@@ -364,6 +366,26 @@ TEST_CASE("cli: mixup trains with soft targets, and is refused with the sigmoid 
                    " --set data.mixup_alpha=0.2 --set train.loss=SIGMOID_XENT",
                dir),
       "data.mixup_alpha > 0 needs train.loss SOFTMAX_XENT");
+}
+
+TEST_CASE("cli: info names the BLAS kernels, and the user's OPENBLAS_CORETYPE stands") {
+  const fs::path dir = scratch("info_blas");
+  // Unset: OpenBLAS's own choice, or this CPU's best where that lacked AVX2 (the re-exec).
+  RunResult r = run_command("env -u OPENBLAS_CORETYPE " + std::string(VMOE_BINARY) + " info", dir);
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  const std::string best = vmoe::cpu::openblas_core_for_cpu();
+  const std::string tail = " kernels of OpenBLAS (this CPU's best: " + best + ")\n";
+  const size_t at = r.out.find("  blas: ");
+  REQUIRE(at != std::string::npos);
+  const size_t end = r.out.find(tail, at);
+  REQUIRE(end != std::string::npos);
+  const std::string loaded = r.out.substr(at + 8, end - at - 8);
+  if (!best.empty()) CHECK(vmoe::cpu::is_avx2_core(loaded));
+  // Set: no re-exec, whatever the CPU.
+  r = run_command("OPENBLAS_CORETYPE=Prescott " + std::string(VMOE_BINARY) + " info", dir);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("  blas: Prescott kernels of OpenBLAS") != std::string::npos);
 }
 
 TEST_CASE("cli: info prints the build's features and the devices it sees") {
