@@ -208,28 +208,47 @@ void sigmoid_xent(const Tensor& logits, const Tensor& labels, const Tensor& loss
   });
 }
 
+namespace {
+
+// Random values of elements offset .. offset + n - 1, computed in double by draw(key, first,
+// count, buffer) (uniform01_run / normal01_run) in runs of kRun spread over the threads, each
+// handed to put(i, value).
+constexpr int64_t kRun = 1024;
+
+template <class Draw, class Put>
+void for_each_draw(RngKey key, uint64_t offset, int64_t n, Draw draw, Put put) {
+  const int64_t runs = (n + kRun - 1) / kRun;
+#pragma omp parallel for if (n > kParallelGrain / 8)
+  for (int64_t r = 0; r < runs; ++r) {
+    double values[kRun];
+    const int64_t first = r * kRun, count = std::min(kRun, n - first);
+    draw(key, offset + uint64_t(first), count, values);
+    for (int64_t i = 0; i < count; ++i)
+      put(first + i, values[i]);
+  }
+}
+
+}  // namespace
+
 void dropout_mask(const Tensor& mask, double rate, RngKey key, uint64_t offset) {
-  const int64_t n = mask.numel();
   dispatch_float(mask.dtype(), "dropout", [&]<class T>(T) {
     T* pm = mask.device_data<T>();
     const T keep_scale = T(1.0 / (1.0 - rate));
-#pragma omp parallel for if (n > kParallelGrain / 8)
-    for (int64_t i = 0; i < n; ++i)
-      pm[i] = uniform01(key, offset + uint64_t(i)) >= rate ? keep_scale : T(0);
+    for_each_draw(key, offset, mask.numel(), uniform01_run,
+                  [&](int64_t i, double u) { pm[i] = u >= rate ? keep_scale : T(0); });
   });
 }
 
 void random_fill(const Tensor& out, RngKey key, uint64_t offset, Distribution dist, double lo,
                  double hi) {
-  const bool normal = dist == Distribution::normal;
-  const int64_t n = out.numel();
   dispatch_float(out.dtype(), "random", [&]<class T>(T) {
     T* p = out.device_data<T>();
-#pragma omp parallel for if (n > kParallelGrain / 8)
-    for (int64_t i = 0; i < n; ++i) {
-      const uint64_t at = offset + uint64_t(i);
-      p[i] = normal ? T(normal01(key, at)) : T(lo + (hi - lo) * uniform01(key, at));
-    }
+    if (dist == Distribution::normal)
+      for_each_draw(key, offset, out.numel(), normal01_run,
+                    [&](int64_t i, double z) { p[i] = T(z); });
+    else
+      for_each_draw(key, offset, out.numel(), uniform01_run,
+                    [&](int64_t i, double u) { p[i] = T(lo + (hi - lo) * u); });
   });
 }
 

@@ -8,6 +8,7 @@
 #include <numbers>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/ops.h"
 #include "core/rng.h"
@@ -127,6 +128,25 @@ TEST_CASE("rng: philox, uniform01 and normal01 are pure functions of (key, index
   }
   CHECK(outside == 0);
   CHECK(not_box_muller == 0);
+}
+
+TEST_CASE("rng: uniform01_run and normal01_run equal the element-wise calls bit for bit") {
+  // Lengths around the 16-lane batches, offsets across the counter's 32-bit carry.
+  for (const RngKey key : {RngKey{42, 7}, RngKey{3, 1ull << 40}}) {
+    for (uint64_t offset : {0ull, 5ull, (1ull << 32) - 9, (1ull << 63) + 3}) {
+      for (int64_t n : {1, 15, 16, 17, 40, 1000}) {
+        std::vector<double> u(static_cast<size_t>(n)), z(static_cast<size_t>(n));
+        uniform01_run(key, offset, n, u.data());
+        normal01_run(key, offset, n, z.data());
+        int64_t differ = 0;
+        for (int64_t i = 0; i < n; ++i)
+          differ += u[size_t(i)] != uniform01(key, offset + uint64_t(i)) ||
+                    z[size_t(i)] != normal01(key, offset + uint64_t(i));
+        INFO("seed " << key.seed << ", offset " << offset << ", n " << n);
+        CHECK(differ == 0);
+      }
+    }
+  }
 }
 
 TEST_CASE("rng: different seeds and streams give different, uncorrelated numbers") {
