@@ -30,7 +30,9 @@ gradient, exactly as the C++ zero rows.
 The shape comes from `--config FILE.textproto` (a small reader of the fields needed, with the
 configs/vmoe.proto defaults for absent ones) and/or explicit arguments, which win. Prints ONE
 JSON line; the median is sorted(times)[steps // 2], as the C++ benchmark takes it.
-`--check` runs the routing/combine self-test instead (no timing) and exits non-zero on failure.
+`--check` runs the routing/combine self-test instead (no timing) and exits non-zero on failure;
+`--profile N` prints, after the timed steps, N more steps' time per ATen op and the matrix
+products' share to stderr.
 Runs with torch 1.13 (Debian's python3-torch) and 2.x; needs nothing but torch.
 
     /usr/bin/python3 bench/ref/train_step_torch.py \\
@@ -486,6 +488,43 @@ def self_check():
 # Benchmark
 
 
+def train_step(model, opt, images, labels):
+    """One step: forward, softmax cross-entropy (+ auxiliary losses), backward, AdamW; returns
+    the total loss."""
+    opt.zero_grad(set_to_none=True)
+    logits, aux = model(images)
+    loss = F.cross_entropy(logits, labels)  # softmax xent, mean over the batch
+    total = loss if aux is None else loss + aux
+    total.backward()
+    opt.step()
+    return total
+
+
+# The ATen ops that are matrix products (their self time is the BLAS / oneDNN call).
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+
+
+def print_profile(step, steps):
+    """Self CPU time per ATen op over `steps` steps (ms per step) to stderr, the matrix products'
+    total and share of the profiled wall time: the counterpart of the kernel table of
+    `vmoe bench train --profile`."""
+    from torch.profiler import ProfilerActivity, profile
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    wall_ms = (time.perf_counter() - t0) * 1000.0 / steps
+    rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    matmul_ms = sum(e.self_cpu_time_total for e in rows if e.key in MATMUL_OPS) / 1000.0 / steps
+    print(f"profile over {steps} steps, self CPU ms per step (wall {wall_ms:.2f} ms per step, "
+          f"profiler overhead included):", file=sys.stderr)
+    for e in rows[:15]:
+        ms = e.self_cpu_time_total / 1000.0 / steps
+        print(f"  {e.key:32s} {e.count // steps:6d} calls {ms:9.2f}", file=sys.stderr)
+    print(f"matrix products ({', '.join(sorted(MATMUL_OPS))}): {matmul_ms:.2f} ms per step = "
+          f"{100.0 * matmul_ms / wall_ms:.1f}% of the profiled step", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description="PyTorch ViT / V-MoE training-step benchmark")
     ap.add_argument("--config", help="a vmoe config (.textproto): model and data.batch_size")
@@ -510,6 +549,9 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--check", action="store_true", help="run the self-test and exit")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after the timed steps, N more under torch.profiler: time per op and "
+                         "the matrix products' share (the counterpart of vmoe bench --profile)")
     a = ap.parse_args()
     if a.check:
         failures = self_check()
@@ -562,17 +604,14 @@ def main():
     times_ms = []
     for step in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        logits, aux = model(images)
-        loss = F.cross_entropy(logits, labels)  # softmax xent, mean over the batch
-        total = loss if aux is None else loss + aux
-        total.backward()
-        opt.step()
+        total = train_step(model, opt, images, labels)
         dt = (time.perf_counter() - t0) * 1000.0
         if step >= a.warmup:
             times_ms.append(dt)
     times_ms.sort()
     median = times_ms[len(times_ms) // 2]
+    if a.profile > 0:
+        print_profile(lambda: train_step(model, opt, images, labels), a.profile)
     print(json.dumps({
         "impl": "torch",
         "config": cfg.get("name", "args"),
