@@ -35,9 +35,10 @@ LABELS = {
 
 
 def final_eval(directory):
-    """(accuracy, loss, train seconds) of a finished run, or None."""
+    """(accuracy, loss, train seconds) of a finished run (its metrics end with the final
+    evaluation, the one row with train/seconds), or None."""
     path = os.path.join(directory, "metrics.jsonl")
-    if not os.path.exists(os.path.join(directory, "weights.h5")) or not os.path.exists(path):
+    if not os.path.exists(path):
         return None
     last, seconds = None, None
     with open(path) as f:
@@ -50,7 +51,7 @@ def final_eval(directory):
                 last = (row["eval/accuracy"], row["eval/loss"])
             if "train/seconds" in row:
                 seconds = row["train/seconds"]
-    return None if last is None else (last[0], last[1], seconds)
+    return None if last is None or seconds is None else (last[0], last[1], seconds)
 
 
 def arm_record(study, arm, kind):
