@@ -1,7 +1,8 @@
 // Products of one attention head's small matrices ([N, N] by [N, Dh] and the like; N ~ 50,
 // Dh ~ 16-64), for the fused attention kernels. At these sizes OpenBLAS's per-call packing and
-// its zero fill of C cost more than the arithmetic, so f32 on AVX2 + FMA runs a register-blocked
-// kernel (each element one FMA chain over k, in order); everything else goes through BLAS.
+// its zero fill of C cost more than the arithmetic, so f32 on AVX2 + FMA (or AVX-512) runs a
+// register-blocked kernel (each element one FMA chain over k, in order); everything else goes
+// through BLAS.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -20,5 +21,18 @@ struct MatView {
 template <class T>
 void head_product(int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b, T* c, int64_t ldc,
                   std::vector<T>& scratch);
+
+// The f32 kernels, narrowest first: BLAS, AVX2 + FMA (8 lanes), AVX-512 (16 lanes; chosen at
+// run time where the CPU has it). The two vector kernels give the same bits: each element is
+// one FMA chain over k in order.
+enum class HeadKernel { blas, avx2, avx512 };
+// The widest kernel this build and CPU run: the one head_product takes for f32.
+HeadKernel head_kernel();
+bool head_kernel_available(HeadKernel kernel);
+// head_product through `kernel` (f64 takes BLAS whatever the kernel); a kernel that is not
+// available throws std::invalid_argument. For tests that compare the kernels.
+template <class T>
+void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b,
+                     T* c, int64_t ldc, std::vector<T>& scratch);
 
 }  // namespace vmoe::cpu

@@ -1,6 +1,7 @@
-// Tests of core/cpu/head_gemm.h: head_product against a plain triple loop in f64, for every
-// combination of transposed operands, row counts around the 4-row blocks and column counts
-// around the 8- and 16-wide blocks (masked tails), with rows wider than the matrix.
+// Tests of core/cpu/head_gemm.h: each kernel the CPU runs against a plain triple loop in f64, for
+// every combination of transposed operands, row counts around the 4- and 8-row blocks and column
+// counts around the 8-, 16- and 32-wide blocks (masked tails), with rows wider than the matrix;
+// and the AVX2 and AVX-512 kernels against each other, bit for bit.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -9,7 +10,8 @@
 
 #include "core/cpu/head_gemm.h"
 
-using vmoe::cpu::head_product;
+using vmoe::cpu::head_product_on;
+using vmoe::cpu::HeadKernel;
 using vmoe::cpu::MatView;
 
 namespace {
@@ -37,12 +39,13 @@ struct Stored {
 };
 
 template <class T>
-void check_product(int64_t m, int64_t n, int64_t k, bool ta, bool tb, std::mt19937& rng) {
-  CAPTURE(m, n, k, ta, tb);
+void check_product(HeadKernel kernel, int64_t m, int64_t n, int64_t k, bool ta, bool tb,
+                   std::mt19937& rng) {
+  CAPTURE(int(kernel), m, n, k, ta, tb);
   const Stored<T> a(m, k, ta, rng), b(k, n, tb, rng);
   const int64_t ldc = n + 5;
   std::vector<T> c(static_cast<size_t>(m * ldc), T(7)), pack;
-  head_product<T>(m, n, k, a.view(), b.view(), c.data(), ldc, pack);
+  head_product_on<T>(kernel, m, n, k, a.view(), b.view(), c.data(), ldc, pack);
   double worst = 0;
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
@@ -58,15 +61,43 @@ void check_product(int64_t m, int64_t n, int64_t k, bool ta, bool tb, std::mt199
   CHECK(worst <= (sizeof(T) == 4 ? 1e-5 : 1e-13) * double(k));
 }
 
+// The kernels this CPU runs, head_product's own (the widest) last.
+std::vector<HeadKernel> available_kernels() {
+  std::vector<HeadKernel> kernels;
+  for (HeadKernel k : {HeadKernel::blas, HeadKernel::avx2, HeadKernel::avx512})
+    if (vmoe::cpu::head_kernel_available(k)) kernels.push_back(k);
+  return kernels;
+}
+
 }  // namespace
 
-TEMPLATE_TEST_CASE("head_product: every layout and block split against a plain loop", "[head_gemm]",
-                   float, double) {
+TEMPLATE_TEST_CASE("head_product: every kernel, layout and block split against a plain loop",
+                   "[head_gemm]", float, double) {
   std::mt19937 rng(3);
-  for (bool ta : {false, true})
-    for (bool tb : {false, true})
-      for (int64_t m : {1, 3, 4, 5, 9, 50})
-        for (int64_t n : {1, 7, 8, 9, 16, 17, 24, 50})
-          for (int64_t k : {1, 16, 50})
-            check_product<TestType>(m, n, k, ta, tb, rng);
+  for (HeadKernel kernel : available_kernels())
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (int64_t m : {1, 3, 4, 5, 8, 9, 12, 50})
+          for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 50})
+            for (int64_t k : {1, 16, 50})
+              check_product<TestType>(kernel, m, n, k, ta, tb, rng);
+}
+
+TEST_CASE("head_product: the AVX2 and AVX-512 kernels give the same bits", "[head_gemm]") {
+  if (!vmoe::cpu::head_kernel_available(HeadKernel::avx512)) {
+    WARN("this CPU has no AVX-512: only the AVX2 kernel ran");
+    return;
+  }
+  std::mt19937 rng(5);
+  for (int64_t m : {1, 5, 13, 50})
+    for (int64_t n : {3, 16, 18, 50})
+      for (int64_t k : {1, 16, 50}) {
+        CAPTURE(m, n, k);
+        const Stored<float> a(m, k, false, rng), b(k, n, rng() % 2 == 0, rng);
+        std::vector<float> c2(size_t(m * n)), c16(size_t(m * n)), pack;
+        head_product_on<float>(HeadKernel::avx2, m, n, k, a.view(), b.view(), c2.data(), n, pack);
+        head_product_on<float>(HeadKernel::avx512, m, n, k, a.view(), b.view(), c16.data(), n,
+                               pack);
+        CHECK(c2 == c16);
+      }
 }
