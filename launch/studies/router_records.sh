@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Keeps the router study's results with the code: copies every finished run's records
-# (metrics.jsonl and config.textproto, not its weights or checkpoints) and the arms' plan and
-# bench records from the study folder into docs/experiments/router_study/ (same layout), which
-# router_summary.py reads as it reads the study folder. A later study resumes from them:
+# (metrics.jsonl, config.textproto and any capacity_sweep.csv; not its weights or checkpoints)
+# and the arms' plan and bench records from the study folder into
+# docs/experiments/router_study/ (same layout), which router_summary.py reads as it reads the
+# study folder. A later study resumes from them:
 # `cp -r docs/experiments/router_study/. workdir/router_study/` and router_study.sh skips the
 # runs whose metrics end with the final evaluation.
 # Usage: launch/studies/router_records.sh [STUDY_DIR [DEST]]
@@ -19,6 +20,8 @@ for metrics in "$study"/e*/*/metrics.jsonl; do
   to=$dest/$(basename "$(dirname "$run")")/$(basename "$run")
   mkdir -p "$to"
   cp "$metrics" "$run/config.textproto" "$to/"
+  # A test-time capacity sweep (vmoe eval --capacity-sweep) of the run, where one was made.
+  [[ -f $run/capacity_sweep.csv ]] && cp "$run/capacity_sweep.csv" "$to/"
   kept=$((kept + 1))
 done
 mkdir -p "$dest/configs"
