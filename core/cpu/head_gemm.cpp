@@ -119,7 +119,9 @@ void avx2_product(int64_t m, int64_t n, int64_t k, MatView<float> a, const float
 // -march and run only where the CPU has it. Each element is the same one FMA chain over k, in
 // the same order, so its results equal the AVX2 kernel's bit for bit; 8-row blocks (16
 // accumulators of the 32 registers) halve the loads per FMA, and masked loads and stores are
-// cheap here.
+// cheap here. It repeats `block` with 512-bit intrinsics on purpose: a template cannot take its
+// target per instantiation, and a separate file built with -mavx512f would let the linker keep
+// that file's AVX-512 copies of inline functions shared with the rest of the program.
 #define VMOE_AVX512 __attribute__((target("avx512f")))
 
 template <int R, int V, bool Tail>
