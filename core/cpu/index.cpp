@@ -94,21 +94,60 @@ void gather_backward(const Tensor& gy, const Tensor& idx, const Tensor& gx) {
   });
 }
 
+namespace {
+
+// Larger value first; equal values keep the lower index first.
+template <class T>
+bool ranks_before(const T* row, int64_t a, int64_t b) {
+  return row[a] > row[b] || (row[a] == row[b] && a < b);
+}
+
+// The k largest of a row by insertion into a sorted list of at most kSmallTopK entries: one
+// pass, no allocation (the router's rows are E <= a few hundred wide with k <= 2 or so).
+constexpr int64_t kSmallTopK = 8;
+
+template <class T>
+void topk_row_small(const T* row, int64_t n, int64_t k, T* values, int64_t* indices) {
+  T best[kSmallTopK];
+  int64_t at[kSmallTopK];
+  int64_t held = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const T v = row[j];
+    // Index j is above every held index, so it must beat a held value strictly.
+    if (held == k && !(v > best[k - 1])) continue;
+    int64_t pos = held < k ? held++ : k - 1;
+    for (; pos > 0 && v > best[pos - 1]; --pos) {
+      best[pos] = best[pos - 1];
+      at[pos] = at[pos - 1];
+    }
+    best[pos] = v;
+    at[pos] = j;
+  }
+  std::copy(best, best + k, values);
+  std::copy(at, at + k, indices);
+}
+
+}  // namespace
+
 void topk(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices) {
   const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
   dispatch_float(x.dtype(), "topk", [&]<class T>(T) {
     const T* px = x.device_data<T>();
     T* pv = values.device_data<T>();
     int64_t* pi = indices.device_data<int64_t>();
+    if (k <= kSmallTopK) {
+#pragma omp parallel for if (rows * n > kParallelGrain)
+      for (int64_t r = 0; r < rows; ++r)
+        topk_row_small(px + r * n, n, k, pv + r * k, pi + r * k);
+      return;
+    }
 #pragma omp parallel for if (rows * n > kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
       const T* row = px + r * n;
       std::vector<int64_t> order(static_cast<size_t>(n));
       std::iota(order.begin(), order.end(), 0);
-      // Larger value first; equal values keep the lower index first.
-      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
-        return row[a] > row[b] || (row[a] == row[b] && a < b);
-      });
+      std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                        [&](int64_t a, int64_t b) { return ranks_before(row, a, b); });
       for (int64_t j = 0; j < k; ++j) {
         pi[r * k + j] = order[size_t(j)];
         pv[r * k + j] = row[order[size_t(j)]];

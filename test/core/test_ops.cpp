@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <numbers>
+#include <numeric>
 #include <stdexcept>
 
 #include <omp.h>
@@ -632,6 +633,34 @@ TEST_CASE("ops: topk order and ties") {
   // Of a transposed view: rows of x^T.
   TopK tt = topk(transpose(f32({1, 5, 2, 3, 4, 0}, {2, 3}), 0, 1), 1);
   CHECK(tt.indices.cpu().to_vector<int64_t>() == std::vector<int64_t>{1, 0, 0});
+}
+
+TEST_CASE("ops: topk equals a stable sort's first k, for every k and many ties") {
+  // Few distinct values, so that most rows tie; k above 8 takes the kernel's other path.
+  for (const int64_t n : {1, 3, 8, 9, 16}) {
+    const int64_t rows = 40;
+    std::vector<float> v(static_cast<size_t>(rows * n));
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = float((i * 7919 + i / 3) % 5) - 2.0f;
+    const Tensor x = f32(v, {rows, n});
+    for (int64_t k = 1; k <= n; ++k) {
+      const TopK t = topk(x, k);
+      const auto idx = t.indices.cpu().to_vector<int64_t>();
+      const auto val = values(t.values);
+      for (int64_t r = 0; r < rows; ++r) {
+        std::vector<int64_t> order(static_cast<size_t>(n));
+        std::iota(order.begin(), order.end(), 0);
+        const float* row = v.data() + r * n;
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int64_t a, int64_t b) { return row[a] > row[b]; });
+        for (int64_t j = 0; j < k; ++j) {
+          INFO("n " << n << " k " << k << " row " << r << " rank " << j);
+          CHECK(idx[size_t(r * k + j)] == order[size_t(j)]);
+          CHECK(val[size_t(r * k + j)] == double(row[order[size_t(j)]]));
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("ops: argsort is stable") {
