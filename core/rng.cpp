@@ -5,6 +5,17 @@
 #include <cmath>
 #include <numbers>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+
+// glibc's vector math library (libmvec, linked by core/CMakeLists.txt): log and cos of four
+// doubles in one call, within 4 ulp of the exact values. The AVX2 entry points, as the build
+// targets x86-64-v3: every machine that runs the binary takes the same code path, so the draws
+// do not depend on the machine.
+extern "C" __m256d _ZGVdN4v_log(__m256d);
+extern "C" __m256d _ZGVdN4v_cos(__m256d);
+#endif
+
 namespace vmoe {
 
 namespace {
@@ -45,9 +56,14 @@ double to_unit(uint32_t hi, uint32_t lo) {
   return (double(bits) + 0.5) / double(1ull << 53);
 }
 
-double box_muller(double u1, double u2) {
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+#if defined(__AVX2__)
+// Box-Muller on four lanes: sqrt(-2 log u1) cos(2 pi u2).
+__m256d box_muller4(__m256d u1, __m256d u2) {
+  const __m256d radius = _mm256_sqrt_pd(_mm256_mul_pd(_mm256_set1_pd(-2.0), _ZGVdN4v_log(u1)));
+  const __m256d angle = _mm256_mul_pd(_mm256_set1_pd(2.0 * std::numbers::pi), u2);
+  return _mm256_mul_pd(radius, _ZGVdN4v_cos(angle));
 }
+#endif
 
 // Counters per batch of philox_lanes: 16 lanes of 32 bits fill two AVX-512 or four AVX2
 // registers per word of the block.
@@ -87,6 +103,15 @@ void philox_run(RngKey key, uint64_t offset, int64_t n, double* out, Make make) 
 }
 }  // namespace
 
+double box_muller(double u1, double u2) {
+#if defined(__AVX2__)
+  // Lane 0 of the vector form: the same value as normal01_run's.
+  return _mm256_cvtsd_f64(box_muller4(_mm256_set1_pd(u1), _mm256_set1_pd(u2)));
+#else
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+#endif
+}
+
 std::array<uint32_t, 4> philox(RngKey key, uint64_t counter) {
   const uint64_t k = mixed_key(key);
   uint32_t k0 = uint32_t(k), k1 = uint32_t(k >> 32);
@@ -116,9 +141,25 @@ void uniform01_run(RngKey key, uint64_t offset, int64_t n, double* out) {
 }
 
 void normal01_run(RngKey key, uint64_t offset, int64_t n, double* out) {
+#if defined(__AVX2__)
+  uint32_t w[4][kLanes];
+  for (int64_t i = 0; i < n; i += kLanes) {
+    const int count = int(std::min<int64_t>(kLanes, n - i));
+    philox_lanes(key, offset + uint64_t(i), count, w);
+    double u1[kLanes], u2[kLanes], z[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      u1[l] = to_unit(w[0][l], w[1][l]);
+      u2[l] = to_unit(w[2][l], w[3][l]);
+    }
+    for (int l = 0; l < kLanes; l += 4)
+      _mm256_storeu_pd(z + l, box_muller4(_mm256_loadu_pd(u1 + l), _mm256_loadu_pd(u2 + l)));
+    std::copy(z, z + count, out + i);
+  }
+#else
   philox_run(key, offset, n, out, [](uint32_t w0, uint32_t w1, uint32_t w2, uint32_t w3) {
     return box_muller(to_unit(w0, w1), to_unit(w2, w3));
   });
+#endif
 }
 
 RngKey derive(RngKey key, std::string_view tag, uint64_t value) {

@@ -19,10 +19,12 @@ std::array<uint32_t, 4> philox(RngKey key, uint64_t counter);
 double uniform01(RngKey key, uint64_t index);
 // Standard normal for element `index` (Box-Muller on one Philox block).
 double normal01(RngKey key, uint64_t index);
+// The Box-Muller transform sqrt(-2 log u1) cos(2 pi u2) of normal01, in double: glibc's vector
+// log and cos (libmvec) in builds for AVX2, as every x86-64-v3 build is, else its scalar ones.
+double box_muller(double u1, double u2);
 // out[i] = uniform01(key, offset + i) and normal01(key, offset + i) for i in [0, n), bit for
-// bit: the key is hashed once and the Philox rounds run on 16 counters at a time, which
-// vectorises. Uniform draws take a sixth of the element-wise calls' time; normal ones three
-// quarters, the rest being Box-Muller's double-precision log and cos (glibc, as normal01).
+// bit: the key is hashed once and the Philox rounds and Box-Muller run on 16 counters at a
+// time, vectorised.
 void uniform01_run(RngKey key, uint64_t offset, int64_t n, double* out);
 void normal01_run(RngKey key, uint64_t offset, int64_t n, double* out);
 // A new key for a sub-purpose: stable hash of (key, tag, value).

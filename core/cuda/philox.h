@@ -2,13 +2,14 @@
 // arithmetic as core/rng.cpp, step for step, so that a CUDA kernel draws bit for bit the values
 // the CPU backend draws for the same (seed, stream, counter) (test/core/test_cuda_index_bodies.cpp
 // compares the two over many counters). Only integer arithmetic and exact double operations up
-// to the Box-Muller transform, whose log and cos are the device's libm on a GPU (within an ulp
-// of glibc's; see normal01). Host and device code alike (nvcc and g++).
+// to the Box-Muller transform, whose log and cos are the device's libm on a GPU (within a few
+// ulp of the host's; see normal01). Host and device code alike (nvcc and g++).
 #pragma once
 #include <cmath>
 #include <cstdint>
 
 #include "core/elementwise_math.h"  // VMOE_HD
+#include "core/rng.h"               // box_muller, on the host
 
 namespace vmoe::cuda {
 
@@ -63,15 +64,20 @@ VMOE_HD inline double uniform01(uint64_t seed, uint64_t stream, uint64_t index) 
 }
 
 // core/rng.cpp's normal01(RngKey{seed, stream}, index): Box-Muller on one Philox block. On the
-// host this is glibc's log and cos, the CPU backend's values bit for bit; on a GPU CUDA's
-// double log and cos (at most 1 ulp from the correctly rounded value), so a device value may
-// differ from the CPU's in its last bit, and an f32 value almost never.
+// host this is core/rng.cpp's box_muller, the CPU backend's values bit for bit; on a GPU CUDA's
+// double log and cos (at most 1 ulp from the correctly rounded value, where the host's vector
+// log and cos are within 4), so a device value may differ from the CPU's in its last bits, and
+// an f32 value almost never.
 VMOE_HD inline double normal01(uint64_t seed, uint64_t stream, uint64_t index) {
-  constexpr double kPi = 3.141592653589793;  // std::numbers::pi, which C++17 (nvcc) lacks
   const Philox4 r = philox(seed, stream, index);
   const double u1 = philox_to_unit(r.v[0], r.v[1]);
   const double u2 = philox_to_unit(r.v[2], r.v[3]);
+#if defined(__CUDA_ARCH__)
+  constexpr double kPi = 3.141592653589793;  // std::numbers::pi, which C++17 (nvcc) lacks
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * kPi * u2);
+#else
+  return box_muller(u1, u2);
+#endif
 }
 
 }  // namespace vmoe::cuda
