@@ -6,6 +6,7 @@
 
 #include "core/cpu/cpu_common.h"
 #include "core/cpu/kernels.h"
+#include "core/cpu/row_reductions.h"
 
 namespace vmoe::cpu {
 
@@ -94,14 +95,8 @@ void combine_backward(const Tensor& y, const Tensor& weights, const Tensor& rows
 #pragma omp for
       for (int64_t a = 0; a < n * k; ++a) {
         const int64_t row = pr[a];
-        T dot = 0;
-        if (row >= 0 && row < r) {
-          const T* g = pg + (a / k) * d;
-          const T* src = py + row * d;
-          for (int64_t c = 0; c < d; ++c)
-            dot += g[c] * src[c];
-        }
-        pgw[a] = dot;
+        // On vector lanes in a fixed order (a serial sum would not vectorise).
+        pgw[a] = row >= 0 && row < r ? row_dot(pg + (a / k) * d, py + row * d, d) : T(0);
       }
     }
   });
