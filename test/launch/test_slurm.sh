@@ -119,9 +119,11 @@ wait_job() {
 
 device=()
 [[ ${VMOE_TEST_DEVICE:-} == cpu_strict ]] && device=(--set train.device=CPU_STRICT)
-# 40 steps of a 2-block V-MoE (E 8, Every-2) on 2 tasks, constant learning rate 2e-3 (no
-# warmup: every step moves the weights), every step logged.
-steps=40
+# 300 steps of a 2-block V-MoE (E 8, Every-2) on 2 tasks, constant learning rate 2e-3 (no
+# warmup: every step moves the weights), every step logged. Long enough that job 2 is still
+# training when the signal arrives through slurmctld and slurmd (a second or two): 40 steps
+# took under a second on a fast machine and finished first.
+steps=300
 submit() {  # NAME: submits train.sbatch as a user would; prints the job id
   sbatch --parsable --job-name="$1" --nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=1 \
     --time=10 --output="$tmp/$1.out" --chdir="$source_dir" \
