@@ -119,11 +119,12 @@ wait_job() {
 
 device=()
 [[ ${VMOE_TEST_DEVICE:-} == cpu_strict ]] && device=(--set train.device=CPU_STRICT)
-# 300 steps of a 2-block V-MoE (E 8, Every-2) on 2 tasks, constant learning rate 2e-3 (no
+# 1000 steps of a 2-block V-MoE (E 8, Every-2) on 2 tasks, constant learning rate 2e-3 (no
 # warmup: every step moves the weights), every step logged. Long enough that job 2 is still
-# training when the signal arrives through slurmctld and slurmd (a second or two): 40 steps
-# took under a second on a fast machine and finished first.
-steps=300
+# training when the signal arrives: on a fast machine 40 steps took under a second and 300
+# steps 4 s, while the signal, sent once 3 steps were logged, reached slurmctld 5 s after the
+# job started on a machine busy with other tests.
+steps=1000
 submit() {  # NAME: submits train.sbatch as a user would; prints the job id
   sbatch --parsable --job-name="$1" --nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=1 \
     --time=10 --output="$tmp/$1.out" --chdir="$source_dir" \
@@ -138,7 +139,7 @@ submit() {  # NAME: submits train.sbatch as a user would; prints the job id
 
 echo "test_slurm: job 1, a 2-task run to the end"
 job1=$(submit job1)
-state=$(wait_job "$job1" 120)
+state=$(wait_job "$job1" 200)
 [[ $state == COMPLETED ]] || { echo "job 1 ended $state"; exit 1; }
 grep -q "test accuracy:" "$tmp/job1.out" || { echo "job 1 printed no test accuracy"; exit 1; }
 final=$tmp/job1/checkpoints/ckpt_$(printf %08d $steps).h5
@@ -156,7 +157,7 @@ for _ in $(seq 240); do  # until a few steps are logged: the stop handler is ins
   sleep 0.25
 done
 scancel --batch --signal=USR1 "$job2"
-state=$(wait_job "$job2" 150)
+state=$(wait_job "$job2" 200)
 [[ $state == COMPLETED ]] || { echo "job 2 ended $state"; exit 1; }
 grep -q "stopped by a signal after step" "$tmp/job2.out" ||
   { echo "job 2 finished without stopping on SIGUSR1 (it trained too fast?)"; exit 1; }
