@@ -93,7 +93,7 @@ VMOE_HD inline T unary_derivative(UnaryOp op, T x, T y) {
       return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
     }
     case UnaryOp::normal_cdf:
-      return std::exp(T(-0.5) * x * x) * T(kInvSqrt2Pi);
+      return Math::exp(T(-0.5) * x * x) * T(kInvSqrt2Pi);
   }
   return T(0);
 }

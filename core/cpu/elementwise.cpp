@@ -1,5 +1,7 @@
 // CPU elementwise kernels: copy/convert, fill, broadcasting binary ops, unary ops and their
 // derivatives, axpy-style updates.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -9,6 +11,9 @@
 #include "core/cpu/fast_math.h"
 #include "core/cpu/kernels.h"
 #include "core/elementwise_math.h"
+
+// glibc's vector math library (libmvec), AVX2 variant: 4 doubles per call.
+extern "C" __m256d _ZGVdN4v_erfc(__m256d);
 
 namespace vmoe::cpu {
 
@@ -94,11 +99,37 @@ void strided_copy(const W* s, int64_t si, W* d, int64_t di, int64_t n) {
   }
 }
 
+// Phi(x) = erfc(-x / sqrt 2) / 2 of 4 floats, in double (as the shared op math, whose scalar
+// erfc call kept the loop serial).
+inline __m128 normal_cdf4(__m128 x) {
+  const __m256d arg = _mm256_mul_pd(_mm256_cvtps_pd(x), _mm256_set1_pd(-kInvSqrt2));
+  return _mm256_cvtpd_ps(_mm256_mul_pd(_ZGVdN4v_erfc(arg), _mm256_set1_pd(0.5)));
+}
+
+// Every element through the 4-lane call, the last partial vector padded, so that an element's
+// value does not depend on its position.
+void normal_cdf_f32(const float* __restrict x, float* __restrict y, int64_t n) {
+  const int64_t full = n / 4;
+#pragma omp parallel for if (n > kParallelGrain)
+  for (int64_t b = 0; b < full; ++b)
+    _mm_storeu_ps(y + 4 * b, normal_cdf4(_mm_loadu_ps(x + 4 * b)));
+  if (const int64_t rest = n - 4 * full; rest > 0) {
+    alignas(16) float in[4] = {0, 0, 0, 0}, out[4];
+    std::copy(x + 4 * full, x + n, in);
+    _mm_store_ps(out, normal_cdf4(_mm_load_ps(in)));
+    std::copy(out, out + rest, y + 4 * full);
+  }
+}
+
 template <UnaryOp op, class T>
 void unary_loop(const T* __restrict x, T* __restrict y, int64_t n) {
+  if constexpr (op == UnaryOp::normal_cdf && std::is_same_v<T, float>) {
+    normal_cdf_f32(x, y, n);
+  } else {
 #pragma omp parallel for simd if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i)
-    y[i] = apply_unary<op, T>(x[i]);
+    for (int64_t i = 0; i < n; ++i)
+      y[i] = apply_unary<op, T>(x[i]);
+  }
 }
 
 template <UnaryOp op, class T>

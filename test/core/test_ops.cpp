@@ -179,6 +179,26 @@ TEST_CASE("ops: unary values") {
   CHECK(sg[1] == 1.0);
 }
 
+TEST_CASE("ops: f32 normal_cdf is the rounded double Phi everywhere, the far tail included") {
+  // The load loss reaches arguments of -14 (results near f32's smallest subnormal); 1003
+  // elements, so the last partial vector of the CPU's 4-lane kernel is exercised.
+  const int64_t n = 1003;
+  std::vector<double> xs(n);
+  for (int64_t i = 0; i < n; ++i)
+    xs[size_t(i)] = -14.0 + 22.0 * double(i) / double(n - 1) + 1e-3 * double(i % 7);
+  const Tensor x = to_dtype(f64(xs, {n}), DType::f32);
+  const auto xv = values(x), y = values(normal_cdf(x));
+  for (int64_t i = 0; i < n; ++i) {
+    const double ref = 0.5 * std::erfc(-xv[size_t(i)] / std::numbers::sqrt2);
+    INFO("x = " << xv[size_t(i)]);
+    // Within one f32 ulp of the exact value (subnormals: within one subnormal step).
+    CHECK(std::abs(y[size_t(i)] - ref) <= std::max(ref * 0x1p-23, 0x1p-149));
+  }
+  // An element's value does not depend on where it sits (a tail element alone, and first).
+  for (int64_t i : {int64_t(0), n - 1, n - 2, int64_t(500)})
+    CHECK(values(normal_cdf(x.slice(0, i, i + 1)))[0] == y[size_t(i)]);
+}
+
 TEST_CASE("ops: in-place helpers add_, scale_, sum_squares, fill_, copy_") {
   Tensor d = f64({1, 2, 3, 4, 5, 6}, {2, 3});
   add_(d, f64({1, 1, 1, 1, 1, 1}, {2, 3}), -2.0);
