@@ -106,8 +106,32 @@ bool ranks_before(const T* row, int64_t a, int64_t b) {
 // pass, no allocation (the router's rows are E <= a few hundred wide with k <= 2 or so).
 constexpr int64_t kSmallTopK = 8;
 
+// k = 2 (the paper's router) without branches on the data: the held pair updated by selects,
+// which random logits would otherwise mispredict about once a row. The same result as the
+// insertion below: the first two in order, then j enters only by beating a held value strictly.
+template <class T>
+void top2_row(const T* row, int64_t n, T* values, int64_t* indices) {
+  const bool swap = row[1] > row[0];
+  T b1 = swap ? row[1] : row[0], b2 = swap ? row[0] : row[1];
+  int64_t i1 = swap, i2 = !swap;
+  for (int64_t j = 2; j < n; ++j) {
+    const T v = row[j];
+    const bool over1 = v > b1, over2 = v > b2;
+    b2 = over1 ? b1 : (over2 ? v : b2);
+    i2 = over1 ? i1 : (over2 ? j : i2);
+    b1 = over1 ? v : b1;
+    i1 = over1 ? j : i1;
+  }
+  values[0] = b1, values[1] = b2;
+  indices[0] = i1, indices[1] = i2;
+}
+
 template <class T>
 void topk_row_small(const T* row, int64_t n, int64_t k, T* values, int64_t* indices) {
+  if (k == 2 && n >= 2) {
+    top2_row(row, n, values, indices);
+    return;
+  }
   T best[kSmallTopK];
   int64_t at[kSmallTopK];
   int64_t held = 0;
