@@ -1,10 +1,15 @@
 // CPU matrix products through OpenBLAS. Batches run one product per OpenMP thread (OpenBLAS's
 // OpenMP build then uses one thread inside each) unless there are fewer large products than
-// threads; single products let OpenBLAS thread internally.
+// threads; single products let OpenBLAS thread internally. Skinny f32 products take the
+// register-blocked kernel of head_gemm.h instead.
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "core/cpu/cpu_common.h"
+#include "core/cpu/head_gemm.h"
 #include "core/cpu/kernels.h"
 
 namespace vmoe::cpu {
@@ -24,6 +29,34 @@ void gemm_one(const GemmArgs& g, const T* a, const T* b, T* c) {
   }
 }
 
+// The widest of n and k that counts as skinny: the router's [T, D] x [D, E] logits and both of
+// their gradients (n or k = E), the classifier head (n or k = classes), a patch embedding of
+// 16 pixels. There OpenBLAS's packing and its zero fill of C cost more than the arithmetic.
+constexpr int64_t kSkinny = 16;
+
+// c = a b for one f32 product with n or k at most kSkinny, through head_product (each element
+// one FMA chain over k in order), its rows split between threads: the result depends neither
+// on the split nor on the CPU's vector width. False where it does not apply.
+bool skinny_product(const GemmArgs& g, const float* a, const float* b, float* c) {
+  if (g.batch != 1 || g.alpha != 1 || g.beta != 0 || std::min(g.n, g.k) > kSkinny ||
+      (g.c_dtype && *g.c_dtype != DType::f32) || head_kernel() == HeadKernel::blas)
+    return false;
+  const MatView<float> av = g.trans_a ? MatView<float>{a, 1, g.lda} : MatView<float>{a, g.lda, 1};
+  const MatView<float> bv = g.trans_b ? MatView<float>{b, 1, g.ldb} : MatView<float>{b, g.ldb, 1};
+  const int64_t threads =
+      g.m * g.n * g.k > (1 << 18) ? std::min<int64_t>(omp_get_max_threads(), (g.m + 7) / 8) : 1;
+  const int64_t chunk = ((g.m + threads - 1) / threads + 7) / 8 * 8;  // whole 8-row blocks
+#pragma omp parallel for num_threads(int(threads)) if (threads > 1)
+  for (int64_t t = 0; t < threads; ++t) {
+    const int64_t r0 = t * chunk, r1 = std::min(g.m, r0 + chunk);
+    if (r0 >= r1) continue;
+    std::vector<float> scratch;  // b repacked where its columns are strided
+    head_product(r1 - r0, g.n, g.k, MatView<float>{av.data + r0 * av.rs, av.rs, av.cs}, bv,
+                 c + r0 * g.ldc, g.ldc, scratch);
+  }
+  return true;
+}
+
 }  // namespace
 
 void gemm(const GemmArgs& g) {
@@ -41,6 +74,9 @@ void gemm(const GemmArgs& g) {
             v = g.beta == 0 ? T(0) : T(g.beta) * v;
           }
       return;
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      if (skinny_product(g, a, b, c)) return;
     }
     const int64_t work = g.m * g.n * g.k;
     // With at least as many products as threads, one product per thread beats threading

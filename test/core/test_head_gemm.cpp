@@ -1,13 +1,17 @@
 // Tests of core/cpu/head_gemm.h: each kernel the CPU runs against a plain triple loop in f64, for
 // every combination of transposed operands, row counts around the 4- and 8-row blocks and column
 // counts around the 8-, 16- and 32-wide blocks (masked tails), with rows wider than the matrix;
-// and the AVX2 and AVX-512 kernels against each other, bit for bit.
+// and the AVX2 and AVX-512 kernels against each other, bit for bit; and the CPU backend's gemm,
+// which sends skinny f32 products (n or k <= 16) to these kernels, split between threads.
+#include <omp.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/cpu/head_gemm.h"
 
 using vmoe::cpu::head_product_on;
@@ -99,5 +103,51 @@ TEST_CASE("head_product: the AVX2 and AVX-512 kernels give the same bits", "[hea
         head_product_on<float>(HeadKernel::avx512, m, n, k, a.view(), b.view(), c16.data(), n,
                                pack);
         CHECK(c2 == c16);
+      }
+}
+
+TEST_CASE("cpu gemm: skinny f32 products (the router's shapes) on 1 and 2 threads", "[head_gemm]") {
+  // n or k at most 16 takes head_product with the rows split between threads; the others
+  // stay on BLAS. Every layout against the f64 loop; 1 and 2 threads give the same bits.
+  std::mt19937 rng(11);
+  const vmoe::Backend& cpu = vmoe::cpu_backend();
+  struct Shape3 {
+    int64_t m, n, k;
+  };
+  // [T, D] x [D, E] logits, their input gradient (k = E) and weight gradient (m = D, k = T),
+  // a head of 10 classes, a patch embedding of 16 pixels, rows not a multiple of 8 and a
+  // product just past the skinny width (BLAS).
+  for (Shape3 s : {Shape3{6400, 8, 64}, Shape3{6400, 64, 8}, Shape3{64, 8, 6400},
+                   Shape3{131, 10, 64}, Shape3{1001, 64, 16}, Shape3{3, 16, 5}, Shape3{77, 17, 17}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        CAPTURE(s.m, s.n, s.k, ta, tb);
+        const Stored<float> a(s.m, s.k, ta, rng), b(s.k, s.n, tb, rng);
+        auto run = [&](int threads) {
+          std::vector<float> c(size_t(s.m * (s.n + 2)), 7.0f);
+          vmoe::GemmArgs g;
+          g.trans_a = ta, g.trans_b = tb;
+          g.m = s.m, g.n = s.n, g.k = s.k;
+          g.a = a.data.data(), g.b = b.data.data(), g.c = c.data();
+          g.lda = a.ld, g.ldb = b.ld, g.ldc = s.n + 2;
+          const int before = omp_get_max_threads();
+          omp_set_num_threads(threads);
+          cpu.gemm(g);
+          omp_set_num_threads(before);
+          return c;
+        };
+        const std::vector<float> c1 = run(1), c2 = run(2);
+        CHECK(c1 == c2);
+        double worst = 0;
+        for (int64_t i = 0; i < s.m; ++i) {
+          for (int64_t j = 0; j < s.n; ++j) {
+            double want = 0;
+            for (int64_t p = 0; p < s.k; ++p)
+              want += double(a.at(i, p)) * double(b.at(p, j));
+            worst = std::max(worst, std::abs(double(c1[size_t(i * (s.n + 2) + j)]) - want));
+          }
+          CHECK(c1[size_t(i * (s.n + 2) + s.n)] == 7.0f);  // beyond n: left alone
+        }
+        CHECK(worst <= 2e-6 * double(s.k));
       }
 }
