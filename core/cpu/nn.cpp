@@ -77,14 +77,9 @@ void layer_norm(const Tensor& x, const Tensor& scale, const Tensor& bias, double
     for (int64_t r = 0; r < rows; ++r) {
       const T* in = px + r * d;
       T* out = py + r * d;
-      T mu = 0;
-      for (int64_t j = 0; j < d; ++j)
-        mu += in[j];
-      mu /= T(d);
-      T var = 0;
-      for (int64_t j = 0; j < d; ++j)
-        var += (in[j] - mu) * (in[j] - mu);
-      var /= T(d);
+      // On vector lanes in a fixed order (serial sums would not vectorise).
+      const T mu = row_sum(in, d) / T(d);
+      const T var = row_sum_sq_dev(in, mu, d) / T(d);
       const T rs = T(1) / std::sqrt(var + T(eps));
       for (int64_t j = 0; j < d; ++j)
         out[j] = (in[j] - mu) * rs * ps[j] + pb[j];
@@ -93,6 +88,41 @@ void layer_norm(const Tensor& x, const Tensor& scale, const Tensor& bias, double
     }
   });
 }
+
+namespace {
+
+// Layer norm's parameter gradients are summed per block of rows: at least 64 rows a block, at
+// most 256 blocks (so that the partial sums stay small). The blocks depend on the row count only.
+int64_t layer_norm_block(int64_t rows) {
+  return std::max<int64_t>(64, (rows + 255) / 256);
+}
+
+template <class T>
+struct LayerNormRowSums {
+  T g, gx;  // sums over the row of g * scale and g * scale * xhat
+};
+
+// Both sums of one row in one pass, on vector lanes in a fixed order (as row_sum).
+template <class T>
+LayerNormRowSums<T> layer_norm_row_sums(const T* x, const T* g, const T* scale, T mu, T rs,
+                                        int64_t d) {
+  typename Lanes<T>::type lane_g = {}, lane_gx = {};
+  int64_t j = 0;
+  for (; j + kRowLanes<T> <= d; j += kRowLanes<T>) {
+    const typename Lanes<T>::type gj = load_lanes(g + j) * load_lanes(scale + j);
+    lane_g += gj;
+    lane_gx += gj * ((load_lanes(x + j) - mu) * rs);
+  }
+  LayerNormRowSums<T> s{sum_lanes<T>(lane_g), sum_lanes<T>(lane_gx)};
+  for (; j < d; ++j) {
+    const T gj = g[j] * scale[j];
+    s.g += gj;
+    s.gx += gj * ((x[j] - mu) * rs);
+  }
+  return s;
+}
+
+}  // namespace
 
 void layer_norm_backward(const Tensor& x, const Tensor& scale, const Tensor& mean,
                          const Tensor& rstd, const Tensor& gy, const Tensor& gx,
@@ -105,43 +135,38 @@ void layer_norm_backward(const Tensor& x, const Tensor& scale, const Tensor& mea
     const T* pr = rstd.device_data<T>();
     const T* pg = gy.device_data<T>();
     T* po = gx.device_data<T>();
-    const int threads = rows * d > kParallelGrain ? omp_get_max_threads() : 1;
-    // Per-thread partial sums of the parameter gradients, added at the end.
-    std::vector<T> partial(size_t(threads) * size_t(2 * d), T(0));
-#pragma omp parallel num_threads(threads)
-    {
-      T* gs = partial.data() + size_t(omp_get_thread_num()) * size_t(2 * d);
-      T* gb = gs + d;
-#pragma omp for
-      for (int64_t r = 0; r < rows; ++r) {
-        const T* in = px + r * d;
-        const T* g = pg + r * d;
-        T* out = po + r * d;
+    // The parameter gradients as partial sums over fixed blocks of rows, added in block order:
+    // the same bits for any thread count.
+    const int64_t block = layer_norm_block(rows), blocks = (rows + block - 1) / block;
+    std::vector<T> partial(size_t(blocks) * size_t(2 * d), T(0));
+#pragma omp parallel for if (rows * d > kParallelGrain)
+    for (int64_t b = 0; b < blocks; ++b) {
+      T* __restrict gs = partial.data() + size_t(b) * size_t(2 * d);
+      T* __restrict gb = gs + d;
+      for (int64_t r = b * block; r < std::min(rows, (b + 1) * block); ++r) {
+        const T* __restrict in = px + r * d;
+        const T* __restrict g = pg + r * d;
+        T* __restrict out = po + r * d;
         const T mu = pm[r], rs = pr[r];
-        T sum_g = 0, sum_gx = 0;
+        const LayerNormRowSums<T> sums = layer_norm_row_sums(in, g, ps, mu, rs, d);
+        const T mean_g = sums.g / T(d), mean_gx = sums.gx / T(d);
+        // Two loops, each of which vectorises.
         for (int64_t j = 0; j < d; ++j) {
           const T xhat = (in[j] - mu) * rs;
-          const T gj = g[j] * ps[j];
-          sum_g += gj;
-          sum_gx += gj * xhat;
           gs[j] += g[j] * xhat;
           gb[j] += g[j];
         }
-        sum_g /= T(d);
-        sum_gx /= T(d);
-        for (int64_t j = 0; j < d; ++j) {
-          const T xhat = (in[j] - mu) * rs;
-          out[j] = rs * (g[j] * ps[j] - sum_g - xhat * sum_gx);
-        }
+        for (int64_t j = 0; j < d; ++j)
+          out[j] = rs * (g[j] * ps[j] - mean_g - (in[j] - mu) * rs * mean_gx);
       }
     }
     T* os = gscale.device_data<T>();
     T* ob = gbias.device_data<T>();
     for (int64_t j = 0; j < d; ++j) {
       T s = 0, b = 0;
-      for (int t = 0; t < threads; ++t) {
-        s += partial[size_t(t) * size_t(2 * d) + size_t(j)];
-        b += partial[size_t(t) * size_t(2 * d) + size_t(d + j)];
+      for (int64_t k = 0; k < blocks; ++k) {
+        s += partial[size_t(k) * size_t(2 * d) + size_t(j)];
+        b += partial[size_t(k) * size_t(2 * d) + size_t(d + j)];
       }
       os[j] = s;
       ob[j] = b;

@@ -1,6 +1,6 @@
-// Reductions over one contiguous row, shared by the CPU softmax, its backward and the fused
-// attention (which must repeat the softmax's arithmetic to the last bit). Each keeps one vector of
-// interleaved partial results and combines them in a fixed order at the end: the loops
+// Reductions over one contiguous row, shared by the CPU softmax, its backward, layer norm and the
+// fused attention (which must repeat the softmax's arithmetic to the last bit). Each keeps one
+// vector of interleaved partial results and combines them in a fixed order at the end: the loops
 // vectorise without -ffast-math, and the result depends only on the row, not on the machine's
 // vector width.
 #pragma once
@@ -85,6 +85,21 @@ template <class T>
   T s = sum_lanes<T>(lane);
   for (; j < n; ++j)
     s += a[j] * b[j];
+  return s;
+}
+
+// sum of (x[j] - c)^2 over [0, n), in row_sum's order (a variance about a known mean).
+template <class T>
+[[gnu::always_inline]] inline T row_sum_sq_dev(const T* x, T c, int64_t n) {
+  typename Lanes<T>::type lane = {};
+  int64_t j = 0;
+  for (; j + kRowLanes<T> <= n; j += kRowLanes<T>) {
+    const typename Lanes<T>::type v = load_lanes(x + j) - c;
+    lane += v * v;
+  }
+  T s = sum_lanes<T>(lane);
+  for (; j < n; ++j)
+    s += (x[j] - c) * (x[j] - c);
   return s;
 }
 
