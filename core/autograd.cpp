@@ -72,6 +72,18 @@ void accumulate_leaf(const Tensor& leaf, const Tensor& g) {
   add_(current, g.dtype() == current.dtype() ? g : to_dtype(g, current.dtype()));
 }
 
+// Sums another gradient into a node's pending one: in place where nothing else holds the
+// pending tensor or its memory (no allocation, no third buffer; the same bits as add), else
+// into a new tensor.
+void accumulate_pending(Tensor& pending, const Tensor& g) {
+  if (pending.impl().use_count() == 1 && pending.storage().use_count() == 1 &&
+      pending.is_contiguous() && pending.dtype() == g.dtype() && pending.shape() == g.shape()) {
+    add_(pending, g);
+    return;
+  }
+  pending = add(pending, g);
+}
+
 bool is_leaf(const Tensor& t) {
   return t.defined() && t.requires_grad() && !t.grad_fn();
 }
@@ -202,7 +214,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
       }
       if (Node* child = in.grad_fn().get()) {
         auto [slot, fresh] = grads.try_emplace(child, g);
-        if (!fresh) slot->second = add(slot->second, g);
+        if (!fresh) accumulate_pending(slot->second, g);
       } else {
         accumulate_leaf(in, g);
         leaves.edge_done(in);

@@ -55,6 +55,30 @@ TEST_CASE("autograd: a tensor used twice gets the summed gradient") {
   CHECK(grad_of(w) == std::vector<double>{101, 1010});
 }
 
+TEST_CASE("autograd: summing into a pending gradient never changes one shared with another node") {
+  // add's backward hands one gradient tensor to both of its inputs, a and b; the product a * b
+  // then sends each a second gradient, which is summed into the pending ones. Summing into a's
+  // in place would change b's too. Both operand orders, so that add is reached first in one.
+  for (bool product_first : {false, true}) {
+    CAPTURE(product_first);
+    Tensor z = leaf({1, 2, 3}, {3});
+    Tensor a = mul_scalar(z, 2.0), b = mul_scalar(z, 3.0);
+    // The products with ones make the incoming gradients plain contiguous tensors (sum_all's
+    // is a broadcast view, which is never summed into in place).
+    Tensor ones = Tensor::from_vector<double>({1, 1, 1}, {3});
+    Tensor via_add = sum_all(mul(add(a, b), ones)), via_mul = sum_all(mul(mul(a, b), ones));
+    (product_first ? add(via_mul, via_add) : add(via_add, via_mul)).backward();
+    // d/dz of sum(2z + 3z) + sum(2z * 3z) = 5 + 12 z
+    CHECK(grad_of(z) == std::vector<double>{5 + 12, 5 + 24, 5 + 36});
+  }
+  // A node fed by three consumers (two sums into its pending gradient).
+  Tensor x = leaf({1, -1}, {2});
+  Tensor y = mul_scalar(x, 2.0);
+  sum_all(add(add(y, mul(y, y)), mul_scalar(y, 3.0))).backward();
+  // d/dx = 2 (1 + 2 y + 3) with y = 2 x
+  CHECK(grad_of(x) == std::vector<double>{2 * (4 + 4), 2 * (4 - 4)});
+}
+
 TEST_CASE("autograd: gradients reach only tensors that require grad") {
   Tensor x = leaf({1, 2}, {2});
   Tensor c = Tensor::from_vector<double>({5, 7}, {2});
