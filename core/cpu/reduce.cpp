@@ -23,20 +23,39 @@ void sum_middle(const T* x, T* out, int64_t outer, int64_t r, int64_t inner) {
     }
     return;
   }
+  // Columns in blocks of kBlock, rows in chunks (a bias gradient sums [1, T, F] over T: the
+  // column blocks alone left one block, one thread). Each chunk's sums are kept in double and
+  // added in chunk order; the chunks depend on r only, so the result does not depend on the
+  // thread count.
   constexpr int64_t kBlock = 256;
   const int64_t blocks = (inner + kBlock - 1) / kBlock;
-#pragma omp parallel for collapse(2) if (outer * r * inner > kParallelGrain)
+  const int64_t chunk = std::max<int64_t>(256, (r + 63) / 64), chunks = (r + chunk - 1) / chunk;
+  // With one chunk the sums go straight to out.
+  std::vector<double> partial(chunks > 1 ? size_t(outer * chunks * inner) : 0);
+  const bool parallel = outer * r * inner > kParallelGrain;
+#pragma omp parallel for if (parallel)
+  for (int64_t task = 0; task < outer * chunks * blocks; ++task) {
+    const int64_t o = task / (chunks * blocks), c = task / blocks % chunks, b = task % blocks;
+    const int64_t i0 = b * kBlock, n = std::min(inner, i0 + kBlock) - i0;
+    const int64_t j0 = c * chunk, j1 = std::min(r, j0 + chunk);
+    double acc[kBlock] = {};  // double, as above: f32 sums of many rows lose digits
+    const T* col = x + o * r * inner + i0;
+    for (int64_t j = j0; j < j1; ++j)
+      for (int64_t i = 0; i < n; ++i)
+        acc[i] += col[j * inner + i];
+    if (chunks == 1)
+      std::copy(acc, acc + n, out + o * inner + i0);  // converts to T
+    else
+      std::copy(acc, acc + n, partial.data() + (o * chunks + c) * inner + i0);
+  }
+  if (chunks == 1) return;
+#pragma omp parallel for collapse(2) if (parallel)
   for (int64_t o = 0; o < outer; ++o) {
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t i0 = b * kBlock, i1 = std::min(inner, i0 + kBlock);
-      double acc[kBlock] = {};  // double, as above: f32 sums of many rows lose digits
-      for (int64_t j = 0; j < r; ++j) {
-        const T* row = x + (o * r + j) * inner;
-        for (int64_t i = i0; i < i1; ++i)
-          acc[i - i0] += row[i];
-      }
-      for (int64_t i = i0; i < i1; ++i)
-        out[o * inner + i] = T(acc[i - i0]);
+    for (int64_t i = 0; i < inner; ++i) {
+      double s = 0;
+      for (int64_t c = 0; c < chunks; ++c)
+        s += partial[size_t((o * chunks + c) * inner + i)];
+      out[o * inner + i] = T(s);
     }
   }
 }

@@ -1022,6 +1022,7 @@ TEST_CASE("ops: kernels give the same results with 1 and 4 OpenMP threads") {
     o.v.push_back(values(scale.grad()));
     o.v.push_back(values(bias.grad()));
     o.v.push_back(values(sum(x.detach(), {0})));
+    o.v.push_back(values(sum(reshape(x.detach(), {1024, 40}), {0})));  // rows in 4 chunks
     o.v.push_back(values(exp(x.detach())));
     o.v.push_back(values(randn({100000}, key, 3)));
     o.v.push_back(values(dropout(Tensor::full({100000}, 1.0), 0.5, key)));
