@@ -1,5 +1,6 @@
 // Shared helpers of the CPU kernels: dtype dispatch, strided iteration, OpenMP thresholds.
 #pragma once
+#include <algorithm>
 #include <array>
 #include <stdexcept>
 #include <string>
@@ -47,7 +48,7 @@ void dispatch_index(DType t, const char* name, Fn&& fn) {
 
 // Iterates the elements of NT tensors of one shape with their own strides. Dimensions that
 // are contiguous in every tensor are merged; fn(offsets, n, inner_strides) is called per
-// innermost run, possibly from several threads.
+// innermost run or piece of one (elementwise work only), possibly from several threads.
 template <size_t NT, class Fn>
 void for_each_run(const Shape& shape, const std::array<const Shape*, NT>& strides, Fn fn) {
   // Collapse dims.
@@ -88,8 +89,13 @@ void for_each_run(const Shape& shape, const std::array<const Shape*, NT>& stride
   int64_t rows = 1;
   for (size_t d = 0; d + 1 < nd; ++d)
     rows *= sizes[d];
-#pragma omp parallel for schedule(static) if (rows * n_inner > kParallelGrain && rows > 1)
-  for (int64_t r = 0; r < rows; ++r) {
+  // Long runs are cut into pieces, so that a contiguous tensor (all one run) is split between
+  // threads too; the pieces of an elementwise op give the same bits as the whole run.
+  constexpr int64_t kPiece = 1 << 14;
+  const int64_t pieces = (n_inner + kPiece - 1) / kPiece, tasks = rows * pieces;
+#pragma omp parallel for schedule(static) if (rows * n_inner > kParallelGrain && tasks > 1)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t r = task / pieces, begin = task % pieces * kPiece;
     std::array<int64_t, NT> off{};
     int64_t rem = r;
     for (size_t d = nd - 1; d-- > 0;) {
@@ -98,7 +104,9 @@ void for_each_run(const Shape& shape, const std::array<const Shape*, NT>& stride
       for (size_t t = 0; t < NT; ++t)
         off[t] += i * st[t][d];
     }
-    fn(off, n_inner, inner);
+    for (size_t t = 0; t < NT; ++t)
+      off[t] += begin * inner[t];
+    fn(off, std::min(kPiece, n_inner - begin), inner);
   }
 }
 
