@@ -11,6 +11,15 @@
 
 namespace vmoe::cpu {
 
+// Whether this CPU runs AVX-512 F (kernels compiled with a `target` attribute check it first).
+inline bool cpu_has_avx512f() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return has;
+}
+
 // Below this many elements a loop runs on one thread: OpenMP start-up costs more.
 inline constexpr int64_t kParallelGrain = 1 << 15;
 

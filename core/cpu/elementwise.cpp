@@ -315,14 +315,6 @@ __attribute__((target("avx512f,prefer-vector-width=512"))) void bias_gelu_backwa
   bias_gelu_backward_row<float>(x, b, gy, gx, f);
 }
 
-bool cpu_has_avx512() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return has;
-}
-
 }  // namespace
 
 // x, y [G, R, F], bias [G, F]: rows spread over threads.
@@ -333,7 +325,7 @@ void bias_gelu(const Tensor& x, const Tensor& bias, const Tensor& y) {
     const T* pb = bias.device_data<T>();
     T* py = y.device_data<T>();
     bool wide = false;
-    if constexpr (std::is_same_v<T, float>) wide = cpu_has_avx512();
+    if constexpr (std::is_same_v<T, float>) wide = cpu_has_avx512f();
 #pragma omp parallel for if (x.numel() > kParallelGrain)
     for (int64_t r = 0; r < groups * rows; ++r) {
       const T* b = pb + (r / rows) * f;
@@ -356,7 +348,7 @@ void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& gy, c
     const T* pg = gy.device_data<T>();
     T* po = gx.device_data<T>();
     bool wide = false;
-    if constexpr (std::is_same_v<T, float>) wide = cpu_has_avx512();
+    if constexpr (std::is_same_v<T, float>) wide = cpu_has_avx512f();
 #pragma omp parallel for if (x.numel() > kParallelGrain)
     for (int64_t r = 0; r < groups * rows; ++r) {
       const T* b = pb + (r / rows) * f;

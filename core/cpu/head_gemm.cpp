@@ -1,6 +1,8 @@
 // head_product: the register-blocked f32 kernels (AVX2 + FMA, AVX-512) and the BLAS path.
 #include "core/cpu/head_gemm.h"
 
+#include "core/cpu/cpu_common.h"
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -191,8 +193,7 @@ VMOE_AVX512 void avx512_product(int64_t m, int64_t n, int64_t k, MatView<float> 
 
 HeadKernel widest_head_kernel() {
 #ifdef VMOE_HEAD_GEMM_AVX2
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") ? HeadKernel::avx512 : HeadKernel::avx2;
+  return cpu_has_avx512f() ? HeadKernel::avx512 : HeadKernel::avx2;
 #else
   return HeadKernel::blas;
 #endif
