@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/cuda/cublaslt_library.h"
+
 namespace vmoe {
 
 // Any failed cuBLAS or cuBLASLt call.
@@ -24,8 +26,8 @@ namespace detail {
 [[noreturn]] inline void throw_cublas_error(cublasStatus_t status, const char* call,
                                             const char* file, int line) {
   throw CublasError(status, std::string(call) + " failed (" + file + ":" + std::to_string(line) +
-                                "): " + cublasLtGetStatusName(status) + ": " +
-                                cublasLtGetStatusString(status));
+                                "): " + cuda::cublaslt().cublasLtGetStatusName(status) + ": " +
+                                cuda::cublaslt().cublasLtGetStatusString(status));
 }
 }  // namespace detail
 

@@ -17,6 +17,7 @@
 #include <tuple>
 
 #include "core/cuda/cublas_check.h"
+#include "core/cuda/cublaslt_library.h"
 #include "core/cuda/cuda_allocator.h"
 #include "core/cuda/cuda_check.h"
 #include "core/cuda/entries.h"
@@ -113,14 +114,14 @@ struct Plan {
 
 cublasLtMatrixLayout_t make_layout(cudaDataType_t type, const LtMatrix& m, int64_t batch) {
   cublasLtMatrixLayout_t layout = nullptr;
-  VMOE_CUBLAS_CHECK(
-      cublasLtMatrixLayoutCreate(&layout, type, uint64_t(m.rows), uint64_t(m.cols), m.ld));
+  VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatrixLayoutCreate(&layout, type, uint64_t(m.rows),
+                                                          uint64_t(m.cols), m.ld));
   if (batch > 1) {
     const int32_t count = int32_t(batch);
     const int64_t stride = m.batch_stride;
-    VMOE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
-                                                       &count, sizeof count));
-    VMOE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatrixLayoutSetAttribute(
+        layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatrixLayoutSetAttribute(
         layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
   }
   return layout;
@@ -141,7 +142,7 @@ class Gemms {
   void run(const GemmArgs& g) {
     std::lock_guard lock(mutex_);
     if (!handle_) {
-      VMOE_CUBLAS_CHECK(cublasLtCreate(&handle_));
+      VMOE_CUBLAS_CHECK(cublaslt().cublasLtCreate(&handle_));
       workspace_ = device_allocator().allocate(kWorkspaceBytes);
     }
     const Types t = types_of(g);
@@ -160,9 +161,9 @@ class Gemms {
  private:
   void matmul(const Plan& p, const void* alpha, const void* beta, const LtGemm& lt,
               cudaStream_t stream) {
-    VMOE_CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, alpha, lt.first, p.first, lt.second, p.second,
-                                     beta, lt.c, p.c, lt.c, p.c, &p.algo, workspace_,
-                                     kWorkspaceBytes, stream));
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatmul(handle_, p.op, alpha, lt.first, p.first, lt.second,
+                                                p.second, beta, lt.c, p.c, lt.c, p.c, &p.algo,
+                                                workspace_, kWorkspaceBytes, stream));
   }
 
   const Plan& plan_for(const GemmArgs& g, const Types& t, const LtGemm& lt) {
@@ -186,40 +187,40 @@ class Gemms {
     if (auto it = plans_.find(key); it != plans_.end()) return it->second;
 
     Plan p;
-    VMOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, t.compute, t.scale));
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatmulDescCreate(&p.op, t.compute, t.scale));
     const int32_t op_first = lt.transpose_first ? CUBLAS_OP_T : CUBLAS_OP_N;
     const int32_t op_second = lt.transpose_second ? CUBLAS_OP_T : CUBLAS_OP_N;
-    VMOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
-                                                     sizeof op_first));
-    VMOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
-                                                     sizeof op_second));
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA,
+                                                                &op_first, sizeof op_first));
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB,
+                                                                &op_second, sizeof op_second));
     p.first = make_layout(t.data, lt.first_layout, lt.batch);
     p.second = make_layout(t.data, lt.second_layout, lt.batch);
     p.c = make_layout(t.c, lt.c_layout, lt.batch);
 
     cublasLtMatmulPreference_t pref = nullptr;
-    VMOE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatmulPreferenceCreate(&pref));
     const uint64_t workspace = kWorkspaceBytes;
     const uint32_t align_first = alignment_of(lt.first), align_second = alignment_of(lt.second),
                    align_c = alignment_of(lt.c);
-    VMOE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace));
-    VMOE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_first, sizeof align_first));
-    VMOE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_second, sizeof align_second));
-    VMOE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof align_c));
-    VMOE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+    VMOE_CUBLAS_CHECK(cublaslt().cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof align_c));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+    const cublasStatus_t status = cublaslt().cublasLtMatmulAlgoGetHeuristic(
         handle_, p.op, p.first, p.second, p.c, p.c, pref, 1, &result, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
+    cublaslt().cublasLtMatmulPreferenceDestroy(pref);
     if (status != CUBLAS_STATUS_SUCCESS || found == 0)
       throw std::runtime_error("cuda gemm: cuBLASLt has no algorithm for " + problem_text(g) +
-                               " (" + cublasLtGetStatusName(status) + ")");
+                               " (" + cublaslt().cublasLtGetStatusName(status) + ")");
     p.algo = result.algo;
     return plans_.emplace(key, p).first->second;
   }

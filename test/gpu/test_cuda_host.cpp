@@ -1,14 +1,17 @@
 // The CUDA backend's host logic, tested without a GPU: the row-major -> column-major mapping of
 // the GEMMs (core/cuda/gemm.h), the kernel error messages (the CPU backend's wording), the
-// chunks of pinned staging copies, and the one-line error for a missing device.
+// chunks of pinned staging copies, the one-line error for a missing device, and cuBLASLt opened
+// on first use only.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "core/backend.h"
+#include "core/cuda/cublaslt_library.h"
 #include "core/cuda/cuda_context.h"
 #include "core/cuda/cuda_devices.h"
 #include "core/cuda/gemm.h"
@@ -189,4 +192,35 @@ TEST_CASE("cuda device: a machine without one gets a one-line error naming the d
     CHECK_THROWS_WITH(backend_for(Device{DeviceType::cuda, past}),
                       Catch::Contains("cuda:" + std::to_string(past)));
   }
+}
+
+namespace {
+// Whether a file whose name contains `name` is mapped into this process.
+bool mapped(const std::string& name) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line))
+    if (line.find(name) != std::string::npos) return true;
+  return false;
+}
+}  // namespace
+
+// ctest runs each case in its own process, so "not yet loaded" is this case's own doing.
+TEST_CASE("cuda cublaslt: CPU work in a CUDA build never maps cuBLASLt", "[cuda_host]") {
+  const Tensor a = Tensor::full({8, 16}, 0.5, DType::f32);
+  const Tensor b = Tensor::full({16, 4}, 2.0, DType::f32);
+  const Tensor c = matmul(a, b);
+  CHECK(c.to_vector<float>()[3 * 4 + 2] == 16.0f);
+  CHECK_FALSE(cuda::cublaslt_loaded());
+  CHECK_FALSE(mapped("libcublasLt"));
+}
+
+TEST_CASE("cuda cublaslt: the first use opens the library the build's headers name",
+          "[cuda_host]") {
+  const cuda::CublasLtLibrary& lib = cuda::cublaslt();
+  CHECK(cuda::cublaslt_loaded());
+  CHECK(mapped(cuda::cublaslt_soname()));
+  CHECK(std::string(lib.cublasLtGetStatusName(CUBLAS_STATUS_NOT_SUPPORTED)) ==
+        "CUBLAS_STATUS_NOT_SUPPORTED");
+  CHECK(&cuda::cublaslt() == &lib);  // opened once
 }
