@@ -34,25 +34,54 @@ void gemm_one(const GemmArgs& g, const T* a, const T* b, T* c) {
 // 16 pixels. There OpenBLAS's packing and its zero fill of C cost more than the arithmetic.
 constexpr int64_t kSkinny = 16;
 
-// c = a b for one f32 product with n or k at most kSkinny, through head_product (each element
-// one FMA chain over k in order), its rows split between threads: the result depends neither
-// on the split nor on the CPU's vector width. False where it does not apply.
+// The widest sides of a narrow product: a small model's layers ([T, D] x [D, M] with D, M <=
+// 256, T the batch's tokens) and their two gradients, dX = dY W^T (n, k <= 256) and dW = X^T dY
+// (m, n <= 256, k = T). On AVX-512, OpenBLAS 0.3.21 runs those at 90-180 GFLOP/s on one Xeon
+// core pair where head_product's 8 x 32 blocks run 240-350 (fashion_vit_ti's shapes,
+// docs/benchmarks.md); beyond 256 OpenBLAS nears its peak.
+constexpr int64_t kNarrow = 256;
+
+bool skinny_or_narrow(const GemmArgs& g) {
+  if (std::min(g.n, g.k) <= kSkinny) return true;
+  // Only the AVX-512 kernel was measured faster than OpenBLAS here.
+  return head_kernel() == HeadKernel::avx512 && g.n <= kNarrow &&
+         (g.k <= kNarrow || g.m <= kNarrow);
+}
+
+// c = a b (c += a b for beta 1) for f32 products that are skinny or narrow, through
+// head_product: a batch of at least as many products as threads one product per thread (the
+// per-expert products), else each product's rows split between threads. A product's result
+// does not depend on the split. False where it does not apply.
 bool skinny_product(const GemmArgs& g, const float* a, const float* b, float* c) {
-  if (g.batch != 1 || g.alpha != 1 || g.beta != 0 || std::min(g.n, g.k) > kSkinny ||
+  if (g.alpha != 1 || (g.beta != 0 && g.beta != 1) || !skinny_or_narrow(g) ||
       (g.c_dtype && *g.c_dtype != DType::f32) || head_kernel() == HeadKernel::blas)
     return false;
   const MatView<float> av = g.trans_a ? MatView<float>{a, 1, g.lda} : MatView<float>{a, g.lda, 1};
   const MatView<float> bv = g.trans_b ? MatView<float>{b, 1, g.ldb} : MatView<float>{b, g.ldb, 1};
-  const int64_t threads =
-      g.m * g.n * g.k > (1 << 18) ? std::min<int64_t>(omp_get_max_threads(), (g.m + 7) / 8) : 1;
+  // Rows r0..r1 of product i.
+  const auto rows = [&](int64_t i, int64_t r0, int64_t r1) {
+    thread_local std::vector<float> scratch;  // b repacked where its columns are strided
+    head_product(r1 - r0, g.n, g.k,
+                 MatView<float>{av.data + i * g.stride_a + r0 * av.rs, av.rs, av.cs},
+                 MatView<float>{bv.data + i * g.stride_b, bv.rs, bv.cs},
+                 c + i * g.stride_c + r0 * g.ldc, g.ldc, scratch, g.beta == 1);
+  };
+  const int64_t work = g.m * g.n * g.k;
+  const int64_t max_threads = g.batch * work > (1 << 18) ? omp_get_max_threads() : 1;
+  if (g.batch >= max_threads && g.batch > 1) {
+#pragma omp parallel for schedule(dynamic) if (max_threads > 1)
+    for (int64_t i = 0; i < g.batch; ++i)
+      rows(i, 0, g.m);
+    return true;
+  }
+  const int64_t threads = std::min<int64_t>(max_threads, (g.m + 7) / 8);
   const int64_t chunk = ((g.m + threads - 1) / threads + 7) / 8 * 8;  // whole 8-row blocks
+  for (int64_t i = 0; i < g.batch; ++i) {
 #pragma omp parallel for num_threads(int(threads)) if (threads > 1)
-  for (int64_t t = 0; t < threads; ++t) {
-    const int64_t r0 = t * chunk, r1 = std::min(g.m, r0 + chunk);
-    if (r0 >= r1) continue;
-    std::vector<float> scratch;  // b repacked where its columns are strided
-    head_product(r1 - r0, g.n, g.k, MatView<float>{av.data + r0 * av.rs, av.rs, av.cs}, bv,
-                 c + r0 * g.ldc, g.ldc, scratch);
+    for (int64_t t = 0; t < threads; ++t) {
+      const int64_t r0 = t * chunk, r1 = std::min(g.m, r0 + chunk);
+      if (r0 < r1) rows(i, r0, r1);
+    }
   }
   return true;
 }

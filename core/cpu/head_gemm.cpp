@@ -18,6 +18,10 @@ namespace vmoe::cpu {
 
 namespace {
 
+// The depth of one pass over c: 256 rows of b [256, n <= 256] and the matching columns of a
+// (256 KB at most for b) stay in a core's L2 while every block of c runs through them.
+constexpr int64_t kDepth = 256;
+
 template <class T>
 CBLAS_TRANSPOSE blas_layout(MatView<T> x, int& ld) {
   if (x.cs == 1) {
@@ -30,18 +34,19 @@ CBLAS_TRANSPOSE blas_layout(MatView<T> x, int& ld) {
 }
 
 template <class T>
-void blas_product(int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b, T* c, int64_t ldc) {
+void blas_product(int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b, T* c, int64_t ldc,
+                  bool add_to_c) {
   int lda = 0, ldb = 0;
   const CBLAS_TRANSPOSE ta = blas_layout(a, lda), tb = blas_layout(b, ldb);
   // A transposed view has its rows `cs` apart; BLAS wants at least one.
   lda = std::max(lda, 1);
   ldb = std::max(ldb, 1);
   if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a.data, lda, b.data, ldb, 0.0f,
-                c, int(ldc));
+    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a.data, lda, b.data, ldb,
+                add_to_c ? 1.0f : 0.0f, c, int(ldc));
   else
-    cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0, a.data, lda, b.data, ldb, 0.0,
-                c, int(ldc));
+    cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0, a.data, lda, b.data, ldb,
+                add_to_c ? 1.0 : 0.0, c, int(ldc));
 }
 
 #ifdef VMOE_HEAD_GEMM_AVX2
@@ -53,10 +58,10 @@ __m256i lane_mask(int64_t w) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kOnes + 8 - w));
 }
 
-// R rows by V vectors of 8 columns: c[r, v] = sum_p a(r, p) b[p, v], b rows ldb apart. With
-// Tail, the last vector's lanes beyond the matrix are masked off by `last` (masked stores are
-// slow on some cores, so full vectors never use them).
-template <int R, int V, bool Tail>
+// R rows by V vectors of 8 columns: c[r, v] = sum_p a(r, p) b[p, v] (with Add, c[r, v] += that
+// sum), b rows ldb apart. With Tail, the last vector's lanes beyond the matrix are masked off by
+// `last` (masked stores are slow on some cores, so full vectors never use them).
+template <int R, int V, bool Tail, bool Add>
 void block(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b, int64_t ldb,
            float* c, int64_t ldc, __m256i last) {
   // The loops over r and v are unrolled in full, so that the accumulators stay in registers.
@@ -85,36 +90,41 @@ void block(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b, 
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v) {
-      if (Tail && v == V - 1)
-        _mm256_maskstore_ps(c + r * ldc + 8 * v, last, acc[r][v]);
-      else
-        _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+      float* out = c + r * ldc + 8 * v;
+      if (Tail && v == V - 1) {
+        if (Add) acc[r][v] = _mm256_add_ps(_mm256_maskload_ps(out, last), acc[r][v]);
+        _mm256_maskstore_ps(out, last, acc[r][v]);
+      } else {
+        if (Add) acc[r][v] = _mm256_add_ps(_mm256_loadu_ps(out), acc[r][v]);
+        _mm256_storeu_ps(out, acc[r][v]);
+      }
     }
 }
 
-template <int V, bool Tail>
+template <int V, bool Tail, bool Add>
 void column_block(int64_t m, int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b,
                   int64_t ldb, float* c, int64_t ldc, __m256i last) {
   int64_t i = 0;
   for (; i + 4 <= m; i += 4)
-    block<4, V, Tail>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
+    block<4, V, Tail, Add>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
   for (; i < m; ++i)
-    block<1, V, Tail>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
+    block<1, V, Tail, Add>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
 }
 
+template <bool Add>
 void avx2_product(int64_t m, int64_t n, int64_t k, MatView<float> a, const float* b, int64_t ldb,
                   float* c, int64_t ldc) {
   const __m256i none = _mm256_setzero_si256();
   int64_t j = 0;
   for (; j + 16 <= n; j += 16)
-    column_block<2, false>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, none);
+    column_block<2, false, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, none);
   const int64_t w = n - j;  // 0..15 columns left
   if (w == 8)
-    column_block<1, false>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, none);
+    column_block<1, false, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, none);
   else if (w > 8)
-    column_block<2, true>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, lane_mask(w - 8));
+    column_block<2, true, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, lane_mask(w - 8));
   else if (w > 0)
-    column_block<1, true>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, lane_mask(w));
+    column_block<1, true, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, lane_mask(w));
 }
 
 // The same kernel on 16-lane AVX-512 vectors, compiled for AVX-512 F whatever the build's
@@ -126,7 +136,7 @@ void avx2_product(int64_t m, int64_t n, int64_t k, MatView<float> a, const float
 // that file's AVX-512 copies of inline functions shared with the rest of the program.
 #define VMOE_AVX512 __attribute__((target("avx512f")))
 
-template <int R, int V, bool Tail>
+template <int R, int V, bool Tail, bool Add>
 VMOE_AVX512 void block16(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b,
                          int64_t ldb, float* c, int64_t ldc, __mmask16 last) {
   __m512 acc[R][V];
@@ -154,39 +164,44 @@ VMOE_AVX512 void block16(int64_t k, const float* a, int64_t rsa, int64_t csa, co
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v) {
-      if (Tail && v == V - 1)
-        _mm512_mask_storeu_ps(c + r * ldc + 16 * v, last, acc[r][v]);
-      else
-        _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);
+      float* out = c + r * ldc + 16 * v;
+      if (Tail && v == V - 1) {
+        if (Add) acc[r][v] = _mm512_add_ps(_mm512_maskz_loadu_ps(last, out), acc[r][v]);
+        _mm512_mask_storeu_ps(out, last, acc[r][v]);
+      } else {
+        if (Add) acc[r][v] = _mm512_add_ps(_mm512_loadu_ps(out), acc[r][v]);
+        _mm512_storeu_ps(out, acc[r][v]);
+      }
     }
 }
 
-template <int V, bool Tail>
+template <int V, bool Tail, bool Add>
 VMOE_AVX512 void column_block16(int64_t m, int64_t k, const float* a, int64_t rsa, int64_t csa,
                                 const float* b, int64_t ldb, float* c, int64_t ldc,
                                 __mmask16 last) {
   int64_t i = 0;
   for (; i + 8 <= m; i += 8)
-    block16<8, V, Tail>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
+    block16<8, V, Tail, Add>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
   for (; i + 4 <= m; i += 4)
-    block16<4, V, Tail>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
+    block16<4, V, Tail, Add>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
   for (; i < m; ++i)
-    block16<1, V, Tail>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
+    block16<1, V, Tail, Add>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
 }
 
+template <bool Add>
 VMOE_AVX512 void avx512_product(int64_t m, int64_t n, int64_t k, MatView<float> a, const float* b,
                                 int64_t ldb, float* c, int64_t ldc) {
   int64_t j = 0;
   for (; j + 32 <= n; j += 32)
-    column_block16<2, false>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, 0);
+    column_block16<2, false, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, 0);
   const int64_t w = n - j;  // 0..31 columns left
   const auto first = [](int64_t lanes) { return __mmask16((1u << lanes) - 1); };
   if (w == 16)
-    column_block16<1, false>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, 0);
+    column_block16<1, false, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, 0);
   else if (w > 16)
-    column_block16<2, true>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, first(w - 16));
+    column_block16<2, true, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, first(w - 16));
   else if (w > 0)
-    column_block16<1, true>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, first(w));
+    column_block16<1, true, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, first(w));
 }
 
 #endif
@@ -212,7 +227,7 @@ bool head_kernel_available(HeadKernel kernel) {
 
 template <class T>
 void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b,
-                     T* c, int64_t ldc, std::vector<T>& scratch) {
+                     T* c, int64_t ldc, std::vector<T>& scratch, bool add_to_c) {
   if (!head_kernel_available(kernel))
     throw std::invalid_argument("head_product_on: this CPU lacks the kernel asked for");
 #ifdef VMOE_HEAD_GEMM_AVX2
@@ -228,33 +243,45 @@ void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView
         rows = scratch.data();
         ldb = n;
       }
-      if (kernel == HeadKernel::avx512)
-        avx512_product(m, n, k, a, rows, ldb, c, ldc);
-      else
-        avx2_product(m, n, k, a, rows, ldb, c, ldc);
+      // k in pieces of kDepth: the pieces of a and b a block reads stay in cache while every
+      // block of c takes them (a weight gradient's k is the batch's tokens). The first piece
+      // writes c (adds to it with add_to_c), the later ones add to it.
+      for (int64_t p = 0; p < k; p += kDepth) {
+        const int64_t depth = std::min(kDepth, k - p);
+        const MatView<float> ap{a.data + p * a.cs, a.rs, a.cs};
+        const float* bp = rows + p * ldb;
+        const bool add = p > 0 || add_to_c;
+        if (kernel == HeadKernel::avx512)
+          add ? avx512_product<true>(m, n, depth, ap, bp, ldb, c, ldc)
+              : avx512_product<false>(m, n, depth, ap, bp, ldb, c, ldc);
+        else
+          add ? avx2_product<true>(m, n, depth, ap, bp, ldb, c, ldc)
+              : avx2_product<false>(m, n, depth, ap, bp, ldb, c, ldc);
+      }
       return;
     }
   }
 #endif
   (void)scratch;
-  blas_product(m, n, k, a, b, c, ldc);
+  blas_product(m, n, k, a, b, c, ldc, add_to_c);
 }
 
 template <class T>
 void head_product(int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b, T* c, int64_t ldc,
-                  std::vector<T>& scratch) {
+                  std::vector<T>& scratch, bool add_to_c) {
   // f64 always takes BLAS: head_product_on does so for any kernel.
   head_product_on(std::is_same_v<T, float> ? head_kernel() : HeadKernel::blas, m, n, k, a, b, c,
-                  ldc, scratch);
+                  ldc, scratch, add_to_c);
 }
 
 template void head_product<float>(int64_t, int64_t, int64_t, MatView<float>, MatView<float>, float*,
-                                  int64_t, std::vector<float>&);
+                                  int64_t, std::vector<float>&, bool);
 template void head_product<double>(int64_t, int64_t, int64_t, MatView<double>, MatView<double>,
-                                   double*, int64_t, std::vector<double>&);
+                                   double*, int64_t, std::vector<double>&, bool);
 template void head_product_on<float>(HeadKernel, int64_t, int64_t, int64_t, MatView<float>,
-                                     MatView<float>, float*, int64_t, std::vector<float>&);
+                                     MatView<float>, float*, int64_t, std::vector<float>&, bool);
 template void head_product_on<double>(HeadKernel, int64_t, int64_t, int64_t, MatView<double>,
-                                      MatView<double>, double*, int64_t, std::vector<double>&);
+                                      MatView<double>, double*, int64_t, std::vector<double>&,
+                                      bool);
 
 }  // namespace vmoe::cpu

@@ -1,8 +1,9 @@
 // Products of one attention head's small matrices ([N, N] by [N, Dh] and the like; N ~ 50,
 // Dh ~ 16-64), for the fused attention kernels. At these sizes OpenBLAS's per-call packing and
 // its zero fill of C cost more than the arithmetic, so f32 on AVX2 + FMA (or AVX-512) runs a
-// register-blocked kernel (each element one FMA chain over k, in order); everything else goes
-// through BLAS.
+// register-blocked kernel (each element one FMA chain over each piece of 256 along k, the pieces'
+// sums added in order); everything else goes through BLAS. gemm (core/cpu/gemm.cpp) also sends
+// it the model's skinny and narrow products.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -16,15 +17,16 @@ struct MatView {
   int64_t rs, cs;
 };
 
-// c [m, n] (rows ldc apart) = a [m, k] b [k, n]. `scratch` (the caller's, reused across calls)
-// holds b when it must be repacked with unit column stride.
+// c [m, n] (rows ldc apart) = a [m, k] b [k, n], or with add_to_c c += a b (a linear layer's
+// product onto its bias). `scratch` (the caller's, reused across calls) holds b when it must be
+// repacked with unit column stride.
 template <class T>
 void head_product(int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b, T* c, int64_t ldc,
-                  std::vector<T>& scratch);
+                  std::vector<T>& scratch, bool add_to_c = false);
 
 // The f32 kernels, narrowest first: BLAS, AVX2 + FMA (8 lanes), AVX-512 (16 lanes; chosen at
 // run time where the CPU has it). The two vector kernels give the same bits: each element is
-// one FMA chain over k in order.
+// the same FMA chains over k in order.
 enum class HeadKernel { blas, avx2, avx512 };
 // The widest kernel this build and CPU run: the one head_product takes for f32.
 HeadKernel head_kernel();
@@ -33,6 +35,6 @@ bool head_kernel_available(HeadKernel kernel);
 // available throws std::invalid_argument. For tests that compare the kernels.
 template <class T>
 void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b,
-                     T* c, int64_t ldc, std::vector<T>& scratch);
+                     T* c, int64_t ldc, std::vector<T>& scratch, bool add_to_c = false);
 
 }  // namespace vmoe::cpu

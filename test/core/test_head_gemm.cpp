@@ -42,18 +42,19 @@ struct Stored {
   }
 };
 
+// With add_to_c, c starts at 7 and must end at 7 + a b.
 template <class T>
 void check_product(HeadKernel kernel, int64_t m, int64_t n, int64_t k, bool ta, bool tb,
-                   std::mt19937& rng) {
-  CAPTURE(int(kernel), m, n, k, ta, tb);
+                   std::mt19937& rng, bool add_to_c = false) {
+  CAPTURE(int(kernel), m, n, k, ta, tb, add_to_c);
   const Stored<T> a(m, k, ta, rng), b(k, n, tb, rng);
   const int64_t ldc = n + 5;
   std::vector<T> c(static_cast<size_t>(m * ldc), T(7)), pack;
-  head_product_on<T>(kernel, m, n, k, a.view(), b.view(), c.data(), ldc, pack);
+  head_product_on<T>(kernel, m, n, k, a.view(), b.view(), c.data(), ldc, pack, add_to_c);
   double worst = 0;
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
-      double want = 0;
+      double want = add_to_c ? 7.0 : 0.0;
       for (int64_t p = 0; p < k; ++p)
         want += double(a.at(i, p)) * double(b.at(p, j));
       worst = std::max(worst, std::abs(double(c[size_t(i * ldc + j)]) - want));
@@ -87,6 +88,20 @@ TEMPLATE_TEST_CASE("head_product: every kernel, layout and block split against a
               check_product<TestType>(kernel, m, n, k, ta, tb, rng);
 }
 
+TEMPLATE_TEST_CASE("head_product: k in several pieces, and adding to c", "[head_gemm]", float,
+                   double) {
+  // k past 256 runs in pieces whose sums are added to c; add_to_c adds the first one too.
+  std::mt19937 rng(4);
+  for (HeadKernel kernel : available_kernels())
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (int64_t m : {5, 16})
+          for (int64_t n : {9, 40})
+            for (int64_t k : {7, 256, 257, 600})
+              for (bool add : {false, true})
+                check_product<TestType>(kernel, m, n, k, ta, tb, rng, add);
+}
+
 TEST_CASE("head_product: the AVX2 and AVX-512 kernels give the same bits", "[head_gemm]") {
   if (!vmoe::cpu::head_kernel_available(HeadKernel::avx512)) {
     WARN("this CPU has no AVX-512: only the AVX2 kernel ran");
@@ -95,59 +110,82 @@ TEST_CASE("head_product: the AVX2 and AVX-512 kernels give the same bits", "[hea
   std::mt19937 rng(5);
   for (int64_t m : {1, 5, 13, 50})
     for (int64_t n : {3, 16, 18, 50})
-      for (int64_t k : {1, 16, 50}) {
-        CAPTURE(m, n, k);
-        const Stored<float> a(m, k, false, rng), b(k, n, rng() % 2 == 0, rng);
-        std::vector<float> c2(size_t(m * n)), c16(size_t(m * n)), pack;
-        head_product_on<float>(HeadKernel::avx2, m, n, k, a.view(), b.view(), c2.data(), n, pack);
-        head_product_on<float>(HeadKernel::avx512, m, n, k, a.view(), b.view(), c16.data(), n,
-                               pack);
-        CHECK(c2 == c16);
-      }
+      for (int64_t k : {1, 16, 50, 600})
+        for (bool add : {false, true}) {
+          CAPTURE(m, n, k, add);
+          const Stored<float> a(m, k, false, rng), b(k, n, rng() % 2 == 0, rng);
+          std::vector<float> c2(size_t(m * n), 0.5f), c16(size_t(m * n), 0.5f), pack;
+          head_product_on<float>(HeadKernel::avx2, m, n, k, a.view(), b.view(), c2.data(), n, pack,
+                                 add);
+          head_product_on<float>(HeadKernel::avx512, m, n, k, a.view(), b.view(), c16.data(), n,
+                                 pack, add);
+          CHECK(c2 == c16);
+        }
 }
 
-TEST_CASE("cpu gemm: skinny f32 products (the router's shapes) on 1 and 2 threads", "[head_gemm]") {
-  // n or k at most 16 takes head_product with the rows split between threads; the others
-  // stay on BLAS. Every layout against the f64 loop; 1 and 2 threads give the same bits.
+TEST_CASE("cpu gemm: skinny and narrow f32 products on 1 and 2 threads", "[head_gemm]") {
+  // n or k at most 16 (and, on AVX-512, n <= 256 with k or m <= 256) take head_product: the rows
+  // split between threads, or a batch one product per thread; the others stay on BLAS. Every
+  // layout against the f64 loop, beta 0 and 1; 1 and 2 threads give the same bits.
   std::mt19937 rng(11);
   const vmoe::Backend& cpu = vmoe::cpu_backend();
   struct Shape3 {
-    int64_t m, n, k;
+    int64_t m, n, k, batch = 1;
   };
   // [T, D] x [D, E] logits, their input gradient (k = E) and weight gradient (m = D, k = T),
-  // a head of 10 classes, a patch embedding of 16 pixels, rows not a multiple of 8 and a
-  // product just past the skinny width (BLAS).
-  for (Shape3 s : {Shape3{6400, 8, 64}, Shape3{6400, 64, 8}, Shape3{64, 8, 6400},
-                   Shape3{131, 10, 64}, Shape3{1001, 64, 16}, Shape3{3, 16, 5}, Shape3{77, 17, 17}})
+  // a head of 10 classes, a patch embedding of 16 pixels, rows not a multiple of 8, a product
+  // just past the skinny width; a narrow layer [T, D] x [D, 3D], its input gradient (k = 3D),
+  // its weight gradient (k = T, three pieces of k), per-expert products (a batch of 4), and one
+  // just past the narrow width (BLAS).
+  for (Shape3 s :
+       {Shape3{6400, 8, 64}, Shape3{6400, 64, 8}, Shape3{64, 8, 6400}, Shape3{131, 10, 64},
+        Shape3{1001, 64, 16}, Shape3{3, 16, 5}, Shape3{77, 17, 17}, Shape3{700, 192, 64},
+        Shape3{700, 64, 192}, Shape3{64, 192, 700}, Shape3{90, 40, 24, 4}, Shape3{40, 257, 30}})
     for (bool ta : {false, true})
-      for (bool tb : {false, true}) {
-        CAPTURE(s.m, s.n, s.k, ta, tb);
-        const Stored<float> a(s.m, s.k, ta, rng), b(s.k, s.n, tb, rng);
-        auto run = [&](int threads) {
-          std::vector<float> c(size_t(s.m * (s.n + 2)), 7.0f);
-          vmoe::GemmArgs g;
-          g.trans_a = ta, g.trans_b = tb;
-          g.m = s.m, g.n = s.n, g.k = s.k;
-          g.a = a.data.data(), g.b = b.data.data(), g.c = c.data();
-          g.lda = a.ld, g.ldb = b.ld, g.ldc = s.n + 2;
-          const int before = omp_get_max_threads();
-          omp_set_num_threads(threads);
-          cpu.gemm(g);
-          omp_set_num_threads(before);
-          return c;
-        };
-        const std::vector<float> c1 = run(1), c2 = run(2);
-        CHECK(c1 == c2);
-        double worst = 0;
-        for (int64_t i = 0; i < s.m; ++i) {
-          for (int64_t j = 0; j < s.n; ++j) {
-            double want = 0;
-            for (int64_t p = 0; p < s.k; ++p)
-              want += double(a.at(i, p)) * double(b.at(p, j));
-            worst = std::max(worst, std::abs(double(c1[size_t(i * (s.n + 2) + j)]) - want));
+      for (bool tb : {false, true})
+        for (double beta : {0.0, 1.0}) {
+          CAPTURE(s.m, s.n, s.k, s.batch, ta, tb, beta);
+          const int64_t ldc = s.n + 2, c_size = s.m * ldc;
+          std::vector<Stored<float>> a, b;
+          for (int64_t i = 0; i < s.batch; ++i) {
+            a.emplace_back(s.m, s.k, ta, rng);
+            b.emplace_back(s.k, s.n, tb, rng);
           }
-          CHECK(c1[size_t(i * (s.n + 2) + s.n)] == 7.0f);  // beyond n: left alone
+          // One buffer per operand, the products one stored matrix apart.
+          std::vector<float> a_all, b_all;
+          for (int64_t i = 0; i < s.batch; ++i) {
+            a_all.insert(a_all.end(), a[size_t(i)].data.begin(), a[size_t(i)].data.end());
+            b_all.insert(b_all.end(), b[size_t(i)].data.begin(), b[size_t(i)].data.end());
+          }
+          auto run = [&](int threads) {
+            std::vector<float> c(size_t(s.batch * c_size), 7.0f);
+            vmoe::GemmArgs g;
+            g.trans_a = ta, g.trans_b = tb;
+            g.m = s.m, g.n = s.n, g.k = s.k, g.batch = s.batch, g.beta = beta;
+            g.a = a_all.data(), g.b = b_all.data(), g.c = c.data();
+            g.lda = a[0].ld, g.ldb = b[0].ld, g.ldc = ldc;
+            g.stride_a = int64_t(a[0].data.size()), g.stride_b = int64_t(b[0].data.size());
+            g.stride_c = c_size;
+            const int before = omp_get_max_threads();
+            omp_set_num_threads(threads);
+            cpu.gemm(g);
+            omp_set_num_threads(before);
+            return c;
+          };
+          const std::vector<float> c1 = run(1), c2 = run(2);
+          CHECK(c1 == c2);
+          double worst = 0;
+          for (int64_t t = 0; t < s.batch; ++t)
+            for (int64_t i = 0; i < s.m; ++i) {
+              for (int64_t j = 0; j < s.n; ++j) {
+                double want = beta * 7.0;
+                for (int64_t p = 0; p < s.k; ++p)
+                  want += double(a[size_t(t)].at(i, p)) * double(b[size_t(t)].at(p, j));
+                const double got = c1[size_t(t * c_size + i * ldc + j)];
+                worst = std::max(worst, std::abs(got - want));
+              }
+              CHECK(c1[size_t(t * c_size + i * ldc + s.n)] == 7.0f);  // beyond n: left alone
+            }
+          CHECK(worst <= 2e-6 * double(s.k + 8));
         }
-        CHECK(worst <= 2e-6 * double(s.k));
-      }
 }
