@@ -48,6 +48,61 @@ bool skinny_or_narrow(const GemmArgs& g) {
          (g.k <= kNarrow || g.m <= kNarrow);
 }
 
+// A product's k cut into a fixed number of equal chunks (from k alone, so the result does not
+// depend on the thread count), each chunk's a^T b summed into a partial [m, n] by one thread,
+// then c = (beta c +) partial 0 + partial 1 + ... in order. For the weight gradients X^T dY
+// (small m and n, k = the batch's tokens): split by rows, every thread read all of dY (4.9 MB
+// at fashion_vit_ti's [6400, 192]), long gone from its cache since the forward; by k each
+// thread reads its half of both once, and the step waits on memory half as long.
+constexpr int64_t kSplitMinDepth = 2048;
+
+int64_t depth_chunks(int64_t k) {
+  return std::clamp<int64_t>(k / 768, 1, 16);
+}
+
+void split_depth_product(const GemmArgs& g, MatView<float> a, MatView<float> b, float* c) {
+  const int64_t chunks = depth_chunks(g.k), depth = (g.k + chunks - 1) / chunks;
+  const int64_t size = g.m * g.n;
+  // The partials as c^T = b^T a^T where c is taller than wide: the kernel's blocks are 8 rows by
+  // up to 48 columns, so [64, 128] runs faster than [128, 64] (and [64, 8] is all tail). Each
+  // element is the same products summed in the same order either way.
+  const bool transposed = g.n < g.m;
+  const int64_t rows = transposed ? g.n : g.m, cols = transposed ? g.m : g.n;
+  thread_local std::vector<float> partials;  // the caller's, kept between calls
+  partials.resize(size_t(chunks * size));
+  float* const parts = partials.data();
+#pragma omp parallel
+  {
+    thread_local std::vector<float> scratch;  // b repacked where its columns are strided
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < chunks; ++t) {
+      const int64_t p0 = t * depth, len = std::min(depth, g.k - p0);
+      float* part = parts + t * size;
+      if (len <= 0) {
+        std::fill(part, part + size, 0.0f);
+        continue;
+      }
+      const MatView<float> at{a.data + p0 * a.cs, a.rs, a.cs}, bt{b.data + p0 * b.rs, b.rs, b.cs};
+      if (transposed)
+        head_product(rows, cols, len, MatView<float>{bt.data, bt.cs, bt.rs},
+                     MatView<float>{at.data, at.cs, at.rs}, part, cols, scratch);
+      else
+        head_product(rows, cols, len, at, bt, part, cols, scratch);
+    }
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < g.m; ++r) {
+      float* out = c + r * g.ldc;
+      for (int64_t j = 0; j < g.n; ++j) {
+        const int64_t at = transposed ? j * cols + r : r * cols + j;
+        float sum = g.beta == 1 ? out[j] + parts[at] : parts[at];
+        for (int64_t t = 1; t < chunks; ++t)
+          sum += parts[t * size + at];
+        out[j] = sum;
+      }
+    }
+  }
+}
+
 // c = a b (c += a b for beta 1) for f32 products that are skinny or narrow, through
 // head_product: a batch of at least as many products as threads one product per thread (the
 // per-expert products), else each product's rows split between threads. A product's result
@@ -67,6 +122,11 @@ bool skinny_product(const GemmArgs& g, const float* a, const float* b, float* c)
                  c + i * g.stride_c + r0 * g.ldc, g.ldc, scratch, g.beta == 1);
   };
   const int64_t work = g.m * g.n * g.k;
+  if (g.batch == 1 && g.k >= kSplitMinDepth && g.m <= kNarrow && g.n <= kNarrow &&
+      !omp_in_parallel()) {
+    split_depth_product(g, av, bv, c);
+    return true;
+  }
   const int64_t max_threads = g.batch * work > (1 << 18) ? omp_get_max_threads() : 1;
   if (g.batch >= max_threads && g.batch > 1) {
 #pragma omp parallel for schedule(dynamic) if (max_threads > 1)
