@@ -136,13 +136,14 @@ TEST_CASE("cpu gemm: skinny and narrow f32 products on 1 and 2 threads", "[head_
   // a head of 10 classes, a patch embedding of 16 pixels, rows not a multiple of 8, a product
   // just past the skinny width; a narrow layer [T, D] x [D, 3D], its input gradient (k = 3D),
   // its weight gradient (k = T, three pieces of k), weight gradients with k split in chunks
-  // between threads (wider and taller than wide), per-expert products (a batch of 4), and one
-  // just past the narrow width (BLAS).
+  // between threads (wider and taller than wide), deep products taller than wide (one, and a
+  // batch of 3: run transposed), per-expert products (a batch of 4), and one just past the
+  // narrow width (BLAS).
   for (Shape3 s :
        {Shape3{6400, 8, 64}, Shape3{6400, 64, 8}, Shape3{64, 8, 6400}, Shape3{131, 10, 64},
         Shape3{1001, 64, 16}, Shape3{3, 16, 5}, Shape3{77, 17, 17}, Shape3{700, 192, 64},
         Shape3{700, 64, 192}, Shape3{64, 192, 700}, Shape3{24, 40, 2500}, Shape3{70, 30, 3001},
-        Shape3{90, 40, 24, 4}, Shape3{40, 257, 30}})
+        Shape3{60, 20, 600}, Shape3{60, 20, 600, 3}, Shape3{90, 40, 24, 4}, Shape3{40, 257, 30}})
     for (bool ta : {false, true})
       for (bool tb : {false, true})
         for (double beta : {0.0, 1.0}) {
