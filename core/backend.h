@@ -33,6 +33,9 @@ struct GemmArgs {
   int64_t lda = 0, ldb = 0, ldc = 0;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
   double alpha = 1, beta = 0;
+  // [n] of `dtype`, added to every row of C after the product (beta 0), a linear layer's bias;
+  // only for a backend whose gemm_adds_bias is set (the others get it filled into C, beta 1).
+  const void* bias = nullptr;
   DType dtype = DType::f32;  // of A and B
   // Of C when it differs from A and B: bf16 inputs accumulate in f32 and may write f32 (the
   // mixed-precision gradients of f32 master weights). Unset: C is `dtype` too.
@@ -130,6 +133,9 @@ struct Backend {
 
   // ---- matrix products ----
   void (*gemm)(const GemmArgs& args) = nullptr;
+  // Whether gemm adds GemmArgs::bias itself: the CPU adds it as it stores C, sparing the pass
+  // that fills C with the bias first and the product's read of it.
+  bool gemm_adds_bias = false;
 
   // ---- neural-network ops ----
   // Over the last axis.

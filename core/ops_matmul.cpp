@@ -106,7 +106,8 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
   const Backend& be = backend_for(x.device());
   Tensor out2 = Tensor::view_of(out.storage(), {rows, n}, {n, 1}, 0, out.dtype());
-  if (bias.defined()) {
+  const bool bias_in_gemm = bias.defined() && be.gemm_adds_bias;
+  if (bias.defined() && !bias_in_gemm) {
     be.copy(Tensor::view_of(bias.storage(), {rows, n}, {0, bias.strides()[0]}, bias.offset(),
                             bias.dtype()),
             out2);
@@ -121,7 +122,9 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   g.lda = k;
   g.ldb = n;
   g.ldc = n;
-  g.beta = bias.defined() ? 1.0 : 0.0;
+  const Tensor bias_c = bias_in_gemm ? contiguous(bias) : Tensor();
+  if (bias_in_gemm) g.bias = bias_c.device_raw();
+  g.beta = bias.defined() && !bias_in_gemm ? 1.0 : 0.0;
   g.dtype = x.dtype();
   be.gemm(g);
   count_flops(2 * g.m * g.n * g.k);

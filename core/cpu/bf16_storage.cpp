@@ -124,8 +124,10 @@ void gemm(const GemmArgs& g) {
   const int64_t c_span = span(g.batch, g.stride_c, g.m, g.n, g.ldc);
   // C is read only when beta != 0 (it may hold garbage otherwise).
   std::vector<float> c = g.beta != 0 ? widen_span(g.c, c_span) : std::vector<float>(size_t(c_span));
+  const std::vector<float> bias = g.bias ? widen_span(g.bias, g.n) : std::vector<float>();
   GemmArgs f = g;
   f.dtype = DType::f32;
+  if (g.bias) f.bias = bias.data();
   f.a = a.data();
   f.b = b.data();
   f.c = c.data();

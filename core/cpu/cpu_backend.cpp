@@ -29,6 +29,7 @@ Backend cpu_kernels() {
       .max_last = cpu::max_last,
       .cumsum = cpu::cumsum,
       .gemm = cpu::via_f32::gemm,
+      .gemm_adds_bias = true,
       .softmax = cpu::via_f32::softmax,
       .softmax_backward = cpu::via_f32::softmax_backward,
       .layer_norm = cpu::via_f32::layer_norm,

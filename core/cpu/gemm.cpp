@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <stdexcept>
 #include <vector>
 
 #include "core/cpu/cpu_common.h"
@@ -68,6 +69,7 @@ void split_depth_product(const GemmArgs& g, MatView<float> a, MatView<float> b, 
   // element is the same products summed in the same order either way.
   const bool transposed = g.n < g.m;
   const int64_t rows = transposed ? g.n : g.m, cols = transposed ? g.m : g.n;
+  const float* bias = static_cast<const float*>(g.bias);
   thread_local std::vector<float> partials;  // the caller's, kept between calls
   partials.resize(size_t(chunks * size));
   float* const parts = partials.data();
@@ -97,7 +99,7 @@ void split_depth_product(const GemmArgs& g, MatView<float> a, MatView<float> b, 
         float sum = g.beta == 1 ? out[j] + parts[at] : parts[at];
         for (int64_t t = 1; t < chunks; ++t)
           sum += parts[t * size + at];
-        out[j] = sum;
+        out[j] = bias ? sum + bias[j] : sum;
       }
     }
   }
@@ -115,18 +117,22 @@ bool deep_and_tall(const GemmArgs& g) {
 }
 
 void transposed_product(const GemmArgs& g, MatView<float> a, MatView<float> b, float* c) {
+  const float* bias = static_cast<const float*>(g.bias);
   thread_local std::vector<float> ct, scratch;  // c^T [n, m]; b^T repacked where strided
   ct.resize(size_t(g.n * g.m));
   head_product(g.n, g.m, g.k, MatView<float>{b.data, b.cs, b.rs},
                MatView<float>{a.data, a.cs, a.rs}, ct.data(), g.m, scratch);
   for (int64_t r = 0; r < g.m; ++r) {
     float* out = c + r * g.ldc;
-    for (int64_t j = 0; j < g.n; ++j)
-      out[j] = g.beta == 1 ? out[j] + ct[size_t(j * g.m + r)] : ct[size_t(j * g.m + r)];
+    for (int64_t j = 0; j < g.n; ++j) {
+      const float v = ct[size_t(j * g.m + r)];
+      out[j] = g.beta == 1 ? out[j] + v : (bias ? v + bias[j] : v);
+    }
   }
 }
 
-// c = a b (c += a b for beta 1) for f32 products that are skinny or narrow, through
+// c = a b (c += a b for beta 1, c = a b + bias given one) for f32 products that are skinny or
+// narrow, through
 // head_product: a batch of at least as many products as threads one product per thread (the
 // per-expert products), else each product's rows split between threads. A product's result
 // does not depend on the split. False where it does not apply.
@@ -139,10 +145,10 @@ bool skinny_product(const GemmArgs& g, const float* a, const float* b, float* c)
   // Rows r0..r1 of product i.
   const auto rows = [&](int64_t i, int64_t r0, int64_t r1) {
     thread_local std::vector<float> scratch;  // b repacked where its columns are strided
-    head_product(r1 - r0, g.n, g.k,
-                 MatView<float>{av.data + i * g.stride_a + r0 * av.rs, av.rs, av.cs},
-                 MatView<float>{bv.data + i * g.stride_b, bv.rs, bv.cs},
-                 c + i * g.stride_c + r0 * g.ldc, g.ldc, scratch, g.beta == 1);
+    head_product(
+        r1 - r0, g.n, g.k, MatView<float>{av.data + i * g.stride_a + r0 * av.rs, av.rs, av.cs},
+        MatView<float>{bv.data + i * g.stride_b, bv.rs, bv.cs}, c + i * g.stride_c + r0 * g.ldc,
+        g.ldc, scratch, g.beta == 1, static_cast<const float*>(g.bias));
   };
   const int64_t work = g.m * g.n * g.k;
   if (g.batch == 1 && g.k >= kSplitMinDepth && g.m <= kNarrow && g.n <= kNarrow &&
@@ -180,23 +186,35 @@ bool skinny_product(const GemmArgs& g, const float* a, const float* b, float* c)
 }  // namespace
 
 void gemm(const GemmArgs& g) {
+  if (g.bias && g.beta != 0) throw std::invalid_argument("cpu gemm: a bias with beta != 0");
   if (g.m == 0 || g.n == 0) return;
   dispatch_float(g.dtype, "gemm", [&]<class T>(T) {
     const T* a = static_cast<const T*>(g.a);
     const T* b = static_cast<const T*>(g.b);
     T* c = static_cast<T*>(g.c);
+    const T* bias = static_cast<const T*>(g.bias);
     if (g.k == 0) {
       // BLAS leaves C untouched for k == 0 with beta; make the result explicit.
       for (int64_t i = 0; i < g.batch; ++i)
         for (int64_t r = 0; r < g.m; ++r)
           for (int64_t col = 0; col < g.n; ++col) {
             T& v = c[i * g.stride_c + r * g.ldc + col];
-            v = g.beta == 0 ? T(0) : T(g.beta) * v;
+            v = (g.beta == 0 ? T(0) : T(g.beta) * v) + (bias ? bias[col] : T(0));
           }
       return;
     }
     if constexpr (std::is_same_v<T, float>) {
       if (skinny_product(g, a, b, c)) return;
+    }
+    if (bias) {  // BLAS adds to C: the bias in every row first
+      for (int64_t i = 0; i < g.batch; ++i)
+        for (int64_t r = 0; r < g.m; ++r)
+          std::copy(bias, bias + g.n, c + i * g.stride_c + r * g.ldc);
+      GemmArgs onto = g;
+      onto.bias = nullptr;
+      onto.beta = 1;
+      gemm(onto);
+      return;
     }
     const int64_t work = g.m * g.n * g.k;
     // With at least as many products as threads, one product per thread beats threading

@@ -63,7 +63,7 @@ __m256i lane_mask(int64_t w) {
 // `last` (masked stores are slow on some cores, so full vectors never use them).
 template <int R, int V, bool Tail, bool Add>
 void block(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b, int64_t ldb,
-           float* c, int64_t ldc, __m256i last) {
+           float* c, int64_t ldc, const float* add, int64_t ldadd, __m256i last) {
   // The loops over r and v are unrolled in full, so that the accumulators stay in registers.
   __m256 acc[R][V];
 #pragma GCC unroll 4
@@ -91,11 +91,12 @@ void block(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b, 
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v) {
       float* out = c + r * ldc + 8 * v;
+      const float* in = add + r * ldadd + 8 * v;
       if (Tail && v == V - 1) {
-        if (Add) acc[r][v] = _mm256_add_ps(_mm256_maskload_ps(out, last), acc[r][v]);
+        if (Add) acc[r][v] = _mm256_add_ps(_mm256_maskload_ps(in, last), acc[r][v]);
         _mm256_maskstore_ps(out, last, acc[r][v]);
       } else {
-        if (Add) acc[r][v] = _mm256_add_ps(_mm256_loadu_ps(out), acc[r][v]);
+        if (Add) acc[r][v] = _mm256_add_ps(_mm256_loadu_ps(in), acc[r][v]);
         _mm256_storeu_ps(out, acc[r][v]);
       }
     }
@@ -103,28 +104,36 @@ void block(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b, 
 
 template <int V, bool Tail, bool Add>
 void column_block(int64_t m, int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b,
-                  int64_t ldb, float* c, int64_t ldc, __m256i last) {
+                  int64_t ldb, float* c, int64_t ldc, const float* add, int64_t ldadd,
+                  __m256i last) {
   int64_t i = 0;
   for (; i + 4 <= m; i += 4)
-    block<4, V, Tail, Add>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
+    block<4, V, Tail, Add>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, add + i * ldadd,
+                           ldadd, last);
   for (; i < m; ++i)
-    block<1, V, Tail, Add>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, last);
+    block<1, V, Tail, Add>(k, a + i * rsa, rsa, csa, b, ldb, c + i * ldc, ldc, add + i * ldadd,
+                           ldadd, last);
 }
 
+// With Add, c = add + a b, add's rows ldadd apart (c itself, or a bias row with ldadd 0).
 template <bool Add>
 void avx2_product(int64_t m, int64_t n, int64_t k, MatView<float> a, const float* b, int64_t ldb,
-                  float* c, int64_t ldc) {
+                  float* c, int64_t ldc, const float* add, int64_t ldadd) {
   const __m256i none = _mm256_setzero_si256();
+  const auto strip = [&]<int V, bool Tail>(int64_t j, __m256i last) {
+    column_block<V, Tail, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, add + j, ldadd,
+                               last);
+  };
   int64_t j = 0;
   for (; j + 16 <= n; j += 16)
-    column_block<2, false, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, none);
+    strip.template operator()<2, false>(j, none);
   const int64_t w = n - j;  // 0..15 columns left
   if (w == 8)
-    column_block<1, false, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, none);
+    strip.template operator()<1, false>(j, none);
   else if (w > 8)
-    column_block<2, true, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, lane_mask(w - 8));
+    strip.template operator()<2, true>(j, lane_mask(w - 8));
   else if (w > 0)
-    column_block<1, true, Add>(m, k, a.data, a.rs, a.cs, b + j, ldb, c + j, ldc, lane_mask(w));
+    strip.template operator()<1, true>(j, lane_mask(w));
 }
 
 // The same kernel on 16-lane AVX-512 vectors, compiled for AVX-512 F whatever the build's
@@ -138,7 +147,8 @@ void avx2_product(int64_t m, int64_t n, int64_t k, MatView<float> a, const float
 
 template <int R, int V, bool Tail, bool Add>
 VMOE_AVX512 void block16(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b,
-                         int64_t ldb, float* c, int64_t ldc, __mmask16 last) {
+                         int64_t ldb, float* c, int64_t ldc, const float* add, int64_t ldadd,
+                         __mmask16 last) {
   __m512 acc[R][V];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -165,11 +175,12 @@ VMOE_AVX512 void block16(int64_t k, const float* a, int64_t rsa, int64_t csa, co
 #pragma GCC unroll 3
     for (int v = 0; v < V; ++v) {
       float* out = c + r * ldc + 16 * v;
+      const float* in = add + r * ldadd + 16 * v;
       if (Tail && v == V - 1) {
-        if (Add) acc[r][v] = _mm512_add_ps(_mm512_maskz_loadu_ps(last, out), acc[r][v]);
+        if (Add) acc[r][v] = _mm512_add_ps(_mm512_maskz_loadu_ps(last, in), acc[r][v]);
         _mm512_mask_storeu_ps(out, last, acc[r][v]);
       } else {
-        if (Add) acc[r][v] = _mm512_add_ps(_mm512_loadu_ps(out), acc[r][v]);
+        if (Add) acc[r][v] = _mm512_add_ps(_mm512_loadu_ps(in), acc[r][v]);
         _mm512_storeu_ps(out, acc[r][v]);
       }
     }
@@ -181,33 +192,39 @@ VMOE_AVX512 void block16(int64_t k, const float* a, int64_t rsa, int64_t csa, co
 // strip width.
 template <int R, bool Add>
 VMOE_AVX512 void row_block16(int64_t n, int64_t k, const float* a, int64_t rsa, int64_t csa,
-                             const float* b, int64_t ldb, float* c, int64_t ldc) {
+                             const float* b, int64_t ldb, float* c, int64_t ldc, const float* add,
+                             int64_t ldadd) {
   int64_t j = 0;
   if (n % 48 == 0)
     for (; j + 48 <= n; j += 48)
-      block16<R, 3, false, Add>(k, a, rsa, csa, b + j, ldb, c + j, ldc, 0);
+      block16<R, 3, false, Add>(k, a, rsa, csa, b + j, ldb, c + j, ldc, add + j, ldadd, 0);
   for (; j + 32 <= n; j += 32)
-    block16<R, 2, false, Add>(k, a, rsa, csa, b + j, ldb, c + j, ldc, 0);
+    block16<R, 2, false, Add>(k, a, rsa, csa, b + j, ldb, c + j, ldc, add + j, ldadd, 0);
   const int64_t w = n - j;  // 0..31 columns left
   const auto first = [](int64_t lanes) { return __mmask16((1u << lanes) - 1); };
   if (w == 16)
-    block16<R, 1, false, Add>(k, a, rsa, csa, b + j, ldb, c + j, ldc, 0);
+    block16<R, 1, false, Add>(k, a, rsa, csa, b + j, ldb, c + j, ldc, add + j, ldadd, 0);
   else if (w > 16)
-    block16<R, 2, true, Add>(k, a, rsa, csa, b + j, ldb, c + j, ldc, first(w - 16));
+    block16<R, 2, true, Add>(k, a, rsa, csa, b + j, ldb, c + j, ldc, add + j, ldadd, first(w - 16));
   else if (w > 0)
-    block16<R, 1, true, Add>(k, a, rsa, csa, b + j, ldb, c + j, ldc, first(w));
+    block16<R, 1, true, Add>(k, a, rsa, csa, b + j, ldb, c + j, ldc, add + j, ldadd, first(w));
 }
 
+// avx2_product's contract on 16-lane vectors.
 template <bool Add>
 VMOE_AVX512 void avx512_product(int64_t m, int64_t n, int64_t k, MatView<float> a, const float* b,
-                                int64_t ldb, float* c, int64_t ldc) {
+                                int64_t ldb, float* c, int64_t ldc, const float* add,
+                                int64_t ldadd) {
   int64_t i = 0;
   for (; i + 8 <= m; i += 8)
-    row_block16<8, Add>(n, k, a.data + i * a.rs, a.rs, a.cs, b, ldb, c + i * ldc, ldc);
+    row_block16<8, Add>(n, k, a.data + i * a.rs, a.rs, a.cs, b, ldb, c + i * ldc, ldc,
+                        add + i * ldadd, ldadd);
   for (; i + 4 <= m; i += 4)
-    row_block16<4, Add>(n, k, a.data + i * a.rs, a.rs, a.cs, b, ldb, c + i * ldc, ldc);
+    row_block16<4, Add>(n, k, a.data + i * a.rs, a.rs, a.cs, b, ldb, c + i * ldc, ldc,
+                        add + i * ldadd, ldadd);
   for (; i < m; ++i)
-    row_block16<1, Add>(n, k, a.data + i * a.rs, a.rs, a.cs, b, ldb, c + i * ldc, ldc);
+    row_block16<1, Add>(n, k, a.data + i * a.rs, a.rs, a.cs, b, ldb, c + i * ldc, ldc,
+                        add + i * ldadd, ldadd);
 }
 
 #endif
@@ -233,9 +250,10 @@ bool head_kernel_available(HeadKernel kernel) {
 
 template <class T>
 void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b,
-                     T* c, int64_t ldc, std::vector<T>& scratch, bool add_to_c) {
+                     T* c, int64_t ldc, std::vector<T>& scratch, bool add_to_c, const T* bias) {
   if (!head_kernel_available(kernel))
     throw std::invalid_argument("head_product_on: this CPU lacks the kernel asked for");
+  if (add_to_c && bias) throw std::invalid_argument("head_product_on: add_to_c with a bias");
 #ifdef VMOE_HEAD_GEMM_AVX2
   if constexpr (std::is_same_v<T, float>) {
     if (kernel != HeadKernel::blas) {
@@ -258,43 +276,51 @@ void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView
       }
       // k in pieces of kDepth: the pieces of a and b a block reads stay in cache while every
       // block of c takes them (a weight gradient's k is the batch's tokens). The first piece
-      // writes c (adds to it with add_to_c), the later ones add to it.
+      // writes c (onto c with add_to_c, onto the bias row given one), the later ones add to c.
       for (int64_t p = 0; p < k; p += kDepth) {
         const int64_t depth = std::min(kDepth, k - p);
         const MatView<float> ap{a.data + p * a.cs, a.rs, a.cs};
         const float* bp = rows + p * ldb;
-        const bool add = p > 0 || add_to_c;
+        const bool onto_c = p > 0 || add_to_c;
+        const float* add = onto_c ? c : bias;
+        const int64_t ldadd = onto_c ? ldc : 0;
         if (kernel == HeadKernel::avx512)
-          add ? avx512_product<true>(m, n, depth, ap, bp, ldb, c, ldc)
-              : avx512_product<false>(m, n, depth, ap, bp, ldb, c, ldc);
+          add ? avx512_product<true>(m, n, depth, ap, bp, ldb, c, ldc, add, ldadd)
+              : avx512_product<false>(m, n, depth, ap, bp, ldb, c, ldc, c, ldc);
         else
-          add ? avx2_product<true>(m, n, depth, ap, bp, ldb, c, ldc)
-              : avx2_product<false>(m, n, depth, ap, bp, ldb, c, ldc);
+          add ? avx2_product<true>(m, n, depth, ap, bp, ldb, c, ldc, add, ldadd)
+              : avx2_product<false>(m, n, depth, ap, bp, ldb, c, ldc, c, ldc);
       }
       return;
     }
   }
 #endif
   (void)scratch;
+  if (bias) {  // BLAS adds to c: the bias in every row first
+    for (int64_t r = 0; r < m; ++r)
+      std::copy(bias, bias + n, c + r * ldc);
+    add_to_c = true;
+  }
   blas_product(m, n, k, a, b, c, ldc, add_to_c);
 }
 
 template <class T>
 void head_product(int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b, T* c, int64_t ldc,
-                  std::vector<T>& scratch, bool add_to_c) {
+                  std::vector<T>& scratch, bool add_to_c, const T* bias) {
   // f64 always takes BLAS: head_product_on does so for any kernel.
   head_product_on(std::is_same_v<T, float> ? head_kernel() : HeadKernel::blas, m, n, k, a, b, c,
-                  ldc, scratch, add_to_c);
+                  ldc, scratch, add_to_c, bias);
 }
 
 template void head_product<float>(int64_t, int64_t, int64_t, MatView<float>, MatView<float>, float*,
-                                  int64_t, std::vector<float>&, bool);
+                                  int64_t, std::vector<float>&, bool, const float*);
 template void head_product<double>(int64_t, int64_t, int64_t, MatView<double>, MatView<double>,
-                                   double*, int64_t, std::vector<double>&, bool);
+                                   double*, int64_t, std::vector<double>&, bool, const double*);
 template void head_product_on<float>(HeadKernel, int64_t, int64_t, int64_t, MatView<float>,
-                                     MatView<float>, float*, int64_t, std::vector<float>&, bool);
+                                     MatView<float>, float*, int64_t, std::vector<float>&, bool,
+                                     const float*);
 template void head_product_on<double>(HeadKernel, int64_t, int64_t, int64_t, MatView<double>,
-                                      MatView<double>, double*, int64_t, std::vector<double>&,
-                                      bool);
+                                      MatView<double>, double*, int64_t, std::vector<double>&, bool,
+                                      const double*);
 
 }  // namespace vmoe::cpu

@@ -17,12 +17,12 @@ struct MatView {
   int64_t rs, cs;
 };
 
-// c [m, n] (rows ldc apart) = a [m, k] b [k, n], or with add_to_c c += a b (a linear layer's
-// product onto its bias). `scratch` (the caller's, reused across calls) holds b when it must be
-// repacked with unit column stride.
+// c [m, n] (rows ldc apart) = a [m, k] b [k, n]; with add_to_c c += a b; with a bias [n]
+// (not with add_to_c), c = a b + the bias in every row (a linear layer). `scratch` (the
+// caller's, reused across calls) holds b when it must be repacked with unit column stride.
 template <class T>
 void head_product(int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b, T* c, int64_t ldc,
-                  std::vector<T>& scratch, bool add_to_c = false);
+                  std::vector<T>& scratch, bool add_to_c = false, const T* bias = nullptr);
 
 // The f32 kernels, narrowest first: BLAS, AVX2 + FMA (8 lanes), AVX-512 (16 lanes; chosen at
 // run time where the CPU has it). The two vector kernels give the same bits: each element is
@@ -35,6 +35,7 @@ bool head_kernel_available(HeadKernel kernel);
 // available throws std::invalid_argument. For tests that compare the kernels.
 template <class T>
 void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b,
-                     T* c, int64_t ldc, std::vector<T>& scratch, bool add_to_c = false);
+                     T* c, int64_t ldc, std::vector<T>& scratch, bool add_to_c = false,
+                     const T* bias = nullptr);
 
 }  // namespace vmoe::cpu

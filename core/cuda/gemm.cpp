@@ -254,6 +254,8 @@ void scale_for_empty_sum(const GemmArgs& g) {
 
 void gemm(const GemmArgs& args) {
   types_of(args);  // rejects unsupported dtypes even for empty products
+  // The op layer fills C with the bias here (the table's gemm_adds_bias is false).
+  if (args.bias) throw std::invalid_argument("cuda gemm: GemmArgs::bias is not supported");
   if (args.m == 0 || args.n == 0 || args.batch == 0) return;
   if (args.batch > INT32_MAX)
     throw std::invalid_argument("cuda gemm: batch " + std::to_string(args.batch) +

@@ -111,14 +111,16 @@ TEST_CASE("head_product: the AVX2 and AVX-512 kernels give the same bits", "[hea
   for (int64_t m : {1, 5, 13, 50})
     for (int64_t n : {3, 16, 18, 50})
       for (int64_t k : {1, 16, 50, 600})
-        for (bool add : {false, true}) {
-          CAPTURE(m, n, k, add);
+        for (int onto : {0, 1, 2}) {  // c = a b, c += a b, c = a b + bias
+          CAPTURE(m, n, k, onto);
           const Stored<float> a(m, k, false, rng), b(k, n, rng() % 2 == 0, rng);
           std::vector<float> c2(size_t(m * n), 0.5f), c16(size_t(m * n), 0.5f), pack;
+          const std::vector<float> bias(size_t(n), -0.75f);
+          const float* row = onto == 2 ? bias.data() : nullptr;
           head_product_on<float>(HeadKernel::avx2, m, n, k, a.view(), b.view(), c2.data(), n, pack,
-                                 add);
+                                 onto == 1, row);
           head_product_on<float>(HeadKernel::avx512, m, n, k, a.view(), b.view(), c16.data(), n,
-                                 pack, add);
+                                 pack, onto == 1, row);
           CHECK(c2 == c16);
         }
 }
@@ -126,7 +128,7 @@ TEST_CASE("head_product: the AVX2 and AVX-512 kernels give the same bits", "[hea
 TEST_CASE("cpu gemm: skinny and narrow f32 products on 1 and 2 threads", "[head_gemm]") {
   // n or k at most 16 (and, on AVX-512, n <= 256 with k or m <= 256) take head_product: the rows
   // split between threads, or a batch one product per thread; the others stay on BLAS. Every
-  // layout against the f64 loop, beta 0 and 1; 1 and 2 threads give the same bits.
+  // layout against the f64 loop, beta 0 and 1 and a bias; 1 and 2 threads give the same bits.
   std::mt19937 rng(11);
   const vmoe::Backend& cpu = vmoe::cpu_backend();
   struct Shape3 {
@@ -146,8 +148,12 @@ TEST_CASE("cpu gemm: skinny and narrow f32 products on 1 and 2 threads", "[head_
         Shape3{60, 20, 600}, Shape3{60, 20, 600, 3}, Shape3{90, 40, 24, 4}, Shape3{40, 257, 30}})
     for (bool ta : {false, true})
       for (bool tb : {false, true})
-        for (double beta : {0.0, 1.0}) {
-          CAPTURE(s.m, s.n, s.k, s.batch, ta, tb, beta);
+        for (int onto : {0, 1, 2}) {  // c = a b, c += a b (beta 1), c = a b + bias
+          const double beta = onto == 1 ? 1.0 : 0.0;
+          CAPTURE(s.m, s.n, s.k, s.batch, ta, tb, onto);
+          std::vector<float> bias(size_t(s.n));
+          for (int64_t j = 0; j < s.n; ++j)
+            bias[size_t(j)] = 0.25f * float(j % 7) - 0.5f;
           const int64_t ldc = s.n + 2, c_size = s.m * ldc;
           std::vector<Stored<float>> a, b;
           for (int64_t i = 0; i < s.batch; ++i) {
@@ -165,6 +171,7 @@ TEST_CASE("cpu gemm: skinny and narrow f32 products on 1 and 2 threads", "[head_
             vmoe::GemmArgs g;
             g.trans_a = ta, g.trans_b = tb;
             g.m = s.m, g.n = s.n, g.k = s.k, g.batch = s.batch, g.beta = beta;
+            if (onto == 2) g.bias = bias.data();
             g.a = a_all.data(), g.b = b_all.data(), g.c = c.data();
             g.lda = a[0].ld, g.ldb = b[0].ld, g.ldc = ldc;
             g.stride_a = int64_t(a[0].data.size()), g.stride_b = int64_t(b[0].data.size());
@@ -181,7 +188,7 @@ TEST_CASE("cpu gemm: skinny and narrow f32 products on 1 and 2 threads", "[head_
           for (int64_t t = 0; t < s.batch; ++t)
             for (int64_t i = 0; i < s.m; ++i) {
               for (int64_t j = 0; j < s.n; ++j) {
-                double want = beta * 7.0;
+                double want = onto == 1 ? 7.0 : (onto == 2 ? double(bias[size_t(j)]) : 0.0);
                 for (int64_t p = 0; p < s.k; ++p)
                   want += double(a[size_t(t)].at(i, p)) * double(b[size_t(t)].at(p, j));
                 const double got = c1[size_t(t * c_size + i * ldc + j)];
