@@ -36,11 +36,11 @@ void gemm_one(const GemmArgs& g, const T* a, const T* b, T* c) {
 constexpr int64_t kSkinny = 16;
 
 // The widest sides of a narrow product: a small model's layers ([T, D] x [D, M] with D, M <=
-// 256, T the batch's tokens) and their two gradients, dX = dY W^T (n, k <= 256) and dW = X^T dY
-// (m, n <= 256, k = T). On AVX-512, OpenBLAS 0.3.21 runs those at 90-180 GFLOP/s on one Xeon
-// core pair where head_product's 8 x 32 blocks run 240-350 (fashion_vit_ti's shapes,
-// docs/benchmarks.md); beyond 256 OpenBLAS nears its peak.
-constexpr int64_t kNarrow = 256;
+// 384, T the batch's tokens) and their two gradients, dX = dY W^T (n, k <= 384) and dW = X^T dY
+// (m, n <= 384, k = T). On AVX-512, OpenBLAS 0.3.21 runs those at 90-200 GFLOP/s on one Xeon
+// core pair where head_product's blocks run 200-330 (fashion_vit_ti's shapes, and n or k = 276
+// or 384: docs/benchmarks.md); at 512 OpenBLAS is level or ahead.
+constexpr int64_t kNarrow = 384;
 
 bool skinny_or_narrow(const GemmArgs& g) {
   if (std::min(g.n, g.k) <= kSkinny) return true;
