@@ -210,7 +210,7 @@ TEST_CASE("cuda cublaslt: CPU work in a CUDA build never maps cuBLASLt", "[cuda_
   const Tensor a = Tensor::full({8, 16}, 0.5, DType::f32);
   const Tensor b = Tensor::full({16, 4}, 2.0, DType::f32);
   const Tensor c = matmul(a, b);
-  CHECK(c.to_vector<float>()[3 * 4 + 2] == 16.0f);
+  CHECK(c.cpu().to_vector<float>()[3 * 4 + 2] == 16.0f);
   CHECK_FALSE(cuda::cublaslt_loaded());
   CHECK_FALSE(mapped("libcublasLt"));
 }
