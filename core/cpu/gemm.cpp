@@ -1,7 +1,9 @@
-// CPU matrix products through OpenBLAS. Batches run one product per OpenMP thread (OpenBLAS's
-// OpenMP build then uses one thread inside each) unless there are fewer large products than
-// threads; single products let OpenBLAS thread internally. Skinny f32 products take the
-// register-blocked kernel of head_gemm.h instead.
+// CPU matrix products. f32 products that are skinny (n or k <= 16) or, on AVX-512, narrow (up to
+// 384 wide: small models' layers and their gradients) take the register-blocked kernel of
+// head_gemm.h: deep ones split along k between threads, deep and tall ones run transposed, the
+// rest by rows or one product per thread. Everything else goes through OpenBLAS: batches one
+// product per OpenMP thread (OpenBLAS's OpenMP build then uses one thread inside each) unless
+// there are fewer large products than threads; single products let OpenBLAS thread internally.
 #include <cblas.h>
 #include <omp.h>
 
@@ -50,11 +52,12 @@ bool skinny_or_narrow(const GemmArgs& g) {
 }
 
 // A product's k cut into a fixed number of equal chunks (from k alone, so the result does not
-// depend on the thread count), each chunk's a^T b summed into a partial [m, n] by one thread,
-// then c = (beta c +) partial 0 + partial 1 + ... in order. For the weight gradients X^T dY
-// (small m and n, k = the batch's tokens): split by rows, every thread read all of dY (4.9 MB
-// at fashion_vit_ti's [6400, 192]), long gone from its cache since the forward; by k each
-// thread reads its half of both once, and the step waits on memory half as long.
+// depend on the thread count), each chunk's share of a b summed into a partial [m, n] by one
+// thread, then c = (beta c +) partial 0 + partial 1 + ... in order (+ bias). For the weight
+// gradients X^T dY (small m and n, k = the batch's tokens): split by rows, every thread read
+// all of dY (4.9 MB at fashion_vit_ti's [6400, 192]), long gone from its cache since the
+// forward; by k each thread reads its half of both once, and the step waits on memory half as
+// long.
 constexpr int64_t kSplitMinDepth = 2048;
 
 int64_t depth_chunks(int64_t k) {
