@@ -35,7 +35,10 @@ struct GemmArgs {
   double alpha = 1, beta = 0;
   // [n] of `dtype`, added to every row of C after the product (beta 0), a linear layer's bias;
   // only for a backend whose gemm_adds_bias is set (the others get it filled into C, beta 1).
+  // Batch entry i adds the row at bias + i * stride_bias (0: one row for all; stacked experts
+  // have one each).
   const void* bias = nullptr;
+  int64_t stride_bias = 0;
   DType dtype = DType::f32;  // of A and B
   // Of C when it differs from A and B: bf16 inputs accumulate in f32 and may write f32 (the
   // mixed-precision gradients of f32 master weights). Unset: C is `dtype` too.

@@ -110,6 +110,9 @@ enum class Trans : bool { no = false, yes = true };
 Tensor matmul(const Tensor& a, const Tensor& b, Trans ta = Trans::no, Trans tb = Trans::no);
 // x [..., K] @ w [K, N] + bias [N] — the dense layer, fused.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
+// x [G, R, K] @ w [G, K, N] + bias [G, N] (undefined: none) -> [G, R, N]: G dense layers at
+// once (stacked experts), each bias added as its product is stored where the backend can.
+Tensor stacked_linear(const Tensor& x, const Tensor& w, const Tensor& bias);
 
 // ---- neural-network ops (fused; differentiable) ----
 Tensor softmax(const Tensor& x);      // over the last axis

@@ -141,4 +141,67 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   return out;
 }
 
+Tensor stacked_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
+  const char* op = "stacked_linear";
+  check_defined(op, x_in, "x");
+  check_defined(op, w, "w");
+  check_rank(op, x_in, 3, "x");
+  check_rank(op, w, 3, "w");
+  check_same_dtype(op, x_in, w);
+  check_same_device(op, x_in, w);
+  check_float_or_bf16(op, x_in, "x");
+  const int64_t groups = w.size(0), k = w.size(1), n = w.size(2), rows = x_in.size(1);
+  if (x_in.size(0) != groups || x_in.size(2) != k)
+    op_error(op, "x " + x_in.desc() + " does not match kernels " + w.desc());
+  if (bias.defined() && (bias.dim() != 2 || bias.size(0) != groups || bias.size(1) != n ||
+                         bias.dtype() != w.dtype()))
+    op_error(op, "bias " + bias.desc() + " does not match kernels " + w.desc());
+  Tensor x = contiguous(x_in);  // [G, R, K]
+  Tensor wc = contiguous(w);    // [G, K, N]
+  Tensor out = Tensor::empty({groups, rows, n}, x.dtype(), x.device());
+  const Backend& be = backend_for(x.device());
+  const bool bias_in_gemm = bias.defined() && be.gemm_adds_bias;
+  if (bias.defined() && !bias_in_gemm) {
+    be.copy(Tensor::view_of(bias.storage(), {groups, rows, n},
+                            {bias.strides()[0], 0, bias.strides()[1]}, bias.offset(),
+                            bias.dtype()),
+            out);
+  }
+  GemmArgs g;
+  g.m = rows;
+  g.n = n;
+  g.k = k;
+  g.batch = groups;
+  g.a = x.device_raw();
+  g.b = wc.device_raw();
+  g.c = out.device_raw();
+  g.lda = k;
+  g.ldb = n;
+  g.ldc = n;
+  g.stride_a = rows * k;
+  g.stride_b = k * n;
+  g.stride_c = rows * n;
+  const Tensor bias_c = bias_in_gemm ? contiguous(bias) : Tensor();
+  if (bias_in_gemm) {
+    g.bias = bias_c.device_raw();
+    g.stride_bias = n;
+  }
+  g.beta = bias.defined() && !bias_in_gemm ? 1.0 : 0.0;
+  g.dtype = x.dtype();
+  be.gemm(g);
+  count_flops(2 * g.m * g.n * g.k * g.batch);
+  if (needs_grad({&x, &wc, &bias})) {
+    record(op, out, {x, wc, bias}, [x, wc, bias, groups, n](const Tensor& gy) {
+      // The gradients of matmul + broadcast add, computed as those ops compute them.
+      Tensor gx, gw, gb;
+      if (x.requires_grad()) gx = matmul_core(gy, wc, false, true);
+      if (wc.requires_grad()) gw = matmul_core(x, gy, true, false);
+      if (bias.defined() && bias.requires_grad())
+        gb = reshape(sum_to(gy, {groups, 1, n}), {groups, n});
+      return std::vector<Tensor>{gx, gw, gb};
+    });
+  }
+  return out;
+}
+
 }  // namespace vmoe

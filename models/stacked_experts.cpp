@@ -31,13 +31,11 @@ StackedExperts::StackedExperts(ParameterStore& store, const std::string& prefix,
 
 Tensor StackedExperts::operator()(const Tensor& tokens) const {
   const ParameterStore& p = *store_;
-  const int64_t e = tokens.size(0);
   // Weights in the tokens' dtype (bf16 in mixed precision; models/precision.h).
   const Tensor b1 = operand_for(p[fc1_bias_], tokens);                            // [E, M]
   const Tensor b2 = operand_for(p[fc2_bias_], tokens);                            // [E, D]
   Tensor h = bias_gelu(matmul(tokens, operand_for(p[fc1_kernel_], tokens)), b1);  // [E, R, M]
-  return matmul(h, operand_for(p[fc2_kernel_], tokens)) +
-         b2.reshape({e, 1, b2.size(1)});  // [E, R, D]
+  return stacked_linear(h, operand_for(p[fc2_kernel_], tokens), b2);              // [E, R, D]
 }
 
 Tensor StackedExperts::segments(const Tensor& rows, const std::vector<int64_t>& counts,
@@ -75,8 +73,8 @@ Tensor StackedExperts::segments(const Tensor& rows, const std::vector<int64_t>& 
     const Tensor x = rows.slice(0, at, at + c);  // [c, D]
     Tensor h = bias_gelu(matmul(x, w1.slice(0, e, e + 1).reshape({d, m})),
                          b1.slice(0, e, e + 1).reshape({m}));  // [c, M]
-    outs.push_back(matmul(h, w2.slice(0, e, e + 1).reshape({m, d})) +
-                   b2.slice(0, e, e + 1));  // [c, D]
+    outs.push_back(linear(h, w2.slice(0, e, e + 1).reshape({m, d}),
+                          b2.slice(0, e, e + 1).reshape({d})));  // [c, D]
     at += c;
   }
   if (outs.empty()) return rows;  // no experts
@@ -85,14 +83,14 @@ Tensor StackedExperts::segments(const Tensor& rows, const std::vector<int64_t>& 
 
 namespace {
 
-// The experts' GEMMs, the fused bias + GELU, the second bias add, and the (bf16) casts of the
-// experts' weights, on n rows in all.
+// The experts' GEMMs, the fused bias + GELU, the second layer (its bias added by the GEMM), and
+// the (bf16) casts of the experts' weights, on n rows in all.
 LayerCost gemm_cost(int64_t experts, int64_t n, int64_t d, int64_t m, DType x, DType param) {
   LayerCost c;
   c.gemm(2 * n * d * m);
   c.gemm(2 * n * m * d);
   c.keep(2 * n * m, x);  // fc1 product, GELU
-  c.keep(2 * n * d, x);  // fc2 product, + bias
+  c.keep(n * d, x);      // fc2 product with its bias
   c.cast(experts * (2 * d * m + m + d), param, x);
   return c;
 }

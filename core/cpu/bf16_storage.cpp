@@ -124,7 +124,9 @@ void gemm(const GemmArgs& g) {
   const int64_t c_span = span(g.batch, g.stride_c, g.m, g.n, g.ldc);
   // C is read only when beta != 0 (it may hold garbage otherwise).
   std::vector<float> c = g.beta != 0 ? widen_span(g.c, c_span) : std::vector<float>(size_t(c_span));
-  const std::vector<float> bias = g.bias ? widen_span(g.bias, g.n) : std::vector<float>();
+  // Every batch entry's bias row (stride_bias apart).
+  const std::vector<float> bias =
+      g.bias ? widen_span(g.bias, (g.batch - 1) * g.stride_bias + g.n) : std::vector<float>();
   GemmArgs f = g;
   f.dtype = DType::f32;
   if (g.bias) f.bias = bias.data();

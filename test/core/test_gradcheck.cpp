@@ -420,6 +420,17 @@ TEST_CASE("gradcheck: linear") {
       {var({4, 3}, 208), var({5, 4}, 209), var({5}, 210)});
 }
 
+TEST_CASE("gradcheck: stacked_linear") {
+  VMOE_CHECK_GRADCHECK([](const Inputs& in) { return stacked_linear(in[0], in[1], in[2]); },
+                       {var({3, 4, 5}, 211), var({3, 5, 2}, 212), var({3, 2}, 213)});
+  VMOE_CHECK_GRADCHECK([](const Inputs& in) { return stacked_linear(in[0], in[1], Tensor()); },
+                       {var({2, 3, 4}, 214), var({2, 4, 6}, 215)});
+  // Non-contiguous input.
+  VMOE_CHECK_GRADCHECK(
+      [](const Inputs& in) { return stacked_linear(transpose(in[0], 1, 2), in[1], in[2]); },
+      {var({2, 4, 3}, 216), var({2, 4, 5}, 217), var({2, 5}, 218)});
+}
+
 // ---------------------------------------------------------------- nn ops
 
 TEST_CASE("gradcheck: softmax") {

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -459,6 +460,44 @@ TEST_CASE("ops: linear equals matmul plus bias") {
   Tensor bias = Tensor::view_of(buf.storage(), {3}, {2}, 0, DType::f64);
   Tensor y = linear(Tensor::zeros({2, 2}, DType::f64), Tensor::zeros({2, 3}, DType::f64), bias);
   CHECK(values(y) == std::vector<double>{1, 2, 3, 1, 2, 3});
+}
+
+TEST_CASE("ops: stacked_linear equals batched matmul plus broadcast bias, to the bit") {
+  // The experts' second layer: its bias added as the product is stored must give the bits of
+  // the composed matmul + add, forward and backward (the narrow kernel's shapes, then
+  // OpenBLAS's: n 512 is not narrow), in f32 and f64.
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (const auto& [g, r, k, n] : std::vector<std::array<int64_t, 4>>{
+             {8, 168, 128, 64}, {3, 40, 12, 20}, {2, 9, 64, 512}, {4, 0, 8, 5}}) {
+      const RngKey key{21, uint64_t(g * 1000 + n)};
+      auto leaf = [&](const Shape& s, uint64_t offset) {
+        Tensor t = randn(s, key, offset, dt);
+        t.set_requires_grad(true);
+        return t;
+      };
+      Tensor x = leaf({g, r, k}, 0), w = leaf({g, k, n}, 1 << 20), b = leaf({g, n}, 1 << 21);
+      Tensor gy = randn({g, r, n}, key, 1 << 22, dt);
+      Tensor fused = stacked_linear(x, w, b);
+      sum_all(mul(fused, gy)).backward();
+      const std::vector<std::vector<double>> got = {values(fused), values(x.grad()),
+                                                    values(w.grad()), values(b.grad())};
+      Tensor x2 = leaf({g, r, k}, 0), w2 = leaf({g, k, n}, 1 << 20), b2 = leaf({g, n}, 1 << 21);
+      Tensor composed = matmul(x2, w2) + reshape(b2, {g, 1, n});
+      sum_all(mul(composed, gy)).backward();
+      REQUIRE(fused.shape() == Shape{g, r, n});
+      CHECK(got[0] == values(composed));
+      CHECK(got[1] == values(x2.grad()));
+      CHECK(got[2] == values(w2.grad()));
+      CHECK(got[3] == values(b2.grad()));
+      // Without a bias: the batched product.
+      CHECK(values(stacked_linear(x.detach(), w.detach(), Tensor())) ==
+            values(matmul(x.detach(), w.detach())));
+    }
+  }
+  Tensor x = Tensor::zeros({2, 3, 4}), w = Tensor::zeros({2, 4, 5});
+  CHECK_INVALID(stacked_linear(x, Tensor::zeros({3, 4, 5}), Tensor()), "does not match kernels");
+  CHECK_INVALID(stacked_linear(x, w, Tensor::zeros({5})), "bias [5]");
+  CHECK_INVALID(stacked_linear(Tensor::zeros({6, 4}), w, Tensor()), "x");
 }
 
 // ---------------------------------------------------------------- nn ops
