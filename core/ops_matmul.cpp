@@ -9,6 +9,50 @@ namespace vmoe {
 
 namespace {
 
+// out [batch, m, n] = op(x) op(w) (+ bias [batch or 1, n]) for contiguous x ([batch, m, k], or
+// [batch, k, m] with tx), w ([batch, k, n], or [batch, n, k] with tw) and out (batch 1: plain
+// 2-D products). The bias is added by the backend's gemm as it
+// stores C where it can (gemm_adds_bias), else filled into C for a beta-1 product; bias_rows is
+// its number of rows (1: shared by every product).
+void product_with_bias(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t bias_rows,
+                       const Tensor& out, int64_t batch, int64_t m, int64_t k, int64_t n,
+                       bool tx = false, bool tw = false) {
+  const Backend& be = backend_for(x.device());
+  const bool bias_in_gemm = bias.defined() && be.gemm_adds_bias;
+  if (bias.defined() && !bias_in_gemm) {
+    const int64_t row_stride = bias_rows > 1 ? bias.strides()[0] : 0;
+    be.copy(
+        Tensor::view_of(bias.storage(), {batch, m, n}, {row_stride, 0, bias.strides().back()},
+                        bias.offset(), bias.dtype()),
+        Tensor::view_of(out.storage(), {batch, m, n}, {m * n, n, 1}, out.offset(), out.dtype()));
+  }
+  GemmArgs g;
+  g.trans_a = tx;
+  g.trans_b = tw;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.batch = batch;
+  g.a = x.device_raw();
+  g.b = w.device_raw();
+  g.c = out.device_raw();
+  g.lda = tx ? m : k;
+  g.ldb = tw ? k : n;
+  g.ldc = n;
+  g.stride_a = m * k;
+  g.stride_b = k * n;
+  g.stride_c = m * n;
+  const Tensor bias_c = bias_in_gemm ? contiguous(bias) : Tensor();
+  if (bias_in_gemm) {
+    g.bias = bias_c.device_raw();
+    g.stride_bias = bias_rows > 1 ? n : 0;
+  }
+  g.beta = bias.defined() && !bias_in_gemm ? 1.0 : 0.0;
+  g.dtype = x.dtype();
+  be.gemm(g);
+  count_flops(2 * m * n * k * batch);
+}
+
 // op(A) op(B) for contiguous 2-D or same-batch 3-D operands.
 Tensor matmul_core(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
   Tensor a = contiguous(a_in), b = contiguous(b_in);
@@ -22,25 +66,7 @@ Tensor matmul_core(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
                            (tb ? "^T" : ""));
   Shape shape = batched ? Shape{batch, m, n} : Shape{m, n};
   Tensor out = Tensor::empty(shape, a.dtype(), a.device());
-  GemmArgs g;
-  g.trans_a = ta;
-  g.trans_b = tb;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.batch = batch;
-  g.a = a.device_raw();
-  g.b = b.device_raw();
-  g.c = out.device_raw();
-  g.lda = ac;
-  g.ldb = bc;
-  g.ldc = n;
-  g.stride_a = ar * ac;
-  g.stride_b = br * bc;
-  g.stride_c = m * n;
-  g.dtype = a.dtype();
-  backend_for(a.device()).gemm(g);
-  count_flops(2 * g.m * g.n * g.k * g.batch);
+  product_with_bias(a, b, Tensor(), 0, out, batch, m, k, n, ta, tb);
   if (needs_grad({&a, &b})) {
     record("matmul", out, {a, b}, [a, b, ta, tb](const Tensor& gc) {
       Tensor ga, gb;
@@ -104,30 +130,7 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   Shape out_shape = x.shape();
   out_shape.back() = n;
   Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
-  const Backend& be = backend_for(x.device());
-  Tensor out2 = Tensor::view_of(out.storage(), {rows, n}, {n, 1}, 0, out.dtype());
-  const bool bias_in_gemm = bias.defined() && be.gemm_adds_bias;
-  if (bias.defined() && !bias_in_gemm) {
-    be.copy(Tensor::view_of(bias.storage(), {rows, n}, {0, bias.strides()[0]}, bias.offset(),
-                            bias.dtype()),
-            out2);
-  }
-  GemmArgs g;
-  g.m = rows;
-  g.n = n;
-  g.k = k;
-  g.a = x.device_raw();
-  g.b = wc.device_raw();
-  g.c = out.device_raw();
-  g.lda = k;
-  g.ldb = n;
-  g.ldc = n;
-  const Tensor bias_c = bias_in_gemm ? contiguous(bias) : Tensor();
-  if (bias_in_gemm) g.bias = bias_c.device_raw();
-  g.beta = bias.defined() && !bias_in_gemm ? 1.0 : 0.0;
-  g.dtype = x.dtype();
-  be.gemm(g);
-  count_flops(2 * g.m * g.n * g.k);
+  product_with_bias(x, wc, bias, 1, out, 1, rows, k, n);
   if (needs_grad({&x, &wc, &bias})) {
     record("linear", out, {x, wc, bias}, [x, wc, bias, rows, k, n](const Tensor& g_in) {
       Tensor gy = reshape(contiguous(g_in), {rows, n});
@@ -153,43 +156,13 @@ Tensor stacked_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   const int64_t groups = w.size(0), k = w.size(1), n = w.size(2), rows = x_in.size(1);
   if (x_in.size(0) != groups || x_in.size(2) != k)
     op_error(op, "x " + x_in.desc() + " does not match kernels " + w.desc());
-  if (bias.defined() && (bias.dim() != 2 || bias.size(0) != groups || bias.size(1) != n ||
-                         bias.dtype() != w.dtype()))
+  if (bias.defined() &&
+      (bias.dim() != 2 || bias.size(0) != groups || bias.size(1) != n || bias.dtype() != w.dtype()))
     op_error(op, "bias " + bias.desc() + " does not match kernels " + w.desc());
   Tensor x = contiguous(x_in);  // [G, R, K]
   Tensor wc = contiguous(w);    // [G, K, N]
   Tensor out = Tensor::empty({groups, rows, n}, x.dtype(), x.device());
-  const Backend& be = backend_for(x.device());
-  const bool bias_in_gemm = bias.defined() && be.gemm_adds_bias;
-  if (bias.defined() && !bias_in_gemm) {
-    be.copy(Tensor::view_of(bias.storage(), {groups, rows, n},
-                            {bias.strides()[0], 0, bias.strides()[1]}, bias.offset(),
-                            bias.dtype()),
-            out);
-  }
-  GemmArgs g;
-  g.m = rows;
-  g.n = n;
-  g.k = k;
-  g.batch = groups;
-  g.a = x.device_raw();
-  g.b = wc.device_raw();
-  g.c = out.device_raw();
-  g.lda = k;
-  g.ldb = n;
-  g.ldc = n;
-  g.stride_a = rows * k;
-  g.stride_b = k * n;
-  g.stride_c = rows * n;
-  const Tensor bias_c = bias_in_gemm ? contiguous(bias) : Tensor();
-  if (bias_in_gemm) {
-    g.bias = bias_c.device_raw();
-    g.stride_bias = n;
-  }
-  g.beta = bias.defined() && !bias_in_gemm ? 1.0 : 0.0;
-  g.dtype = x.dtype();
-  be.gemm(g);
-  count_flops(2 * g.m * g.n * g.k * g.batch);
+  product_with_bias(x, wc, bias, groups, out, groups, rows, k, n);
   if (needs_grad({&x, &wc, &bias})) {
     record(op, out, {x, wc, bias}, [x, wc, bias, groups, n](const Tensor& gy) {
       // The gradients of matmul + broadcast add, computed as those ops compute them.
