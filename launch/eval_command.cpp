@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <vector>
 
 #include "launch/capacity_sweep_plot.h"
 #include "launch/commands.h"
@@ -59,10 +60,15 @@ int run_eval(const EvalArgs& args) {
   csv << "capacity_factor,routing,accuracy,loss,moe_gflops_per_image,dropped_fraction\n";
   std::printf("%-9s %-8s %9s %8s %14s %8s\n", "capacity", "routing", "accuracy", "loss",
               "MoE GFLOPs/img", "dropped");
+  // Vanilla and Batch Prioritized Routing for capacity top-k; Experts Choice has no token
+  // order to choose, so one row per capacity, named after the router.
+  const bool top_k = cfg.model().moe().router() == config::MoeConfig::TOP_K;
+  const std::vector<bool> orders =
+      top_k ? std::vector<bool>{false, true} : std::vector<bool>{false};
   for (double c : args.capacity_sweep) {
-    for (bool bpr : {false, true}) {
+    for (bool bpr : orders) {
       EvalResult r = run({c, bpr});
-      const char* name = bpr ? "bpr" : "vanilla";
+      const char* name = !top_k ? "experts_choice" : bpr ? "bpr" : "vanilla";
       std::printf("%-9.3g %-8s %8.2f%% %8.4f %14.4f %7.2f%%\n", c, name, 100 * r.accuracy, r.loss,
                   r.moe_gflops_per_image, 100 * r.dropped_fraction);
       std::fflush(stdout);

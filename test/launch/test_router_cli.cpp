@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -123,10 +124,22 @@ TEST_CASE("router cli: Experts Choice trains, predicts its choices and honours t
   check_one_line_error(run_vmoe("eval --workdir " + t.work.string() + " --bpr on", t.dir),
                        "--bpr applies to capacity top-k routing only, not to router "
                        "EXPERTS_CHOICE");
-  const CommandResult sweep =
+  const CommandResult single =
       run_vmoe("eval --workdir " + t.work.string() + " --capacity-factor 1", t.dir);
-  INFO("eval stderr: " << sweep.err);
-  CHECK(sweep.exit_code == 0);
+  INFO("eval stderr: " << single.err);
+  CHECK(single.exit_code == 0);
+  // A capacity sweep: one row per capacity (no BPR rows: there is no token order to choose).
+  const CommandResult sweep =
+      run_vmoe("eval --workdir " + t.work.string() + " --capacity-sweep 0.5,2", t.dir);
+  INFO("sweep stderr: " << sweep.err);
+  REQUIRE(sweep.exit_code == 0);
+  std::ifstream csv(t.work / "capacity_sweep.csv");
+  std::vector<std::string> rows;
+  for (std::string l; std::getline(csv, l);)
+    rows.push_back(l);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[1].rfind("0.5,experts_choice,", 0) == 0);
+  CHECK(rows[2].rfind("2,experts_choice,", 0) == 0);
 }
 
 TEST_CASE("router cli: Soft MoE trains, predicts each slot's argmax token, refuses capacities") {
