@@ -11,9 +11,9 @@ namespace {
 
 // out [batch, m, n] = op(x) op(w) (+ bias [batch or 1, n]) for contiguous x ([batch, m, k], or
 // [batch, k, m] with tx), w ([batch, k, n], or [batch, n, k] with tw) and out (batch 1: plain
-// 2-D products). The bias is added by the backend's gemm as it
-// stores C where it can (gemm_adds_bias), else filled into C for a beta-1 product; bias_rows is
-// its number of rows (1: shared by every product).
+// 2-D products). The bias is added by the backend's gemm as it stores C where it can
+// (gemm_adds_bias), else filled into C for a beta-1 product; bias_rows is its number of rows
+// (1: shared by every product).
 void product_with_bias(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t bias_rows,
                        const Tensor& out, int64_t batch, int64_t m, int64_t k, int64_t n,
                        bool tx = false, bool tw = false) {
