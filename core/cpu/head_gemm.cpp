@@ -251,8 +251,8 @@ inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd)
 
 // b [k, n] whose columns are strided (b.cs != 1) repacked into `out` [k, n] with unit column
 // stride. Where b's stored rows are contiguous (rs 1: a transposed operand, k^T or W^T), by
-// 8 x 8 blocks transposed in registers (element by element it took 5% of a training step in the
-// attention's per-head k^T); the edges, and any other layout, element by element.
+// 8 x 8 blocks transposed in registers (element by element it took 6% of a ViT step's time,
+// mostly the attention's per-head k^T); the edges, and any other layout, element by element.
 void repack_columns(MatView<float> b, int64_t k, int64_t n, float* out) {
   int64_t j0 = 0, p0 = 0;
   if (b.rs == 1) {
@@ -302,7 +302,7 @@ void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView
     if (kernel != HeadKernel::blas) {
       const float* rows = b.data;
       int64_t ldb = b.rs;
-      if (b.cs != 1) {  // repack b [k, n] (stored [n, k]: rs is 1) with unit column stride
+      if (b.cs != 1) {  // repack b [k, n] with unit column stride (repack_columns)
         scratch.resize(size_t(k * n));
         repack_columns(b, k, n, scratch.data());
         rows = scratch.data();
