@@ -71,8 +71,8 @@ int main(int argc, char** argv) {
     StackedExperts stacked(store, "experts", experts, dim, mlp, ExpertInit::independent);
     store.set_expert_shard({experts, world->rank() * local, local});
     store.allocate(1);
-    LocalExperts run_experts = [&](const Tensor& x) { return stacked(x); };
-    LocalExperts identity = [](const Tensor& x) { return x; };
+    LocalExperts run_experts = [&](const Tensor& x, const Tensor&) { return stacked(x); };
+    LocalExperts identity = [](const Tensor& x, const Tensor&) { return x; };
     Tensor dispatched = randn({experts, rows, dim}, RngKey{3, uint64_t(world->rank())});
     Tensor weights = randn({experts, rows, dim}, RngKey{4, uint64_t(world->rank())});
     if (world->rank() == 0) {
@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
         store.zero_grads();
         Tensor x = dispatched.detach();
         x.set_requires_grad(true);
-        run_backward(exchange(x, fn), weights);
+        run_backward(exchange(x, Tensor(), fn), weights);
       };
       const double exchange_ms = median_ms(*world, 3, reps, [&] { step(identity); });
       // The owner's compute on the same chunk shapes: [E_local, P * R / chunks, D] each.

@@ -22,7 +22,7 @@ bool has_entry(const Backend& b, Entry entry);
 const Backend& checked_table(const Backend& b) {
   if (!b.allocator || !b.copy_to_host || !b.copy_from_host || !b.synchronize)
     throw std::logic_error(std::string("backend ") + b.name + " lacks its memory functions");
-  for (int e = 0; e <= int(Entry::combine_backward); ++e) {
+  for (int e = 0; e <= int(Entry::expert_mlp_backward); ++e) {
     const Entry entry = Entry(e);
     if (!is_optional(entry) && !has_entry(b, entry))
       throw std::logic_error(std::string("backend ") + b.name + " lacks the required entry " +
@@ -79,7 +79,8 @@ bool is_optional(Entry entry) {
          entry == Entry::sgd_update || entry == Entry::attention_forward ||
          entry == Entry::attention_backward || entry == Entry::bias_gelu ||
          entry == Entry::bias_gelu_backward || entry == Entry::combine ||
-         entry == Entry::combine_backward;
+         entry == Entry::combine_backward || entry == Entry::expert_mlp ||
+         entry == Entry::expert_mlp_backward;
 }
 
 const char* entry_name(Entry entry) {
@@ -119,7 +120,9 @@ const char* entry_name(Entry entry) {
                                       "bias_gelu",
                                       "bias_gelu_backward",
                                       "combine",
-                                      "combine_backward"};
+                                      "combine_backward",
+                                      "expert_mlp",
+                                      "expert_mlp_backward"};
   return names[int(entry)];
 }
 
@@ -208,6 +211,10 @@ bool has_entry(const Backend& b, Entry entry) {
       return b.combine;
     case Entry::combine_backward:
       return b.combine_backward;
+    case Entry::expert_mlp:
+      return b.expert_mlp;
+    case Entry::expert_mlp_backward:
+      return b.expert_mlp_backward;
   }
   return false;
 }

@@ -43,6 +43,10 @@ struct GemmArgs {
   // Of C when it differs from A and B: bf16 inputs accumulate in f32 and may write f32 (the
   // mixed-precision gradients of f32 master weights). Unset: C is `dtype` too.
   std::optional<DType> c_dtype;
+  // [batch * k] i64 on the device, or null: where k_used[i * k + p] < 0, row p of product i's
+  // op(B) or column p of its op(A) is zero (the experts' padding rows in their weight
+  // gradients), and a backend may skip those terms.
+  const int64_t* k_used = nullptr;
 };
 
 // One fused optimizer update over flat [n] buffers of one dtype (f32 or f64). When
@@ -96,7 +100,9 @@ enum class Entry : uint8_t {
   bias_gelu,
   bias_gelu_backward,
   combine,
-  combine_backward
+  combine_backward,
+  expert_mlp,
+  expert_mlp_backward
 };
 
 struct Backend {
@@ -219,6 +225,23 @@ struct Backend {
   // gweights [N, k] (0 for dropped choices).
   void (*combine_backward)(const Tensor& y, const Tensor& weights, const Tensor& rows,
                            const Tensor& gout, const Tensor& gy, const Tensor& gweights) = nullptr;
+
+  // ---- the experts' MLP on the dispatch buffer's occupied rows (optional; ops::expert_mlp
+  // composes matmul, bias_gelu and stacked_linear, and masks, without it) ----
+  // x [E, R, D], occupied [E * R] i64 (>= 0: the row holds a token; assign_slots' dispatch
+  // rows), w1 [E, D, M], b1 [E, M], w2 [E, M, D], b2 [E, D] -> on occupied rows pre [E, R, M] =
+  // x w1, h = gelu(pre + b1) (bias_gelu's arithmetic), out [E, R, D] = h w2 + b2; every other
+  // row of pre, h and out is 0.
+  void (*expert_mlp)(const Tensor& x, const Tensor& occupied, const Tensor& w1, const Tensor& b1,
+                     const Tensor& w2, const Tensor& b2, const Tensor& pre, const Tensor& h,
+                     const Tensor& out) = nullptr;
+  // Given gy [E, R, D] and the forward's pre: on occupied rows gpre [E, R, M] = (gy w2^T) *
+  // gelu'(pre + b1) and gx [E, R, D] = gpre w1^T, 0 on the others; gb1 [E, M] and gb2 [E, D],
+  // the sums of gpre and gy over the occupied rows. The op takes the weight gradients from gemm.
+  void (*expert_mlp_backward)(const Tensor& gy, const Tensor& occupied, const Tensor& w1,
+                              const Tensor& b1, const Tensor& w2, const Tensor& pre,
+                              const Tensor& gpre, const Tensor& gx, const Tensor& gb1,
+                              const Tensor& gb2) = nullptr;
 
   // Whether `entry` handles `dtype` (nullptr: every dtype the op layer allows).
   bool (*supports_dtype)(Entry entry, DType dtype) = nullptr;

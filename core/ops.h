@@ -61,6 +61,16 @@ Tensor bias_gelu(const Tensor& x, const Tensor& bias);
 // [N * k] (the row of each choice, -1 dropped) -> [N, D] in y's dtype, out[n] = sum_j
 // weights[n, j] * y[rows[n * k + j]] summed in the weights' dtype.
 Tensor combine(const Tensor& y, const Tensor& weights, const Tensor& rows);
+// The experts' two-layer MLP on the dispatch buffer (core/ops_expert_mlp.cpp): x [E, R, D],
+// occupied [E * R] i64 (assign_slots' dispatch_rows: >= 0 where the row holds a token), w1
+// [E, D, M], b1 [E, M], w2 [E, M, D], b2 [E, D] -> [E, R, D]: row r of expert e is
+// gelu(x_r w1[e] + b1[e]) w2[e] + b2[e] where occupied, 0 on padding rows (which take no part in
+// any gradient). The value stacked_linear(bias_gelu(matmul(x, w1), b1), w2, b2) has there.
+Tensor expert_mlp(const Tensor& x, const Tensor& occupied, const Tensor& w1, const Tensor& b1,
+                  const Tensor& w2, const Tensor& b2);
+// Whether expert_mlp runs fused (padding rows skipped) for `dtype` on `device`; else it composes
+// the ops on every row and masks the result, which costs more than the composed ops alone.
+bool expert_mlp_is_fused(Device device, DType dtype);
 
 inline Tensor operator+(const Tensor& a, const Tensor& b) {
   return add(a, b);
@@ -108,6 +118,11 @@ enum class Trans : bool { no = false, yes = true };
 // a [..., M, K] x b [K, N] -> [..., M, N]; or batched a [B, M, K] x b [B, K, N] -> [B, M, N].
 // Trans::yes uses the transpose of the last two axes of that operand.
 Tensor matmul(const Tensor& a, const Tensor& b, Trans ta = Trans::no, Trans tb = Trans::no);
+// a^T b of batched a [B, K, M] and b [B, K, N] -> [B, M, N] (matmul(a, b, Trans::yes)), where
+// the caller promises a or b to be zero on every row p of K with rows[i * K + p] < 0 (the
+// experts' padding rows): a backend may skip those terms (the CPU's do, with the same bits).
+// Not recorded: for gradients.
+Tensor matmul_over_rows(const Tensor& a, const Tensor& b, const Tensor& rows);
 // x [..., K] @ w [K, N] + bias [N] — the dense layer, fused.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
 // x [G, R, K] @ w [G, K, N] + bias [G, N] (undefined: none) -> [G, R, N]: G dense layers at

@@ -16,7 +16,7 @@ namespace {
 // (1: shared by every product).
 void product_with_bias(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t bias_rows,
                        const Tensor& out, int64_t batch, int64_t m, int64_t k, int64_t n,
-                       bool tx = false, bool tw = false) {
+                       bool tx = false, bool tw = false, const Tensor& k_used = Tensor()) {
   const Backend& be = backend_for(x.device());
   const bool bias_in_gemm = bias.defined() && be.gemm_adds_bias;
   if (bias.defined() && !bias_in_gemm) {
@@ -49,6 +49,7 @@ void product_with_bias(const Tensor& x, const Tensor& w, const Tensor& bias, int
   }
   g.beta = bias.defined() && !bias_in_gemm ? 1.0 : 0.0;
   g.dtype = x.dtype();
+  if (k_used.defined()) g.k_used = static_cast<const int64_t*>(k_used.device_raw());
   be.gemm(g);
   count_flops(2 * m * n * k * batch);
 }
@@ -108,6 +109,28 @@ Tensor matmul(const Tensor& a, const Tensor& b, Trans ta, Trans tb) {
   }
   op_error("matmul", "unsupported ranks " + a.desc() + " x " + b.desc() +
                          " (expected [..., M, K] x [K, N] or [B, M, K] x [B, K, N])");
+}
+
+Tensor matmul_over_rows(const Tensor& a_in, const Tensor& b_in, const Tensor& rows) {
+  const char* op = "matmul_over_rows";
+  check_defined(op, a_in, "a");
+  check_defined(op, b_in, "b");
+  check_defined(op, rows, "rows");
+  check_same_device(op, a_in, b_in);
+  check_same_device(op, a_in, rows);
+  check_same_dtype(op, a_in, b_in);
+  check_float_or_bf16(op, a_in, "a");
+  check_rank(op, a_in, 3, "a");
+  check_rank(op, b_in, 3, "b");
+  const int64_t batch = a_in.size(0), k = a_in.size(1), m = a_in.size(2), n = b_in.size(2);
+  if (b_in.size(0) != batch || b_in.size(1) != k)
+    op_error(op, "a " + a_in.desc() + " and b " + b_in.desc() + " must be [B, K, M] and [B, K, N]");
+  if (rows.dtype() != DType::i64 || rows.shape() != Shape{batch * k})
+    op_error(op, "rows " + rows.desc() + " must be i64 [B * K] for a " + a_in.desc());
+  const Tensor a = contiguous(a_in), b = contiguous(b_in);
+  Tensor out = Tensor::empty({batch, m, n}, a.dtype(), a.device());
+  product_with_bias(a, b, Tensor(), 0, out, batch, m, k, n, true, false, contiguous(rows));
+  return out;
 }
 
 Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {

@@ -89,6 +89,8 @@ Backend make_timed(const Backend& inner) {
   VMOE_TIME_ENTRY(bias_gelu_backward)
   VMOE_TIME_ENTRY(combine)
   VMOE_TIME_ENTRY(combine_backward)
+  VMOE_TIME_ENTRY(expert_mlp)
+  VMOE_TIME_ENTRY(expert_mlp_backward)
   return t;
 }
 

@@ -116,10 +116,10 @@ Tensor MoeLayer::report_stats(const AuxLosses& losses, const Tensor& dropped) {
   return concat({stat(losses.importance), stat(losses.load), stat(losses.gshard), dropped}, 0);
 }
 
-Tensor MoeLayer::run_experts(const Tensor& dispatched) const {
-  return (*exchange_)(dispatched, [this](const Tensor& tokens) {
+Tensor MoeLayer::run_experts(const Tensor& dispatched, const Tensor& occupied) const {
+  return (*exchange_)(dispatched, occupied, [this](const Tensor& tokens, const Tensor& rows) {
     ProfileRegion experts_region("moe.experts");
-    return experts_(tokens);
+    return experts_(tokens, rows);
   });  // [E, R, D]
 }
 

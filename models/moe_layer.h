@@ -52,8 +52,9 @@ class MoeLayer final : public FeedForward {
   // The report's stats [kNumMoeStats] f64 (moe_report.h) from the losses and the dropped
   // fraction [1] f64; no tape.
   static Tensor report_stats(const AuxLosses& losses, const Tensor& dropped);
-  // The experts on dispatched rows [E, R, D] through the exchange -> [E, R, D].
-  Tensor run_experts(const Tensor& dispatched) const;
+  // The experts on dispatched rows [E, R, D] through the exchange -> [E, R, D]; `occupied`
+  // [E * R] i64 (the dispatch rows, -1 on padding) lets them skip the padding rows.
+  Tensor run_experts(const Tensor& dispatched, const Tensor& occupied = Tensor()) const;
 
   // One file per router (models/moe_<router>.cpp): forward and its cost mirror.
   FeedForwardOutput top_k_forward(const Tensor& x, const ForwardContext& ctx, uint64_t block) const;

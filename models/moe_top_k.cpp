@@ -43,7 +43,8 @@ FeedForwardOutput MoeLayer::top_k_forward(const Tensor& x, const ForwardContext&
   region.emplace("moe.dispatch");
   Tensor dispatched = dispatch(xf, slots.dispatch_rows, slots.combine_rows).reshape({e, rows, d});
   region.emplace("moe.exchange");
-  Tensor expert_out = run_experts(dispatched);  // [E, R, D]
+  // Only the rows that hold a token are computed (padding rows come back 0).
+  Tensor expert_out = run_experts(dispatched, slots.dispatch_rows);  // [E, R, D]
   region.emplace("moe.combine");
   // Each token's choices weighted by their routing weights, summed in the router's dtype (f32
   // under bf16 activations), in the activation dtype.

@@ -29,11 +29,14 @@ StackedExperts::StackedExperts(ParameterStore& store, const std::string& prefix,
                             WeightDecay::no, Sharding::expert);
 }
 
-Tensor StackedExperts::operator()(const Tensor& tokens) const {
+Tensor StackedExperts::operator()(const Tensor& tokens, const Tensor& occupied) const {
   const ParameterStore& p = *store_;
   // Weights in the tokens' dtype (bf16 in mixed precision; models/precision.h).
-  const Tensor b1 = operand_for(p[fc1_bias_], tokens);                            // [E, M]
-  const Tensor b2 = operand_for(p[fc2_bias_], tokens);                            // [E, D]
+  const Tensor b1 = operand_for(p[fc1_bias_], tokens);  // [E, M]
+  const Tensor b2 = operand_for(p[fc2_bias_], tokens);  // [E, D]
+  if (occupied.defined() && expert_mlp_is_fused(tokens.device(), tokens.dtype()))
+    return expert_mlp(tokens, occupied, operand_for(p[fc1_kernel_], tokens), b1,
+                      operand_for(p[fc2_kernel_], tokens), b2);                   // [E, R, D]
   Tensor h = bias_gelu(matmul(tokens, operand_for(p[fc1_kernel_], tokens)), b1);  // [E, R, M]
   return stacked_linear(h, operand_for(p[fc2_kernel_], tokens), b2);              // [E, R, D]
 }

@@ -17,8 +17,11 @@ class StackedExperts {
  public:
   StackedExperts(ParameterStore& store, const std::string& prefix, int64_t num_experts, int64_t dim,
                  int64_t mlp_dim, ExpertInit init);
-  // tokens [E, R, D] -> [E, R, D]
-  Tensor operator()(const Tensor& tokens) const;
+  // tokens [E, R, D] -> [E, R, D]. Given `occupied` [E * R] i64 (assign_slots' dispatch rows:
+  // >= 0 where a row holds a token) and a backend that fuses expert_mlp, only those rows are
+  // computed and the others are 0 (core/ops.h expert_mlp); else every row is. Either way the
+  // rows that hold tokens get the same values and the same tensors are kept for backward.
+  Tensor operator()(const Tensor& tokens, const Tensor& occupied = Tensor()) const;
   // Variable-size batches (dropless routing): rows [sum counts, D] sorted by expert, counts[l]
   // rows for expert first_expert + l -> [sum counts, D]. Each expert's GEMMs run on its
   // contiguous rows through slices of the stacked parameters; experts without rows are skipped

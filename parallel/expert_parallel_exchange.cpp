@@ -167,7 +167,7 @@ int64_t ExpertParallelExchange::chunks_for(int64_t max_rows, int64_t row_bytes) 
   return std::min(c, max_rows);
 }
 
-Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in,
+Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in, const Tensor& /*occupied*/,
                                           const LocalExperts& experts) const {
   if (dispatched_in.dim() != 3 || dispatched_in.size(0) != num_experts_) {
     throw std::invalid_argument("expert exchange expects dispatched tokens [" +
@@ -224,7 +224,7 @@ Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in,
     Tensor y = x;
     if (total > 0) {
       if (recording) x.set_requires_grad(true);
-      y = experts(x);
+      y = experts(x, Tensor());
       if (y.shape() != x.shape()) {
         throw std::logic_error("local experts returned " + y.desc() + " for input " + x.desc());
       }

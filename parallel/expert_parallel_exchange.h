@@ -25,7 +25,9 @@ class ExpertParallelExchange final : public ExpertExchange {
 
   // dispatched [E, R, D] -> expert outputs [E, R, D]; `experts` gets [E / Pe, rows, D].
   // Collective over the expert group; differentiable (backward is collective too).
-  Tensor operator()(const Tensor& dispatched, const LocalExperts& experts) const override;
+  // The occupancy does not travel with the tokens: the owners compute every row they receive.
+  Tensor operator()(const Tensor& dispatched, const Tensor& occupied,
+                    const LocalExperts& experts) const override;
   // Dropless routing (parallel/expert_parallel_segments.cpp): rows [sum counts, D] sorted by
   // expert, counts [E] -> the experts' outputs in the same layout; the ranks first exchange
   // the per-expert counts, then the rows (all_to_all_v), and `experts` gets each local

@@ -55,6 +55,8 @@ Backend cpu_kernels() {
       .bias_gelu_backward = cpu::via_f32::bias_gelu_backward,
       .combine = cpu::combine,
       .combine_backward = cpu::combine_backward,
+      .expert_mlp = cpu::expert_mlp,
+      .expert_mlp_backward = cpu::expert_mlp_backward,
       .supports_dtype = cpu::supports_dtype,
   };
 }

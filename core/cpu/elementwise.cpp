@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/backend.h"
+#include "core/cpu/bias_gelu_rows.h"
 #include "core/cpu/cpu_common.h"
 #include "core/cpu/fast_math.h"
 #include "core/cpu/kernels.h"
@@ -317,6 +318,40 @@ __attribute__((target("avx512f,prefer-vector-width=512"))) void bias_gelu_backwa
 
 }  // namespace
 
+template <class T>
+void bias_gelu_rows(const T* x, const T* bias, T* y, int64_t rows, int64_t f) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (cpu_has_avx512f()) {
+      for (int64_t r = 0; r < rows; ++r)
+        bias_gelu_row_avx512(x + r * f, bias, y + r * f, f);
+      return;
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    bias_gelu_row<T>(x + r * f, bias, y + r * f, f);
+}
+
+template <class T>
+void bias_gelu_backward_rows(const T* x, const T* bias, const T* gy, T* gx, int64_t rows,
+                             int64_t f) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (cpu_has_avx512f()) {
+      for (int64_t r = 0; r < rows; ++r)
+        bias_gelu_backward_row_avx512(x + r * f, bias, gy + r * f, gx + r * f, f);
+      return;
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    bias_gelu_backward_row<T>(x + r * f, bias, gy + r * f, gx + r * f, f);
+}
+
+template void bias_gelu_rows<float>(const float*, const float*, float*, int64_t, int64_t);
+template void bias_gelu_rows<double>(const double*, const double*, double*, int64_t, int64_t);
+template void bias_gelu_backward_rows<float>(const float*, const float*, const float*, float*,
+                                             int64_t, int64_t);
+template void bias_gelu_backward_rows<double>(const double*, const double*, const double*, double*,
+                                              int64_t, int64_t);
+
 // x, y [G, R, F], bias [G, F]: rows spread over threads.
 void bias_gelu(const Tensor& x, const Tensor& bias, const Tensor& y) {
   const int64_t groups = x.size(0), rows = x.size(1), f = x.size(2);
@@ -324,19 +359,9 @@ void bias_gelu(const Tensor& x, const Tensor& bias, const Tensor& y) {
     const T* px = x.device_data<T>();
     const T* pb = bias.device_data<T>();
     T* py = y.device_data<T>();
-    bool wide = false;
-    if constexpr (std::is_same_v<T, float>) wide = cpu_has_avx512f();
 #pragma omp parallel for if (x.numel() > kParallelGrain)
-    for (int64_t r = 0; r < groups * rows; ++r) {
-      const T* b = pb + (r / rows) * f;
-      if constexpr (std::is_same_v<T, float>) {
-        if (wide) {
-          bias_gelu_row_avx512(px + r * f, b, py + r * f, f);
-          continue;
-        }
-      }
-      bias_gelu_row<T>(px + r * f, b, py + r * f, f);
-    }
+    for (int64_t r = 0; r < groups * rows; ++r)
+      bias_gelu_rows<T>(px + r * f, pb + (r / rows) * f, py + r * f, 1, f);
   });
 }
 
@@ -347,19 +372,10 @@ void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& gy, c
     const T* pb = bias.device_data<T>();
     const T* pg = gy.device_data<T>();
     T* po = gx.device_data<T>();
-    bool wide = false;
-    if constexpr (std::is_same_v<T, float>) wide = cpu_has_avx512f();
 #pragma omp parallel for if (x.numel() > kParallelGrain)
     for (int64_t r = 0; r < groups * rows; ++r) {
-      const T* b = pb + (r / rows) * f;
       const int64_t off = r * f;
-      if constexpr (std::is_same_v<T, float>) {
-        if (wide) {
-          bias_gelu_backward_row_avx512(px + off, b, pg + off, po + off, f);
-          continue;
-        }
-      }
-      bias_gelu_backward_row<T>(px + off, b, pg + off, po + off, f);
+      bias_gelu_backward_rows<T>(px + off, pb + (r / rows) * f, pg + off, po + off, 1, f);
     }
   });
 }

@@ -25,6 +25,11 @@ const T* bias_of(const GemmArgs& g, int64_t i) {
   return g.bias ? static_cast<const T*>(g.bias) + i * g.stride_bias : nullptr;
 }
 
+// Batch entry i's rows of k that hold terms (GemmArgs::k_used), or null.
+const int64_t* used_of(const GemmArgs& g, int64_t i) {
+  return g.k_used ? g.k_used + i * g.k : nullptr;
+}
+
 template <class T>
 void gemm_one(const GemmArgs& g, const T* a, const T* b, T* c) {
   const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans;
@@ -94,11 +99,13 @@ void split_depth_product(const GemmArgs& g, MatView<float> a, MatView<float> b, 
         continue;
       }
       const MatView<float> at{a.data + p0 * a.cs, a.rs, a.cs}, bt{b.data + p0 * b.rs, b.rs, b.cs};
+      const int64_t* used = g.k_used ? g.k_used + p0 : nullptr;
       if (transposed)
-        head_product(rows, cols, len, MatView<float>{bt.data, bt.cs, bt.rs},
-                     MatView<float>{at.data, at.cs, at.rs}, part, cols, scratch);
+        head_product<float>(rows, cols, len, MatView<float>{bt.data, bt.cs, bt.rs},
+                            MatView<float>{at.data, at.cs, at.rs}, part, cols, scratch, false,
+                            nullptr, used);
       else
-        head_product(rows, cols, len, at, bt, part, cols, scratch);
+        head_product<float>(rows, cols, len, at, bt, part, cols, scratch, false, nullptr, used);
     }
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < g.m; ++r) {
@@ -126,11 +133,12 @@ bool deep_and_tall(const GemmArgs& g) {
 }
 
 void transposed_product(const GemmArgs& g, MatView<float> a, MatView<float> b, float* c,
-                        const float* bias) {
+                        const float* bias, const int64_t* used_k) {
   thread_local std::vector<float> ct, scratch;  // c^T [n, m]; b^T repacked where strided
   ct.resize(size_t(g.n * g.m));
-  head_product(g.n, g.m, g.k, MatView<float>{b.data, b.cs, b.rs},
-               MatView<float>{a.data, a.cs, a.rs}, ct.data(), g.m, scratch);
+  head_product<float>(g.n, g.m, g.k, MatView<float>{b.data, b.cs, b.rs},
+                      MatView<float>{a.data, a.cs, a.rs}, ct.data(), g.m, scratch, false, nullptr,
+                      used_k);
   // One loop per mode: a vectorised select reads c even where it only writes it, and c's
   // unset contents (denormals) then cost microcode assists, half the product's time.
   const float* t = ct.data();
@@ -164,10 +172,10 @@ bool skinny_product(const GemmArgs& g, const float* a, const float* b, float* c)
   // Rows r0..r1 of product i.
   const auto rows = [&](int64_t i, int64_t r0, int64_t r1) {
     thread_local std::vector<float> scratch;  // b repacked where its columns are strided
-    head_product(r1 - r0, g.n, g.k,
-                 MatView<float>{av.data + i * g.stride_a + r0 * av.rs, av.rs, av.cs},
-                 MatView<float>{bv.data + i * g.stride_b, bv.rs, bv.cs},
-                 c + i * g.stride_c + r0 * g.ldc, g.ldc, scratch, g.beta == 1, bias_of(g, i));
+    head_product(
+        r1 - r0, g.n, g.k, MatView<float>{av.data + i * g.stride_a + r0 * av.rs, av.rs, av.cs},
+        MatView<float>{bv.data + i * g.stride_b, bv.rs, bv.cs}, c + i * g.stride_c + r0 * g.ldc,
+        g.ldc, scratch, g.beta == 1, bias_of(g, i), used_of(g, i));
   };
   const int64_t work = g.m * g.n * g.k;
   if (g.batch == 1 && g.k >= kSplitMinDepth && g.m <= kNarrow && g.n <= kNarrow &&
@@ -175,13 +183,16 @@ bool skinny_product(const GemmArgs& g, const float* a, const float* b, float* c)
     split_depth_product(g, av, bv, c);
     return true;
   }
-  const int64_t max_threads = g.batch * work > (1 << 18) ? omp_get_max_threads() : 1;
+  // Inside a parallel region (the experts' fused MLP on a run of rows) the product keeps to its
+  // thread rather than open a nested region that would run on one thread anyway.
+  const int64_t max_threads =
+      g.batch * work > (1 << 18) && !omp_in_parallel() ? omp_get_max_threads() : 1;
   if (deep_and_tall(g)) {  // whole products, one per thread
 #pragma omp parallel for schedule(dynamic) if (max_threads > 1 && g.batch > 1)
     for (int64_t i = 0; i < g.batch; ++i)
       transposed_product(g, MatView<float>{av.data + i * g.stride_a, av.rs, av.cs},
                          MatView<float>{bv.data + i * g.stride_b, bv.rs, bv.cs}, c + i * g.stride_c,
-                         bias_of(g, i));
+                         bias_of(g, i), used_of(g, i));
     return true;
   }
   if (g.batch >= max_threads && g.batch > 1) {

@@ -22,6 +22,13 @@ namespace {
 // (256 KB at most for b) stay in a core's L2 while every block of c runs through them.
 constexpr int64_t kDepth = 256;
 
+// The steps of one piece's FMA chains: its rows [bounds[2q], bounds[2q + 1]) of k for q < count,
+// in order. One run of the whole piece, unless the caller skips rows whose terms are all zero.
+struct DepthRuns {
+  const int64_t* bounds;
+  int64_t count;
+};
+
 template <class T>
 CBLAS_TRANSPOSE blas_layout(MatView<T> x, int& ld) {
   if (x.cs == 1) {
@@ -58,11 +65,12 @@ __m256i lane_mask(int64_t w) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kOnes + 8 - w));
 }
 
-// R rows by V vectors of 8 columns: c[r, v] = sum_p a(r, p) b[p, v] (with Add, c[r, v] += that
-// sum), b rows ldb apart. With Tail, the last vector's lanes beyond the matrix are masked off by
-// `last` (masked stores are slow on some cores, so full vectors never use them).
+// R rows by V vectors of 8 columns: c[r, v] = sum over the runs' p of a(r, p) b[p, v] (with Add,
+// c[r, v] += that sum), b rows ldb apart. With Tail, the last vector's lanes beyond the matrix
+// are masked off by `last` (masked stores are slow on some cores, so full vectors never use
+// them).
 template <int R, int V, bool Tail, bool Add>
-void block(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b, int64_t ldb,
+void block(DepthRuns k, const float* a, int64_t rsa, int64_t csa, const float* b, int64_t ldb,
            float* c, int64_t ldc, const float* add, int64_t ldadd, __m256i last) {
   // The loops over r and v are unrolled in full, so that the accumulators stay in registers.
   __m256 acc[R][V];
@@ -71,21 +79,22 @@ void block(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b, 
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v)
       acc[r][v] = _mm256_setzero_ps();
-  for (int64_t p = 0; p < k; ++p) {
-    const float* bp = b + p * ldb;
-    __m256 bv[V];
-#pragma GCC unroll 2
-    for (int v = 0; v < V; ++v)
-      bv[v] =
-          Tail && v == V - 1 ? _mm256_maskload_ps(bp + 8 * v, last) : _mm256_loadu_ps(bp + 8 * v);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const __m256 s = _mm256_broadcast_ss(a + r * rsa + p * csa);
+  for (int64_t q = 0; q < k.count; ++q)
+    for (int64_t p = k.bounds[2 * q]; p < k.bounds[2 * q + 1]; ++p) {
+      const float* bp = b + p * ldb;
+      __m256 bv[V];
 #pragma GCC unroll 2
       for (int v = 0; v < V; ++v)
-        acc[r][v] = _mm256_fmadd_ps(s, bv[v], acc[r][v]);
+        bv[v] =
+            Tail && v == V - 1 ? _mm256_maskload_ps(bp + 8 * v, last) : _mm256_loadu_ps(bp + 8 * v);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m256 s = _mm256_broadcast_ss(a + r * rsa + p * csa);
+#pragma GCC unroll 2
+        for (int v = 0; v < V; ++v)
+          acc[r][v] = _mm256_fmadd_ps(s, bv[v], acc[r][v]);
+      }
     }
-  }
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
@@ -103,7 +112,7 @@ void block(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b, 
 }
 
 template <int V, bool Tail, bool Add>
-void column_block(int64_t m, int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b,
+void column_block(int64_t m, DepthRuns k, const float* a, int64_t rsa, int64_t csa, const float* b,
                   int64_t ldb, float* c, int64_t ldc, const float* add, int64_t ldadd,
                   __m256i last) {
   int64_t i = 0;
@@ -117,7 +126,7 @@ void column_block(int64_t m, int64_t k, const float* a, int64_t rsa, int64_t csa
 
 // With Add, c = add + a b, add's rows ldadd apart (c itself, or a bias row with ldadd 0).
 template <bool Add>
-void avx2_product(int64_t m, int64_t n, int64_t k, MatView<float> a, const float* b, int64_t ldb,
+void avx2_product(int64_t m, int64_t n, DepthRuns k, MatView<float> a, const float* b, int64_t ldb,
                   float* c, int64_t ldc, const float* add, int64_t ldadd) {
   const __m256i none = _mm256_setzero_si256();
   const auto strip = [&]<int V, bool Tail>(int64_t j, __m256i last) {
@@ -146,7 +155,7 @@ void avx2_product(int64_t m, int64_t n, int64_t k, MatView<float> a, const float
 #define VMOE_AVX512 __attribute__((target("avx512f")))
 
 template <int R, int V, bool Tail, bool Add>
-VMOE_AVX512 void block16(int64_t k, const float* a, int64_t rsa, int64_t csa, const float* b,
+VMOE_AVX512 void block16(DepthRuns k, const float* a, int64_t rsa, int64_t csa, const float* b,
                          int64_t ldb, float* c, int64_t ldc, const float* add, int64_t ldadd,
                          __mmask16 last) {
   __m512 acc[R][V];
@@ -155,21 +164,22 @@ VMOE_AVX512 void block16(int64_t k, const float* a, int64_t rsa, int64_t csa, co
 #pragma GCC unroll 3
     for (int v = 0; v < V; ++v)
       acc[r][v] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < k; ++p) {
-    const float* bp = b + p * ldb;
-    __m512 bv[V];
-#pragma GCC unroll 3
-    for (int v = 0; v < V; ++v)
-      bv[v] = Tail && v == V - 1 ? _mm512_maskz_loadu_ps(last, bp + 16 * v)
-                                 : _mm512_loadu_ps(bp + 16 * v);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 s = _mm512_set1_ps(a[r * rsa + p * csa]);
+  for (int64_t q = 0; q < k.count; ++q)
+    for (int64_t p = k.bounds[2 * q]; p < k.bounds[2 * q + 1]; ++p) {
+      const float* bp = b + p * ldb;
+      __m512 bv[V];
 #pragma GCC unroll 3
       for (int v = 0; v < V; ++v)
-        acc[r][v] = _mm512_fmadd_ps(s, bv[v], acc[r][v]);
+        bv[v] = Tail && v == V - 1 ? _mm512_maskz_loadu_ps(last, bp + 16 * v)
+                                   : _mm512_loadu_ps(bp + 16 * v);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512 s = _mm512_set1_ps(a[r * rsa + p * csa]);
+#pragma GCC unroll 3
+        for (int v = 0; v < V; ++v)
+          acc[r][v] = _mm512_fmadd_ps(s, bv[v], acc[r][v]);
+      }
     }
-  }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 3
@@ -191,7 +201,7 @@ VMOE_AVX512 void block16(int64_t k, const float* a, int64_t rsa, int64_t csa, co
 // FMA), of 32 otherwise, then a masked tail. Every element is the same FMA chain whatever the
 // strip width.
 template <int R, bool Add>
-VMOE_AVX512 void row_block16(int64_t n, int64_t k, const float* a, int64_t rsa, int64_t csa,
+VMOE_AVX512 void row_block16(int64_t n, DepthRuns k, const float* a, int64_t rsa, int64_t csa,
                              const float* b, int64_t ldb, float* c, int64_t ldc, const float* add,
                              int64_t ldadd) {
   int64_t j = 0;
@@ -212,7 +222,7 @@ VMOE_AVX512 void row_block16(int64_t n, int64_t k, const float* a, int64_t rsa, 
 
 // avx2_product's contract on 16-lane vectors.
 template <bool Add>
-VMOE_AVX512 void avx512_product(int64_t m, int64_t n, int64_t k, MatView<float> a, const float* b,
+VMOE_AVX512 void avx512_product(int64_t m, int64_t n, DepthRuns k, MatView<float> a, const float* b,
                                 int64_t ldb, float* c, int64_t ldc, const float* add,
                                 int64_t ldadd) {
   int64_t i = 0;
@@ -293,7 +303,8 @@ bool head_kernel_available(HeadKernel kernel) {
 
 template <class T>
 void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b,
-                     T* c, int64_t ldc, std::vector<T>& scratch, bool add_to_c, const T* bias) {
+                     T* c, int64_t ldc, std::vector<T>& scratch, bool add_to_c, const T* bias,
+                     const int64_t* used_k) {
   if (!head_kernel_available(kernel))
     throw std::invalid_argument("head_product_on: this CPU lacks the kernel asked for");
   if (add_to_c && bias) throw std::invalid_argument("head_product_on: add_to_c with a bias");
@@ -311,26 +322,43 @@ void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView
       // k in pieces of kDepth: the pieces of a and b a block reads stay in cache while every
       // block of c takes them (a weight gradient's k is the batch's tokens). The first piece
       // writes c (onto c with add_to_c, onto the bias row given one), the later ones add to c.
+      thread_local std::vector<int64_t> bounds;  // the used runs of one piece
       for (int64_t p = 0; p < k; p += kDepth) {
         const int64_t depth = std::min(kDepth, k - p);
+        int64_t whole[2] = {0, depth};
+        DepthRuns runs{whole, 1};
+        if (used_k) {
+          bounds.clear();
+          for (int64_t i = 0; i < depth;) {
+            while (i < depth && used_k[p + i] < 0)
+              ++i;
+            if (i == depth) break;
+            bounds.push_back(i);
+            while (i < depth && used_k[p + i] >= 0)
+              ++i;
+            bounds.push_back(i);
+          }
+          runs = {bounds.data(), int64_t(bounds.size()) / 2};
+        }
         const MatView<float> ap{a.data + p * a.cs, a.rs, a.cs};
         const float* bp = rows + p * ldb;
         const bool onto_c = p > 0 || add_to_c;
         const float* add = onto_c ? c : bias;
         const int64_t ldadd = onto_c ? ldc : 0;
         if (kernel == HeadKernel::avx512)
-          add ? avx512_product<true>(m, n, depth, ap, bp, ldb, c, ldc, add, ldadd)
-              : avx512_product<false>(m, n, depth, ap, bp, ldb, c, ldc, c, ldc);
+          add ? avx512_product<true>(m, n, runs, ap, bp, ldb, c, ldc, add, ldadd)
+              : avx512_product<false>(m, n, runs, ap, bp, ldb, c, ldc, c, ldc);
         else
-          add ? avx2_product<true>(m, n, depth, ap, bp, ldb, c, ldc, add, ldadd)
-              : avx2_product<false>(m, n, depth, ap, bp, ldb, c, ldc, c, ldc);
+          add ? avx2_product<true>(m, n, runs, ap, bp, ldb, c, ldc, add, ldadd)
+              : avx2_product<false>(m, n, runs, ap, bp, ldb, c, ldc, c, ldc);
       }
       return;
     }
   }
 #endif
   (void)scratch;
-  if (bias) {  // BLAS adds to c: the bias in every row first
+  (void)used_k;  // BLAS sums every row: the skipped ones add zeros
+  if (bias) {    // BLAS adds to c: the bias in every row first
     for (int64_t r = 0; r < m; ++r)
       std::copy(bias, bias + n, c + r * ldc);
     add_to_c = true;
@@ -340,21 +368,22 @@ void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView
 
 template <class T>
 void head_product(int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b, T* c, int64_t ldc,
-                  std::vector<T>& scratch, bool add_to_c, const T* bias) {
+                  std::vector<T>& scratch, bool add_to_c, const T* bias, const int64_t* used_k) {
   // f64 always takes BLAS: head_product_on does so for any kernel.
   head_product_on(std::is_same_v<T, float> ? head_kernel() : HeadKernel::blas, m, n, k, a, b, c,
-                  ldc, scratch, add_to_c, bias);
+                  ldc, scratch, add_to_c, bias, used_k);
 }
 
 template void head_product<float>(int64_t, int64_t, int64_t, MatView<float>, MatView<float>, float*,
-                                  int64_t, std::vector<float>&, bool, const float*);
+                                  int64_t, std::vector<float>&, bool, const float*, const int64_t*);
 template void head_product<double>(int64_t, int64_t, int64_t, MatView<double>, MatView<double>,
-                                   double*, int64_t, std::vector<double>&, bool, const double*);
+                                   double*, int64_t, std::vector<double>&, bool, const double*,
+                                   const int64_t*);
 template void head_product_on<float>(HeadKernel, int64_t, int64_t, int64_t, MatView<float>,
                                      MatView<float>, float*, int64_t, std::vector<float>&, bool,
-                                     const float*);
+                                     const float*, const int64_t*);
 template void head_product_on<double>(HeadKernel, int64_t, int64_t, int64_t, MatView<double>,
                                       MatView<double>, double*, int64_t, std::vector<double>&, bool,
-                                      const double*);
+                                      const double*, const int64_t*);
 
 }  // namespace vmoe::cpu

@@ -20,9 +20,13 @@ struct MatView {
 // c [m, n] (rows ldc apart) = a [m, k] b [k, n]; with add_to_c c += a b; with a bias [n]
 // (not with add_to_c), c = a b + the bias in every row (a linear layer). `scratch` (the
 // caller's, reused across calls) holds b when it must be repacked with unit column stride.
+// Given used_k [k], the vector kernels leave out the terms of every p with used_k[p] < 0, where
+// the caller promises a's column p or b's row p to be zero: each FMA chain then skips terms that
+// would add exact zeros, so the bits are those of the whole product.
 template <class T>
 void head_product(int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b, T* c, int64_t ldc,
-                  std::vector<T>& scratch, bool add_to_c = false, const T* bias = nullptr);
+                  std::vector<T>& scratch, bool add_to_c = false, const T* bias = nullptr,
+                  const int64_t* used_k = nullptr);
 
 // The f32 kernels, narrowest first: BLAS, AVX2 + FMA (8 lanes), AVX-512 (16 lanes; chosen at
 // run time where the CPU has it). The two vector kernels give the same bits: each element is
@@ -36,6 +40,6 @@ bool head_kernel_available(HeadKernel kernel);
 template <class T>
 void head_product_on(HeadKernel kernel, int64_t m, int64_t n, int64_t k, MatView<T> a, MatView<T> b,
                      T* c, int64_t ldc, std::vector<T>& scratch, bool add_to_c = false,
-                     const T* bias = nullptr);
+                     const T* bias = nullptr, const int64_t* used_k = nullptr);
 
 }  // namespace vmoe::cpu

@@ -58,6 +58,13 @@ void bias_gelu_backward(const Tensor& x, const Tensor& bias, const Tensor& gy, c
 void combine(const Tensor& y, const Tensor& weights, const Tensor& rows, const Tensor& out);
 void combine_backward(const Tensor& y, const Tensor& weights, const Tensor& rows,
                       const Tensor& gout, const Tensor& gy, const Tensor& gweights);
+// expert_mlp.cpp: the experts' fused MLP on occupied rows (f32, f64)
+void expert_mlp(const Tensor& x, const Tensor& occupied, const Tensor& w1, const Tensor& b1,
+                const Tensor& w2, const Tensor& b2, const Tensor& pre, const Tensor& h,
+                const Tensor& out);
+void expert_mlp_backward(const Tensor& gy, const Tensor& occupied, const Tensor& w1,
+                         const Tensor& b1, const Tensor& w2, const Tensor& pre, const Tensor& gpre,
+                         const Tensor& gx, const Tensor& gb1, const Tensor& gb2);
 bool supports_dtype(Entry entry, DType dtype);
 
 // The same entries taking bf16 storage as well (core/cpu/bf16_storage.cpp): bf16 operands

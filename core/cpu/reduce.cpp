@@ -4,6 +4,7 @@
 
 #include "core/cpu/cpu_common.h"
 #include "core/cpu/kernels.h"
+#include "core/cpu/sum_chunks.h"
 
 namespace vmoe::cpu {
 
@@ -29,7 +30,7 @@ void sum_middle(const T* x, T* out, int64_t outer, int64_t r, int64_t inner) {
   // thread count.
   constexpr int64_t kBlock = 256;
   const int64_t blocks = (inner + kBlock - 1) / kBlock;
-  const int64_t chunk = std::max<int64_t>(256, (r + 63) / 64), chunks = (r + chunk - 1) / chunk;
+  const int64_t chunk = sum_chunk_rows(r), chunks = (r + chunk - 1) / chunk;
   // With one chunk the sums go straight to out.
   std::vector<double> partial(chunks > 1 ? size_t(outer * chunks * inner) : 0);
   const bool parallel = outer * r * inner > kParallelGrain;

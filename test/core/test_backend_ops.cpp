@@ -82,7 +82,7 @@ std::vector<Device> backends_under_test(std::vector<UnavailableDevice>* unavaila
   return out;
 }
 
-constexpr Entry kLastEntry = Entry::combine_backward;  // the last enumerator of Entry
+constexpr Entry kLastEntry = Entry::expert_mlp_backward;  // the last enumerator of Entry
 
 constexpr DType kFloats[] = {DType::f32, DType::f64, DType::bf16};
 constexpr DType kAllDTypes[] = {DType::f32, DType::f64, DType::bf16,
@@ -860,6 +860,44 @@ void add_nn_cases(Table& t) {
           outs.insert(outs.end(), {yl.grad(), wl.grad()});
         }
         return outs;
+      });
+    }
+    // The experts' MLP on occupied rows: padding rows inside and at the end of experts, an
+    // expert with no tokens, and no rows at all.
+    struct ExpertCase {
+      int64_t e, r, d, m;
+      std::vector<int64_t> occupied;
+    };
+    const ExpertCase expert_cases[] = {{2, 5, 3, 4, {0, 1, -1, 2, -1, 3, -1, -1, 4, 5}},
+                                       {3, 2, 5, 6, {-1, -1, 0, 1, 2, -1}},
+                                       {2, 0, 3, 4, {}}};
+    for (const ExpertCase& s : expert_cases) {
+      const std::string name = shape_name({s.e, s.r, s.d}) + " M " + std::to_string(s.m);
+      const Shape xs{s.e, s.r, s.d}, hs{s.e, s.r, s.m}, w1s{s.e, s.d, s.m}, w2s{s.e, s.m, s.d};
+      const Shape b1s{s.e, s.m}, b2s{s.e, s.d}, occ_shape{s.e * s.r};
+      t.add("expert_mlp " + name, Entry::expert_mlp, dt, [=](Ctx& c) {
+        Tensor x = c.input(xs), w1 = c.input(w1s), b1 = c.input(b1s), w2 = c.input(w2s),
+               b2 = c.input(b2s);
+        Tensor occ = c.index(DType::i64, s.occupied, occ_shape);
+        Tensor pre = c.out(hs), h = c.out(hs), y = c.out(xs);
+        c.be().expert_mlp(x, occ, w1, b1, w2, b2, pre, h, y);
+        Outputs out{pre, h, y};
+        if (c.op_layer()) out.push_back(expert_mlp(x, occ, w1, b1, w2, b2));
+        return out;
+      });
+      t.add("expert_mlp backward " + name, Entry::expert_mlp_backward, dt, [=](Ctx& c) {
+        Tensor x = c.input(xs), w1 = c.input(w1s), b1 = c.input(b1s), w2 = c.input(w2s),
+               b2 = c.input(b2s), pre = c.input(hs, normal(2)), gy = c.input(xs);
+        Tensor occ = c.index(DType::i64, s.occupied, occ_shape);
+        Tensor gpre = c.out(hs), gx = c.out(xs), gb1 = c.out(b1s), gb2 = c.out(b2s);
+        c.be().expert_mlp_backward(gy, occ, w1, b1, w2, pre, gpre, gx, gb1, gb2);
+        Outputs out{gpre, gx, gb1, gb2};
+        if (c.op_layer()) {
+          Tensor xl = leaf(x), w1l = leaf(w1), b1l = leaf(b1), w2l = leaf(w2), b2l = leaf(b2);
+          expert_mlp(xl, occ, w1l, b1l, w2l, b2l).backward(gy);
+          out.insert(out.end(), {xl.grad(), w1l.grad(), b1l.grad(), w2l.grad(), b2l.grad()});
+        }
+        return out;
       });
     }
     // Fused attention: separate [B, H, N, Dh] tensors with N from one token to a ViT-like 50 and

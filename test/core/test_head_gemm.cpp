@@ -151,6 +151,47 @@ TEST_CASE("head_product: a transposed b gives the bits of the same b stored plai
   }
 }
 
+TEST_CASE("head_product: rows of k left out by used_k give the bits of zeros there",
+          "[head_gemm]") {
+  // The experts' weight gradients skip their padding rows (used_k < 0): the FMA chains leave out
+  // terms that would add exact zeros, the pieces of 256 stay where they are. With garbage in
+  // both operands on those rows, the result is the bits of the product with zeros there; runs
+  // at the start, the end and across a piece's edge, a piece with none used, and none at all.
+  std::mt19937 rng(8);
+  for (HeadKernel kernel : available_kernels()) {
+    if (kernel == HeadKernel::blas) continue;
+    for (int64_t k : {1, 9, 300, 700})
+      for (int pattern = 0; pattern < 4; ++pattern) {
+        const int64_t m = 11, n = 40;
+        CAPTURE(int(kernel), k, pattern);
+        std::vector<int64_t> used(static_cast<size_t>(k));
+        for (int64_t p = 0; p < k; ++p) {
+          const bool gap = pattern == 0   ? p % 7 >= 5
+                           : pattern == 1 ? (p >= 250 && p < 520) || p == 0
+                           : pattern == 2 ? false
+                                          : true;
+          used[size_t(p)] = gap ? -1 : p;
+        }
+        const Stored<float> a(k, m, true, rng);  // a^T: a weight gradient's layout
+        Stored<float> b(k, n, false, rng), a_zero = a, b_zero = b;
+        for (int64_t p = 0; p < k; ++p) {
+          if (used[size_t(p)] >= 0) continue;
+          for (int64_t i = 0; i < m; ++i)
+            a_zero.data[size_t(i * a_zero.ld + p)] = 0.0f;
+          for (int64_t j = 0; j < n; ++j)
+            b_zero.data[size_t(p * b_zero.ld + j)] = 0.0f;
+        }
+        // a's stored [m, k] rows seen as [k, m]^T = [m, k]: the view of a^T.
+        const MatView<float> av{a.data.data(), a.ld, 1}, az{a_zero.data.data(), a_zero.ld, 1};
+        std::vector<float> skipped(size_t(m * n), 3.0f), whole(size_t(m * n), 4.0f), pack;
+        head_product_on<float>(kernel, m, n, k, av, b.view(), skipped.data(), n, pack, false,
+                               nullptr, used.data());
+        head_product_on<float>(kernel, m, n, k, az, b_zero.view(), whole.data(), n, pack, false);
+        CHECK(skipped == whole);
+      }
+  }
+}
+
 TEST_CASE("cpu gemm: skinny and narrow f32 products on 1 and 2 threads", "[head_gemm]") {
   // n or k at most 16 (and, on AVX-512, n <= 256 with k or m <= 256) take head_product: the rows
   // split between threads, or a batch one product per thread; the others stay on BLAS. Every

@@ -315,7 +315,8 @@ LocalExchangeRun run_local_exchange(Device device, int64_t chunks) {
   LocalExchangeRun run;
   {
     TransferCounter reads(kCpuStrict);
-    Tensor out = exchange(dispatched, [&](const Tensor& t) { return t * scale; });
+    Tensor out =
+        exchange(dispatched, Tensor(), [&](const Tensor& t, const Tensor&) { return t * scale; });
     sum_all(out * cw).backward();
     run.host_reads = reads.now().to_host;
     run.out = out.cpu().to_vector<double>();

@@ -71,7 +71,7 @@ TEST_CASE("exchange: rows reach their expert's owner in source order and come ba
         all_rows += rows_of(j);
       int64_t rows_seen = 0;
       bool layout_ok = true;
-      auto experts = [&](const Tensor& x) {
+      auto experts = [&](const Tensor& x, const Tensor&) {
         REQUIRE(x.size(0) == el);
         rows_seen += x.size(1);
         if (chunks == 1) {  // one chunk: [E_local, sum_j R_j, D], sources in rank order
@@ -91,7 +91,7 @@ TEST_CASE("exchange: rows reach their expert's owner in source order and come ba
           scale.push_back(double(first + l + 1));
         return x * Tensor::from_vector(scale, {el, 1, 1});
       };
-      Tensor out = exchange(dispatched, experts);
+      Tensor out = exchange(dispatched, Tensor(), experts);
       CHECK(layout_ok);
       CHECK(rows_seen == all_rows);  // every chunk of every source, once
       const std::vector<double> got = out.cpu().to_vector<double>();
@@ -136,7 +136,8 @@ ScaledExchange scaled_exchange(const ExpertParallelExchange& exchange, int64_t d
   run.scale = Tensor::from_vector(s0, {el, 1, 1}, device);
   run.scale.set_requires_grad(true);
   const Tensor scale = run.scale;
-  run.out = exchange(run.dispatched, [scale](const Tensor& x) { return x * scale; });
+  run.out = exchange(run.dispatched, Tensor(),
+                     [scale](const Tensor& x, const Tensor&) { return x * scale; });
   sum_all(run.out * Tensor::from_vector(run.weights, {e, r, d}, device)).backward();
   return run;
 }
