@@ -1,6 +1,7 @@
 // Benchmark: forward + backward of one MoE layer (router, dispatch, experts, combine, aux
-// losses), the experts' batched MLP alone, and a dense MLP with the same FLOPs as the
-// experts, timed in turn round by round. Prints their medians, and the share of routing +
+// losses), the experts' batched MLP alone (on the rows the layer fills: both skip the same
+// padding rows), and a dense MLP with the FLOPs of the experts' whole buffer, timed in turn
+// round by round. Prints their medians, and the share of routing +
 // dispatch + combine and the ratio to the dense MLP as medians of the per-round figures.
 #include <malloc.h>
 #include <omp.h>
@@ -19,6 +20,7 @@
 #include "core/cpu/blas_kernels.h"
 #include "models/mlp_block.h"
 #include "models/moe_layer.h"
+#include "models/routing.h"
 
 namespace {
 
@@ -106,9 +108,34 @@ int main(int argc, char** argv) {
   ParameterStore es;
   StackedExperts experts(es, "experts", c.num_experts, dim, mlp, ExpertInit::independent);
   es.allocate(0);
+  // ... holding tokens in the rows the layer fills (its routing is the same every round: fixed
+  // weights, inputs and noise), so that the experts skip the same padding rows as in the layer.
+  std::vector<int64_t> occupied(size_t(c.num_experts * rows), -1);
+  {
+    std::vector<MoeReport> seen;
+    ForwardContext f = ctx;
+    f.moe_reports = &seen;
+    f.record_routing = true;
+    NoGrad no_grad;
+    (void)layer(x, f, 0);
+    const std::vector<int64_t> chosen = seen.at(0).routing.experts.cpu().to_vector<int64_t>();
+    const std::vector<uint8_t> kept = seen.at(0).routing.kept.cpu().to_vector<uint8_t>();
+    const SlotLayout L = routing_layout(batch * tokens, c.k, c.num_experts,
+                                        c.images_per_group * tokens, c.capacity_factor);
+    std::vector<int64_t> fill(size_t(c.num_experts), 0);
+    for (int64_t t = 0; t < batch * tokens; ++t) {
+      if (t % L.group_size == 0) std::fill(fill.begin(), fill.end(), 0);
+      for (int64_t j = 0; j < c.k; ++j) {
+        if (!kept[size_t(t * c.k + j)]) continue;
+        const int64_t e = chosen[size_t(t * c.k + j)];
+        occupied[size_t(e * rows + t / L.group_size * L.capacity + fill[size_t(e)]++)] = t;
+      }
+    }
+  }
+  const Tensor occ = Tensor::from_vector(occupied, {c.num_experts * rows});
   Tensor buf = randn({c.num_experts, rows, dim}, RngKey{3, 3}).to(act).set_requires_grad(true);
   Tensor rb = randn({c.num_experts, rows, dim}, RngKey{3, 4}).to(act);
-  auto experts_step = [&] { sum_all(experts(buf) * rb).backward(); };
+  auto experts_step = [&] { sum_all(experts(buf, occ) * rb).backward(); };
   // A dense MLP over all tokens with the experts' FLOPs: hidden size M * E * R / N.
   const int64_t n = batch * tokens;
   const int64_t dense_mlp = std::max<int64_t>(1, mlp * c.num_experts * rows / n);
