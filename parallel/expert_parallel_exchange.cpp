@@ -167,13 +167,18 @@ int64_t ExpertParallelExchange::chunks_for(int64_t max_rows, int64_t row_bytes) 
   return std::min(c, max_rows);
 }
 
-Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in, const Tensor& /*occupied*/,
+Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in, const Tensor& occupied,
                                           const LocalExperts& experts) const {
   if (dispatched_in.dim() != 3 || dispatched_in.size(0) != num_experts_) {
     throw std::invalid_argument("expert exchange expects dispatched tokens [" +
                                 std::to_string(num_experts_) + ", R, D], got " +
                                 dispatched_in.desc());
   }
+  if (occupied.defined() &&
+      (occupied.dtype() != DType::i64 ||
+       occupied.shape() != Shape{dispatched_in.size(0) * dispatched_in.size(1)}))
+    throw std::invalid_argument("expert exchange expects occupied rows i64 [E * R] for " +
+                                dispatched_in.desc() + ", got " + occupied.desc());
   const Tensor dispatched = dispatched_in.detach().contiguous();
   const DType dtype = dispatched.dtype();
   const Device device = dispatched.device();
@@ -192,6 +197,14 @@ Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in, const Ten
   }
   const int64_t max_rows = *std::max_element(L.rows.begin(), L.rows.end());
   L.chunks = chunks_for(max_rows, L.dim * int64_t(dtype_size(dtype)));
+  // Which rows hold tokens travels beside them, one i64 per row, so that the owners' experts
+  // skip the padding rows as in one process.
+  const bool with_rows = occupied.defined();
+  ChunkLayout rows_layout = L;
+  rows_layout.dim = 1;
+  const Tensor rows3 =
+      with_rows ? occupied.detach().contiguous().reshape({L.experts, dispatched.size(1), 1})
+                : Tensor();
 
   const bool recording = grad_enabled();
   auto saved = std::make_shared<SavedChunks>();
@@ -200,8 +213,8 @@ Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in, const Ten
   saved->device = device;
   Tensor out = Tensor::zeros({L.experts, L.rows[size_t(L.me)], L.dim}, dtype, device);
   const size_t chunks = size_t(L.chunks);
-  std::vector<CommRequest> to_owners(chunks), to_sources(chunks);
-  std::vector<Tensor> at_owner(chunks), back(chunks);
+  std::vector<CommRequest> to_owners(chunks), to_sources(chunks), rows_to_owners(chunks);
+  std::vector<Tensor> at_owner(chunks), back(chunks), rows_at_owner(chunks);
   saved->inputs.resize(chunks);
   saved->outputs.resize(chunks);
 
@@ -212,6 +225,13 @@ Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in, const Ten
     at_owner[size_t(c)] = Tensor::empty({L.local_experts * L.total(c) * L.dim}, dtype, device);
     to_owners[size_t(c)] = group_->iall_to_all_v(send, L.counts_to_owners(c), at_owner[size_t(c)],
                                                  L.counts_from_sources(c));
+    if (!with_rows) return;
+    Tensor send_rows = Tensor::empty({L.experts * n}, DType::i64, device);
+    pack_rows(rows3, L.lo(L.me, c), n, send_rows);
+    rows_at_owner[size_t(c)] = Tensor::empty({L.local_experts * L.total(c)}, DType::i64, device);
+    rows_to_owners[size_t(c)] =
+        group_->iall_to_all_v(send_rows, rows_layout.counts_to_owners(c), rows_at_owner[size_t(c)],
+                              rows_layout.counts_from_sources(c));
   };
   post_tokens(0);
   for (int64_t c = 0; c < L.chunks; ++c) {
@@ -221,10 +241,18 @@ Tensor ExpertParallelExchange::operator()(const Tensor& dispatched_in, const Ten
     Tensor x = Tensor::empty({L.local_experts, total, L.dim}, dtype, device);
     reorder(L, c, at_owner[size_t(c)], x, Reorder::to_experts);
     at_owner[size_t(c)] = Tensor();
+    Tensor rows_x;  // [E_local * total] i64, in x's row order
+    if (with_rows) {
+      rows_to_owners[size_t(c)].wait();
+      rows_x = Tensor::empty({L.local_experts, total, 1}, DType::i64, device);
+      reorder(rows_layout, c, rows_at_owner[size_t(c)], rows_x, Reorder::to_experts);
+      rows_at_owner[size_t(c)] = Tensor();
+      rows_x = rows_x.reshape({L.local_experts * total});
+    }
     Tensor y = x;
     if (total > 0) {
       if (recording) x.set_requires_grad(true);
-      y = experts(x, Tensor());
+      y = experts(x, rows_x);
       if (y.shape() != x.shape()) {
         throw std::logic_error("local experts returned " + y.desc() + " for input " + x.desc());
       }

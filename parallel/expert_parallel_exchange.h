@@ -25,7 +25,7 @@ class ExpertParallelExchange final : public ExpertExchange {
 
   // dispatched [E, R, D] -> expert outputs [E, R, D]; `experts` gets [E / Pe, rows, D].
   // Collective over the expert group; differentiable (backward is collective too).
-  // The occupancy does not travel with the tokens: the owners compute every row they receive.
+  // `occupied` (when given) travels with the tokens, chunk by chunk, to the owners' experts.
   Tensor operator()(const Tensor& dispatched, const Tensor& occupied,
                     const LocalExperts& experts) const override;
   // Dropless routing (parallel/expert_parallel_segments.cpp): rows [sum counts, D] sorted by

@@ -52,7 +52,7 @@ double max_rel_diff(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-TEST_CASE("exchange: rows reach their expert's owner in source order and come back") {
+TEST_CASE("exchange: rows reach their expert's owner in source order and come back marked") {
   auto w = world();
   const int64_t p = w->size(), me = w->rank(), d = 3;
   for (int64_t e : {p, 2 * p}) {
@@ -66,14 +66,29 @@ TEST_CASE("exchange: rows reach their expert's owner in source order and come ba
           for (int64_t f = 0; f < d; ++f)
             v.push_back(token_value(me, x, i, f));
       Tensor dispatched = Tensor::from_vector(v, {e, r, d});
+      // Every third row is padding (-1); the others hold their feature 0's value as a token.
+      std::vector<int64_t> occ;
+      for (int64_t x = 0; x < e; ++x)
+        for (int64_t i = 0; i < r; ++i)
+          occ.push_back(i % 3 == 2 ? -1 : int64_t(token_value(me, x, i, 0)));
+      const Tensor occupied = Tensor::from_vector(occ, {e * r});
       int64_t all_rows = 0;
       for (int64_t j = 0; j < p; ++j)
         all_rows += rows_of(j);
       int64_t rows_seen = 0;
-      bool layout_ok = true;
-      auto experts = [&](const Tensor& x, const Tensor&) {
+      bool layout_ok = true, occupancy_ok = true;
+      auto experts = [&](const Tensor& x, const Tensor& rows) {
         REQUIRE(x.size(0) == el);
         rows_seen += x.size(1);
+        // Each row's occupancy came along with it, whatever the chunking.
+        REQUIRE(rows.defined());
+        REQUIRE(rows.shape() == Shape{el * x.size(1)});
+        const std::vector<double> xs = x.cpu().to_vector<double>();
+        const std::vector<int64_t> os = rows.cpu().to_vector<int64_t>();
+        for (int64_t row = 0; row < el * x.size(1); ++row) {
+          const int64_t code = int64_t(xs[size_t(row * d)]), i = code % 100 / 10;
+          occupancy_ok = occupancy_ok && os[size_t(row)] == (i % 3 == 2 ? -1 : code);
+        }
         if (chunks == 1) {  // one chunk: [E_local, sum_j R_j, D], sources in rank order
           REQUIRE(x.size(1) == all_rows);
           const std::vector<double> got = x.cpu().to_vector<double>();
@@ -91,8 +106,9 @@ TEST_CASE("exchange: rows reach their expert's owner in source order and come ba
           scale.push_back(double(first + l + 1));
         return x * Tensor::from_vector(scale, {el, 1, 1});
       };
-      Tensor out = exchange(dispatched, Tensor(), experts);
+      Tensor out = exchange(dispatched, occupied, experts);
       CHECK(layout_ok);
+      CHECK(occupancy_ok);
       CHECK(rows_seen == all_rows);  // every chunk of every source, once
       const std::vector<double> got = out.cpu().to_vector<double>();
       bool values_ok = true;
