@@ -1,8 +1,8 @@
 // The experts' MLP on the dispatch buffer's occupied rows: one op, so that a backend can skip
 // the padding rows (empty capacity slots, about a tenth of the buffer at capacity 1.05) and run
 // both layers on a chunk of rows while it is in cache. Backward takes gx, the GELU's gradient
-// and the bias gradients from the backend and the weight gradients from the same batched
-// products the composed ops use. Without the backend entries (CUDA, bf16) it composes matmul,
+// and the bias gradients from the backend and the weight gradients from gemm over the rows that
+// hold tokens (matmul_over_rows). Without the backend entries (CUDA, bf16) it composes matmul,
 // bias_gelu and stacked_linear and zeroes the padding rows with a mask.
 #include "core/autograd.h"
 #include "core/backend.h"
