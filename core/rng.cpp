@@ -65,42 +65,97 @@ __m256d box_muller4(__m256d u1, __m256d u2) {
 }
 #endif
 
-// Counters per batch of philox_lanes: 16 lanes of 32 bits fill two AVX-512 or four AVX2
-// registers per word of the block.
-constexpr int kLanes = 16;
+#if defined(__AVX2__)
+// Philox on four counters per register: each 64-bit lane holds one block's word in its low 32
+// bits. vpmuludq reads only those, and XOR keeps them apart from the high bits, so the high
+// halves may hold anything until a word is read out (masked). Three registers of each word run
+// side by side, so that the rounds' multiply latencies overlap.
+constexpr int kRegs = 3, kLanes = 4 * kRegs;
 
-// The Philox blocks of counters first .. first + count - 1 (count <= kLanes) as four words per
-// lane: the same rounds as philox(), lane by lane, in loops the compiler vectorises.
-void philox_lanes(RngKey key, uint64_t first, int count, uint32_t (&w)[4][kLanes]) {
+struct Words {
+  __m256i w[4][kRegs];
+};
+
+// The blocks of counters first .. first + kLanes - 1 (wrapping at 2^64 as philox()'s counter).
+Words philox_blocks(RngKey key, uint64_t first) {
   const uint64_t k = mixed_key(key);
-  for (int l = 0; l < kLanes; ++l) {
-    const uint64_t counter = first + uint64_t(l < count ? l : 0);
-    w[0][l] = uint32_t(counter);
-    w[1][l] = uint32_t(counter >> 32);
-    w[2][l] = uint32_t(key.stream);
-    w[3][l] = uint32_t(key.stream >> 32);
+  Words b;
+  for (int j = 0; j < kRegs; ++j) {
+    const uint64_t c = first + uint64_t(4 * j);
+    const __m256i counters =
+        _mm256_setr_epi64x(int64_t(c), int64_t(c + 1), int64_t(c + 2), int64_t(c + 3));
+    b.w[0][j] = counters;
+    b.w[1][j] = _mm256_srli_epi64(counters, 32);
+    b.w[2][j] = _mm256_set1_epi64x(int64_t(uint32_t(key.stream)));
+    b.w[3][j] = _mm256_set1_epi64x(int64_t(key.stream >> 32));
   }
+  const __m256i mul0 = _mm256_set1_epi64x(kMul0), mul1 = _mm256_set1_epi64x(kMul1);
   uint32_t k0 = uint32_t(k), k1 = uint32_t(k >> 32);
   for (int round = 0; round < 10; ++round) {
-#pragma omp simd
-    for (int l = 0; l < kLanes; ++l)
-      philox_round(w[0][l], w[1][l], w[2][l], w[3][l], k0, k1);
+    const __m256i key0 = _mm256_set1_epi64x(k0), key1 = _mm256_set1_epi64x(k1);
+    for (int j = 0; j < kRegs; ++j) {
+      const __m256i p0 = _mm256_mul_epu32(b.w[0][j], mul0);
+      const __m256i p1 = _mm256_mul_epu32(b.w[2][j], mul1);
+      b.w[0][j] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), b.w[1][j]), key0);
+      b.w[1][j] = p1;
+      b.w[2][j] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), b.w[3][j]), key1);
+      b.w[3][j] = p0;
+    }
     k0 += kWeyl0;
     k1 += kWeyl1;
   }
+  return b;
 }
 
-// out[i] = make(block of offset + i) for i in [0, n), kLanes blocks at a time.
+// to_unit() of four lanes, bit for bit: the 53 bits converted exactly (two exact halves, as
+// AVX2 has no 64-bit integer conversion), then the same + 0.5 and scaling.
+__m256d to_unit4(__m256i hi, __m256i lo) {
+  const __m256i low32 = _mm256_set1_epi64x(0xFFFFFFFFll);
+  __m256i bits = _mm256_xor_si256(_mm256_slli_epi64(_mm256_and_si256(hi, low32), 21),
+                                  _mm256_srli_epi64(_mm256_and_si256(lo, low32), 11));
+  bits = _mm256_and_si256(bits, _mm256_set1_epi64x((1ll << 53) - 1));
+  // x | 0x4330... read as a double is 2^52 + x for x < 2^52; both halves are below 2^32.
+  const __m256i exponent = _mm256_set1_epi64x(0x4330000000000000ll);
+  const __m256d two52 = _mm256_set1_pd(4503599627370496.0);
+  const __m256d high = _mm256_sub_pd(
+      _mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(bits, 32), exponent)), two52);
+  const __m256d low = _mm256_sub_pd(
+      _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(bits, low32), exponent)), two52);
+  // high * 2^32 + low is an integer below 2^53: exact, fused or not.
+  const __m256d value = _mm256_add_pd(_mm256_mul_pd(high, _mm256_set1_pd(4294967296.0)), low);
+  return _mm256_mul_pd(_mm256_add_pd(value, _mm256_set1_pd(0.5)),
+                       _mm256_set1_pd(1.0 / double(1ull << 53)));
+}
+
+// out[i] = make(u1, u2) of the block of counter offset + i (u1 from words 0 and 1, u2 from 2
+// and 3) for i in [0, n), four lanes at a time.
 template <class Make>
 void philox_run(RngKey key, uint64_t offset, int64_t n, double* out, Make make) {
-  uint32_t w[4][kLanes];
   for (int64_t i = 0; i < n; i += kLanes) {
-    const int count = int(std::min<int64_t>(kLanes, n - i));
-    philox_lanes(key, offset + uint64_t(i), count, w);
-    for (int l = 0; l < count; ++l)
-      out[i + l] = make(w[0][l], w[1][l], w[2][l], w[3][l]);
+    const Words b = philox_blocks(key, offset + uint64_t(i));
+    for (int j = 0; j < kRegs && i + 4 * j < n; ++j) {
+      const __m256d z = make(to_unit4(b.w[0][j], b.w[1][j]), to_unit4(b.w[2][j], b.w[3][j]));
+      const int64_t at = i + 4 * j;
+      if (n - at >= 4) {
+        _mm256_storeu_pd(out + at, z);
+      } else {
+        double tail[4];
+        _mm256_storeu_pd(tail, z);
+        std::copy(tail, tail + (n - at), out + at);
+      }
+    }
   }
 }
+#else
+// out[i] = make(block of offset + i) for i in [0, n).
+template <class Make>
+void philox_run(RngKey key, uint64_t offset, int64_t n, double* out, Make make) {
+  for (int64_t i = 0; i < n; ++i) {
+    const auto w = philox(key, offset + uint64_t(i));
+    out[i] = make(w[0], w[1], w[2], w[3]);
+  }
+}
+#endif
 }  // namespace
 
 double box_muller(double u1, double u2) {
@@ -136,25 +191,17 @@ double normal01(RngKey key, uint64_t index) {
 }
 
 void uniform01_run(RngKey key, uint64_t offset, int64_t n, double* out) {
+#if defined(__AVX2__)
+  philox_run(key, offset, n, out, [](__m256d u1, __m256d) { return u1; });
+#else
   philox_run(key, offset, n, out,
              [](uint32_t w0, uint32_t w1, uint32_t, uint32_t) { return to_unit(w0, w1); });
+#endif
 }
 
 void normal01_run(RngKey key, uint64_t offset, int64_t n, double* out) {
 #if defined(__AVX2__)
-  uint32_t w[4][kLanes];
-  for (int64_t i = 0; i < n; i += kLanes) {
-    const int count = int(std::min<int64_t>(kLanes, n - i));
-    philox_lanes(key, offset + uint64_t(i), count, w);
-    double u1[kLanes], u2[kLanes], z[kLanes];
-    for (int l = 0; l < kLanes; ++l) {
-      u1[l] = to_unit(w[0][l], w[1][l]);
-      u2[l] = to_unit(w[2][l], w[3][l]);
-    }
-    for (int l = 0; l < kLanes; l += 4)
-      _mm256_storeu_pd(z + l, box_muller4(_mm256_loadu_pd(u1 + l), _mm256_loadu_pd(u2 + l)));
-    std::copy(z, z + count, out + i);
-  }
+  philox_run(key, offset, n, out, box_muller4);
 #else
   philox_run(key, offset, n, out, [](uint32_t w0, uint32_t w1, uint32_t w2, uint32_t w3) {
     return box_muller(to_unit(w0, w1), to_unit(w2, w3));

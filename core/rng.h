@@ -23,7 +23,7 @@ double normal01(RngKey key, uint64_t index);
 // log and cos (libmvec) in builds for AVX2, as every x86-64-v3 build is, else its scalar ones.
 double box_muller(double u1, double u2);
 // out[i] = uniform01(key, offset + i) and normal01(key, offset + i) for i in [0, n), bit for
-// bit: the key is hashed once and the Philox rounds and Box-Muller run on 16 counters at a
+// bit: the key is hashed once and the Philox rounds and Box-Muller run on 12 counters at a
 // time, vectorised.
 void uniform01_run(RngKey key, uint64_t offset, int64_t n, double* out);
 void normal01_run(RngKey key, uint64_t offset, int64_t n, double* out);

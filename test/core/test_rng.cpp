@@ -131,10 +131,11 @@ TEST_CASE("rng: philox, uniform01 and normal01 are pure functions of (key, index
 }
 
 TEST_CASE("rng: uniform01_run and normal01_run equal the element-wise calls bit for bit") {
-  // Lengths around the 16-lane batches, offsets across the counter's 32-bit carry.
+  // Lengths around the 4-lane registers and 12-lane batches, offsets across the counter's 32-bit
+  // carry and its wrap at 2^64.
   for (const RngKey key : {RngKey{42, 7}, RngKey{3, 1ull << 40}}) {
-    for (uint64_t offset : {0ull, 5ull, (1ull << 32) - 9, (1ull << 63) + 3}) {
-      for (int64_t n : {1, 15, 16, 17, 40, 1000}) {
+    for (uint64_t offset : {0ull, 5ull, (1ull << 32) - 9, (1ull << 63) + 3, ~0ull - 6}) {
+      for (int64_t n : {1, 3, 4, 5, 11, 12, 13, 16, 25, 40, 1000}) {
         std::vector<double> u(static_cast<size_t>(n)), z(static_cast<size_t>(n));
         uniform01_run(key, offset, n, u.data());
         normal01_run(key, offset, n, z.data());
