@@ -22,7 +22,7 @@ bool has_entry(const Backend& b, Entry entry);
 const Backend& checked_table(const Backend& b) {
   if (!b.allocator || !b.copy_to_host || !b.copy_from_host || !b.synchronize)
     throw std::logic_error(std::string("backend ") + b.name + " lacks its memory functions");
-  for (int e = 0; e <= int(Entry::expert_mlp_backward); ++e) {
+  for (int e = 0; e <= int(Entry::load_loss_backward); ++e) {
     const Entry entry = Entry(e);
     if (!is_optional(entry) && !has_entry(b, entry))
       throw std::logic_error(std::string("backend ") + b.name + " lacks the required entry " +
@@ -80,7 +80,9 @@ bool is_optional(Entry entry) {
          entry == Entry::attention_backward || entry == Entry::bias_gelu ||
          entry == Entry::bias_gelu_backward || entry == Entry::combine ||
          entry == Entry::combine_backward || entry == Entry::expert_mlp ||
-         entry == Entry::expert_mlp_backward;
+         entry == Entry::expert_mlp_backward || entry == Entry::importance_loss ||
+         entry == Entry::importance_loss_backward || entry == Entry::load_loss ||
+         entry == Entry::load_loss_backward;
 }
 
 const char* entry_name(Entry entry) {
@@ -122,7 +124,11 @@ const char* entry_name(Entry entry) {
                                       "combine",
                                       "combine_backward",
                                       "expert_mlp",
-                                      "expert_mlp_backward"};
+                                      "expert_mlp_backward",
+                                      "importance_loss",
+                                      "importance_loss_backward",
+                                      "load_loss",
+                                      "load_loss_backward"};
   return names[int(entry)];
 }
 
@@ -215,6 +221,14 @@ bool has_entry(const Backend& b, Entry entry) {
       return b.expert_mlp;
     case Entry::expert_mlp_backward:
       return b.expert_mlp_backward;
+    case Entry::importance_loss:
+      return b.importance_loss;
+    case Entry::importance_loss_backward:
+      return b.importance_loss_backward;
+    case Entry::load_loss:
+      return b.load_loss;
+    case Entry::load_loss_backward:
+      return b.load_loss_backward;
   }
   return false;
 }

@@ -102,7 +102,11 @@ enum class Entry : uint8_t {
   combine,
   combine_backward,
   expert_mlp,
-  expert_mlp_backward
+  expert_mlp_backward,
+  importance_loss,
+  importance_loss_backward,
+  load_loss,
+  load_loss_backward
 };
 
 struct Backend {
@@ -242,6 +246,26 @@ struct Backend {
                               const Tensor& b1, const Tensor& w2, const Tensor& pre,
                               const Tensor& gpre, const Tensor& gx, const Tensor& gb1,
                               const Tensor& gb2) = nullptr;
+
+  // ---- the MoE auxiliary losses over routing groups (optional; models/moe_losses.cpp composes
+  // ops without them, and these entries give the composed ops' bits) ----
+  // Groups: consecutive runs of group_size rows of [N, E], the last one shorter when group_size
+  // does not divide N; G of them. cv2(v) = mean((v - mean(v))^2) / mean(v)^2 of a row v [E].
+  // p [N, E] -> sums [G, E], each group's column sums of p; loss [] = the sum over the groups of
+  // cv2(sums[g]) (the full groups' summed first, then the last partial one added).
+  void (*importance_loss)(const Tensor& p, int64_t group_size, const Tensor& loss,
+                          const Tensor& sums) = nullptr;
+  // Given g [], the loss' gradient: gp [N, E].
+  void (*importance_loss_backward)(const Tensor& sums, int64_t group_size, const Tensor& g,
+                                   const Tensor& gp) = nullptr;
+  // logits, noisy [N, E], kth [N] i64 (each row's k-th choice) -> means [G, E], each group's
+  // column means of Phi((logits[n, e] - noisy[n, kth[n]]) / sigma); loss [] as above from them.
+  void (*load_loss)(const Tensor& logits, const Tensor& noisy, const Tensor& kth, double sigma,
+                    int64_t group_size, const Tensor& loss, const Tensor& means) = nullptr;
+  // Given g []: glogits and gnoisy [N, E] (gnoisy is 0 off each row's k-th choice).
+  void (*load_loss_backward)(const Tensor& logits, const Tensor& noisy, const Tensor& kth,
+                             double sigma, int64_t group_size, const Tensor& means, const Tensor& g,
+                             const Tensor& glogits, const Tensor& gnoisy) = nullptr;
 
   // Whether `entry` handles `dtype` (nullptr: every dtype the op layer allows).
   bool (*supports_dtype)(Entry entry, DType dtype) = nullptr;

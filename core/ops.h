@@ -71,6 +71,17 @@ Tensor expert_mlp(const Tensor& x, const Tensor& occupied, const Tensor& w1, con
 // Whether expert_mlp runs fused (padding rows skipped) for `dtype` on `device`; else it composes
 // the ops on every row and masks the result, which costs more than the composed ops alone.
 bool expert_mlp_is_fused(Device device, DType dtype);
+// The MoE auxiliary losses over routing groups in one op each (core/ops_aux_losses.cpp), for
+// backends that have them (aux_losses_are_fused); models/moe_losses.h composes the same value,
+// gradients and bits from ops. Groups are consecutive runs of group_size rows, the last one
+// shorter when group_size does not divide N; cv2(v) = mean((v - mean(v))^2) / mean(v)^2.
+// p [N, E] -> [] the sum over the groups of cv2(each group's column sums of p).
+Tensor fused_importance_loss(const Tensor& p, int64_t group_size);
+// logits, noisy_logits [N, E], kth i64 [N] (each row's k-th choice), sigma > 0 -> [] the sum
+// over the groups of cv2(each group's column means of Phi((logits - noisy[n, kth[n]]) / sigma)).
+Tensor fused_load_loss(const Tensor& logits, const Tensor& noisy_logits, const Tensor& kth,
+                       double sigma, int64_t group_size);
+bool aux_losses_are_fused(Device device, DType dtype);
 
 inline Tensor operator+(const Tensor& a, const Tensor& b) {
   return add(a, b);

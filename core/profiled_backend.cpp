@@ -91,6 +91,10 @@ Backend make_timed(const Backend& inner) {
   VMOE_TIME_ENTRY(combine_backward)
   VMOE_TIME_ENTRY(expert_mlp)
   VMOE_TIME_ENTRY(expert_mlp_backward)
+  VMOE_TIME_ENTRY(importance_loss)
+  VMOE_TIME_ENTRY(importance_loss_backward)
+  VMOE_TIME_ENTRY(load_loss)
+  VMOE_TIME_ENTRY(load_loss_backward)
   return t;
 }
 

@@ -26,6 +26,7 @@ struct CostShape {
   bool training = true;           // dropout and router noise on, the training capacity
   bool fused_attention = true;    // the backend's fused attention (else the composed ops)
   bool fused_combine = true;      // the backend's fused MoE combine (else the composed ops)
+  bool fused_aux_losses = true;   // the backend's fused importance and load losses (f32, f64)
   ExchangeKind exchange = ExchangeKind::local;
   int64_t expert_ranks = 1;  // Pe: ranks that split every MoE layer's experts
 };

@@ -157,29 +157,38 @@ LayerCost MoeLayer::aux_losses_cost(const CostShape& s, int64_t n, int64_t group
   const DType f = s.param;
   const bool noisy = s.training && config_.noise_std > 0;
   LayerCost c;
-  if (noisy) {
-    c.keep(n * (1 + 3 * e), f);  // load loss: thresholds, (l - thr), / sigma, Phi
-    c.keep(n, DType::i64);       // the k-th choices
-  }
-  // The auxiliary losses (moe_losses.h) per batch of groups, the full ones [G, S, E] and the
-  // last partial one: importance 3 [G, E] tensors and 9 [G]-sized or scalars (sum over the
-  // tokens, cv^2 of each row, sum over the groups), load 4 and 10 (mean, cv^2, sum) besides its
-  // scale, GShard 4 and 7 (fractions, mean, product, mean, E^2, sum); the partial batch's [1, E]
-  // tensors are small. The two batches added (1 each), then weighted (2 each) and added (1
-  // each after the first); the report's 2.
+  if (noisy) c.keep(n, DType::i64);  // the k-th choices
   const bool gshard = config_.gshard_loss_weight > 0;
   const int64_t losses = 1 + (noisy ? 1 : 0) + (gshard ? 1 : 0);
-  const int64_t per_batch_rows = 3 + (noisy ? 4 : 0) + (gshard ? 4 : 0);
-  const int64_t per_batch_small = 9 + (noisy ? 10 : 0) + (gshard ? 7 : 0);
   const int64_t full = n / group_size;
   const bool partial = n % group_size != 0;
-  if (full > 0) {
+  // The fused importance and load losses (core/ops_aux_losses.cpp) keep each group's [E] row of
+  // statistics and their loss (the logits they read are kept by the router's ops already); the
+  // last partial group's row counted as a small tensor, as the composed losses' partial batch.
+  const bool fused = s.fused_aux_losses && (f == DType::f32 || f == DType::f64);
+  if (fused) {
+    const int64_t fused_losses = noisy ? 2 : 1;
+    c.keep(fused_losses * full * e, f);
+    c.small_tensors += fused_losses * (partial ? 2 : 1);
+  } else if (noisy) {
+    c.keep(n * (1 + 3 * e), f);  // load loss: thresholds, (l - thr), / sigma, Phi
+  }
+  // The composed auxiliary losses (moe_losses.h) per batch of groups, the full ones [G, S, E]
+  // and the last partial one: importance 3 [G, E] tensors and 9 [G]-sized or scalars (sum over
+  // the tokens, cv^2 of each row, sum over the groups), load 4 and 10 (mean, cv^2, sum) besides
+  // its scale, GShard 4 and 7 (fractions, mean, product, mean, E^2, sum); the partial batch's
+  // [1, E] tensors are small. The two batches added (1 each).
+  const int64_t composed = (fused ? 0 : 1 + (noisy ? 1 : 0)) + (gshard ? 1 : 0);
+  const int64_t per_batch_rows = (fused ? 0 : 3 + (noisy ? 4 : 0)) + (gshard ? 4 : 0);
+  const int64_t per_batch_small = (fused ? 0 : 9 + (noisy ? 10 : 0)) + (gshard ? 7 : 0);
+  if (full > 0 && composed > 0) {
     c.keep(per_batch_rows * full * e, f);
     c.small_tensors += per_batch_small;
   }
   if (partial) c.small_tensors += per_batch_rows + per_batch_small;
-  if (full > 0 && partial) c.small_tensors += losses;
-  c.small_tensors += (noisy ? 1 : 0) + 3 * losses - 1 + 2;
+  if (full > 0 && partial) c.small_tensors += composed;
+  // The losses weighted (2 each) and added (1 each after the first); the report's 2.
+  c.small_tensors += (noisy && !fused ? 1 : 0) + 3 * losses - 1 + 2;
   return c;
 }
 

@@ -58,15 +58,15 @@ Tensor add_defined(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-Tensor grouped_importance_loss(const Tensor& p_clean, int64_t group_size) {
+Tensor grouped_importance_loss_composed(const Tensor& p_clean, int64_t group_size) {
   Tensor total;
   for (const Tensor& p : group_batches(p_clean, group_size, "grouped_importance_loss"))
     total = add_defined(total, sum_all(cv_squared_rows(sum(p, {1}))));
   return total;
 }
 
-Tensor grouped_load_loss(const Tensor& logits, const Tensor& noisy_logits, const Tensor& kth,
-                         double sigma, int64_t group_size) {
+Tensor grouped_load_loss_composed(const Tensor& logits, const Tensor& noisy_logits,
+                                  const Tensor& kth, double sigma, int64_t group_size) {
   // Per token, so all N tokens at once; only the means are per group.
   Tensor threshold = gather(noisy_logits, kth);                    // [N, 1]
   Tensor prob = normal_cdf((logits - threshold) * (1.0 / sigma));  // [N, E]
@@ -74,6 +74,22 @@ Tensor grouped_load_loss(const Tensor& logits, const Tensor& noisy_logits, const
   for (const Tensor& p : group_batches(prob, group_size, "grouped_load_loss"))
     total = add_defined(total, sum_all(cv_squared_rows(mean(p, {1}))));
   return total;
+}
+
+Tensor grouped_importance_loss(const Tensor& p_clean, int64_t group_size) {
+  group_batches(p_clean, group_size, "grouped_importance_loss");  // the argument checks
+  if (aux_losses_are_fused(p_clean.device(), p_clean.dtype()))
+    return fused_importance_loss(p_clean, group_size);
+  return grouped_importance_loss_composed(p_clean, group_size);
+}
+
+Tensor grouped_load_loss(const Tensor& logits, const Tensor& noisy_logits, const Tensor& kth,
+                         double sigma, int64_t group_size) {
+  group_batches(logits, group_size, "grouped_load_loss");
+  if (aux_losses_are_fused(logits.device(), logits.dtype()) && sigma > 0 &&
+      noisy_logits.dtype() == logits.dtype() && kth.dtype() == DType::i64)
+    return fused_load_loss(logits, noisy_logits, kth, sigma, group_size);
+  return grouped_load_loss_composed(logits, noisy_logits, kth, sigma, group_size);
 }
 
 Tensor grouped_gshard_loss(const Tensor& p, const Tensor& first, int64_t group_size) {

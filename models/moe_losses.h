@@ -27,12 +27,17 @@ Tensor cv_squared_rows(const Tensor& v);
 
 // Over the routing groups of [N, E] inputs: consecutive groups of `group_size` tokens, the last
 // one smaller when group_size does not divide N. Each returns the sum over the groups of the
-// single-group loss above (a scalar), computed as one [G, S, E] batch of the full groups plus
-// the last partial group on its own, so the op count does not grow with the groups.
+// single-group loss above (a scalar): one fused op where the backend has it (core/ops.h,
+// fused_importance_loss and fused_load_loss), else the _composed form, one [G, S, E] batch of
+// the full groups plus the last partial group on its own, so the op count does not grow with
+// the groups. Both give the same value and gradients, bit for bit.
 Tensor grouped_importance_loss(const Tensor& p_clean, int64_t group_size);
+Tensor grouped_importance_loss_composed(const Tensor& p_clean, int64_t group_size);
 // kth [N, 1] as in load_loss.
 Tensor grouped_load_loss(const Tensor& logits, const Tensor& noisy_logits, const Tensor& kth,
                          double sigma, int64_t group_size);
+Tensor grouped_load_loss_composed(const Tensor& logits, const Tensor& noisy_logits,
+                                  const Tensor& kth, double sigma, int64_t group_size);
 // first i64 [N]: each token's first choice, whose per-group fractions are the constants.
 Tensor grouped_gshard_loss(const Tensor& p, const Tensor& first, int64_t group_size);
 

@@ -57,6 +57,10 @@ Backend cpu_kernels() {
       .combine_backward = cpu::combine_backward,
       .expert_mlp = cpu::expert_mlp,
       .expert_mlp_backward = cpu::expert_mlp_backward,
+      .importance_loss = cpu::importance_loss,
+      .importance_loss_backward = cpu::importance_loss_backward,
+      .load_loss = cpu::load_loss,
+      .load_loss_backward = cpu::load_loss_backward,
       .supports_dtype = cpu::supports_dtype,
   };
 }

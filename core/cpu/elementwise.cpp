@@ -11,10 +11,8 @@
 #include "core/cpu/cpu_common.h"
 #include "core/cpu/fast_math.h"
 #include "core/cpu/kernels.h"
+#include "core/cpu/normal_cdf.h"
 #include "core/elementwise_math.h"
-
-// glibc's vector math library (libmvec), AVX2 variant: 4 doubles per call.
-extern "C" __m256d _ZGVdN4v_erfc(__m256d);
 
 namespace vmoe::cpu {
 
@@ -63,18 +61,6 @@ void store_from(void* base, DType t, int64_t i, T v) {
   }
 }
 
-// exp and tanh for the shared op math (core/elementwise_math.h): the vectorisable versions.
-struct FastMath {
-  template <class T>
-  static T exp(T x) {
-    return exp_t(x);
-  }
-  template <class T>
-  static T tanh(T x) {
-    return tanh_t(x);
-  }
-};
-
 template <UnaryOp op, class T>
 inline T apply_unary(T x) {
   return unary_value<FastMath>(op, x);
@@ -100,26 +86,14 @@ void strided_copy(const W* s, int64_t si, W* d, int64_t di, int64_t n) {
   }
 }
 
-// Phi(x) = erfc(-x / sqrt 2) / 2 of 4 floats, in double (as the shared op math, whose scalar
-// erfc call kept the loop serial).
-inline __m128 normal_cdf4(__m128 x) {
-  const __m256d arg = _mm256_mul_pd(_mm256_cvtps_pd(x), _mm256_set1_pd(-kInvSqrt2));
-  return _mm256_cvtpd_ps(_mm256_mul_pd(_ZGVdN4v_erfc(arg), _mm256_set1_pd(0.5)));
-}
-
-// Every element through the 4-lane call, the last partial vector padded, so that an element's
-// value does not depend on its position.
+// Every element through the 4-lane call (core/cpu/normal_cdf.h), in runs spread over the
+// threads.
 void normal_cdf_f32(const float* __restrict x, float* __restrict y, int64_t n) {
-  const int64_t full = n / 4;
+  constexpr int64_t kRun = 1024;  // a multiple of 4: only the last run has a partial vector
+  const int64_t runs = (n + kRun - 1) / kRun;
 #pragma omp parallel for if (n > kParallelGrain)
-  for (int64_t b = 0; b < full; ++b)
-    _mm_storeu_ps(y + 4 * b, normal_cdf4(_mm_loadu_ps(x + 4 * b)));
-  if (const int64_t rest = n - 4 * full; rest > 0) {
-    alignas(16) float in[4] = {0, 0, 0, 0}, out[4];
-    std::copy(x + 4 * full, x + n, in);
-    _mm_store_ps(out, normal_cdf4(_mm_load_ps(in)));
-    std::copy(out, out + rest, y + 4 * full);
-  }
+  for (int64_t r = 0; r < runs; ++r)
+    normal_cdf_run(x + r * kRun, y + r * kRun, std::min(kRun, n - r * kRun));
 }
 
 template <UnaryOp op, class T>

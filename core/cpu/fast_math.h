@@ -56,4 +56,16 @@ inline T tanh_t(T x) {
     return std::tanh(x);
 }
 
+// exp and tanh for the shared op math (core/elementwise_math.h): the vectorisable versions.
+struct FastMath {
+  template <class T>
+  static T exp(T x) {
+    return exp_t(x);
+  }
+  template <class T>
+  static T tanh(T x) {
+    return tanh_t(x);
+  }
+};
+
 }  // namespace vmoe::cpu

@@ -65,6 +65,15 @@ void expert_mlp(const Tensor& x, const Tensor& occupied, const Tensor& w1, const
 void expert_mlp_backward(const Tensor& gy, const Tensor& occupied, const Tensor& w1,
                          const Tensor& b1, const Tensor& w2, const Tensor& pre, const Tensor& gpre,
                          const Tensor& gx, const Tensor& gb1, const Tensor& gb2);
+// aux_losses.cpp: the MoE auxiliary losses over routing groups (f32, f64)
+void importance_loss(const Tensor& p, int64_t group_size, const Tensor& loss, const Tensor& sums);
+void importance_loss_backward(const Tensor& sums, int64_t group_size, const Tensor& g,
+                              const Tensor& gp);
+void load_loss(const Tensor& logits, const Tensor& noisy, const Tensor& kth, double sigma,
+               int64_t group_size, const Tensor& loss, const Tensor& means);
+void load_loss_backward(const Tensor& logits, const Tensor& noisy, const Tensor& kth, double sigma,
+                        int64_t group_size, const Tensor& means, const Tensor& g,
+                        const Tensor& glogits, const Tensor& gnoisy);
 bool supports_dtype(Entry entry, DType dtype);
 
 // The same entries taking bf16 storage as well (core/cpu/bf16_storage.cpp): bf16 operands

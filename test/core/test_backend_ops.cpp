@@ -82,7 +82,7 @@ std::vector<Device> backends_under_test(std::vector<UnavailableDevice>* unavaila
   return out;
 }
 
-constexpr Entry kLastEntry = Entry::expert_mlp_backward;  // the last enumerator of Entry
+constexpr Entry kLastEntry = Entry::load_loss_backward;  // the last enumerator of Entry
 
 constexpr DType kFloats[] = {DType::f32, DType::f64, DType::bf16};
 constexpr DType kAllDTypes[] = {DType::f32, DType::f64, DType::bf16,
@@ -896,6 +896,67 @@ void add_nn_cases(Table& t) {
           Tensor xl = leaf(x), w1l = leaf(w1), b1l = leaf(b1), w2l = leaf(w2), b2l = leaf(b2);
           expert_mlp(xl, occ, w1l, b1l, w2l, b2l).backward(gy);
           out.insert(out.end(), {xl.grad(), w1l.grad(), b1l.grad(), w2l.grad(), b2l.grad()});
+        }
+        return out;
+      });
+    }
+    // MoE auxiliary losses over routing groups: whole groups, a last partial group, one-row
+    // groups.
+    struct AuxCase {
+      int64_t n, e, group_size;
+    };
+    const AuxCase aux_cases[] = {{12, 4, 4}, {11, 3, 4}, {5, 2, 1}};
+    for (const AuxCase& s : aux_cases) {
+      const int64_t groups = (s.n + s.group_size - 1) / s.group_size;
+      const Shape xs{s.n, s.e}, gs{groups, s.e};
+      const std::string name = shape_name(xs) + " in groups of " + std::to_string(s.group_size);
+      std::vector<int64_t> kth(size_t(s.n));
+      for (int64_t i = 0; i < s.n; ++i)
+        kth[size_t(i)] = (i * 7 + 3) % s.e;
+      const double sigma = 0.25;
+      t.add("importance_loss " + name, Entry::importance_loss, dt, [=](Ctx& c) {
+        Tensor p = c.input(xs, uniform(0.05, 1));
+        Tensor loss = c.out({}), sums = c.out(gs);
+        c.be().importance_loss(p, s.group_size, loss, sums);
+        Outputs out{loss, sums};
+        if (c.op_layer()) out.push_back(fused_importance_loss(p, s.group_size));
+        return out;
+      });
+      t.add("importance_loss backward " + name, Entry::importance_loss_backward, dt, [=](Ctx& c) {
+        Tensor p = c.input(xs, uniform(0.05, 1)), g = c.input({});
+        Tensor sums = c.empty(gs, c.dtype), loss = c.empty({}, c.dtype);
+        c.be().importance_loss(p, s.group_size, loss, sums);
+        Tensor gp = c.out(xs);
+        c.be().importance_loss_backward(sums, s.group_size, g, gp);
+        Outputs out{gp};
+        if (c.op_layer()) {
+          Tensor pl = leaf(p);
+          fused_importance_loss(pl, s.group_size).backward(g);
+          out.push_back(pl.grad());
+        }
+        return out;
+      });
+      t.add("load_loss " + name, Entry::load_loss, dt, [=](Ctx& c) {
+        Tensor logits = c.input(xs), noisy = c.input(xs);
+        Tensor k = c.index(DType::i64, kth, {s.n});
+        Tensor loss = c.out({}), means = c.out(gs);
+        c.be().load_loss(logits, noisy, k, sigma, s.group_size, loss, means);
+        Outputs out{loss, means};
+        if (c.op_layer()) out.push_back(fused_load_loss(logits, noisy, k, sigma, s.group_size));
+        return out;
+      });
+      t.add("load_loss backward " + name, Entry::load_loss_backward, dt, [=](Ctx& c) {
+        Tensor logits = c.input(xs), noisy = c.input(xs), g = c.input({});
+        Tensor k = c.index(DType::i64, kth, {s.n});
+        Tensor means = c.empty(gs, c.dtype), loss = c.empty({}, c.dtype);
+        c.be().load_loss(logits, noisy, k, sigma, s.group_size, loss, means);
+        Tensor gl = c.out(xs), gn = c.out(xs);
+        c.be().load_loss_backward(logits, noisy, k, sigma, s.group_size, means, g, gl, gn);
+        Outputs out{gl, gn};
+        if (c.op_layer()) {
+          Tensor ll = leaf(logits), nl = leaf(noisy);
+          fused_load_loss(ll, nl, k, sigma, s.group_size).backward(g);
+          out.insert(out.end(), {ll.grad(), nl.grad()});
         }
         return out;
       });
