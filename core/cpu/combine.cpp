@@ -58,7 +58,10 @@ void combine_backward(const Tensor& y, const Tensor& weights, const Tensor& rows
 #pragma omp parallel if (n * k * d > kParallelGrain)
     {
       if (!shared) {
-#pragma omp for
+        // Row by row, both gradients from one read of the token's gout row: gy[row] and the
+        // weight's, the dot of gout and y on vector lanes in a fixed order (a serial sum would
+        // not vectorise).
+#pragma omp for nowait
         for (int64_t row = 0; row < r; ++row) {
           T* dst = pgy + row * d;
           const int64_t a = user[size_t(row)];
@@ -70,7 +73,12 @@ void combine_backward(const Tensor& y, const Tensor& weights, const Tensor& rows
           const T* g = pg + (a / k) * d;
           for (int64_t c = 0; c < d; ++c)
             dst[c] = w * g[c];
+          pgw[a] = row_dot(g, py + row * d, d);
         }
+        // The dropped choices' weights.
+#pragma omp for
+        for (int64_t a = 0; a < n * k; ++a)
+          if (pr[a] < 0 || pr[a] >= r) pgw[a] = T(0);
       } else {
         // A row several choices use: their sum, the columns split between threads so that no
         // two threads add to one element.
@@ -91,12 +99,11 @@ void combine_backward(const Tensor& y, const Tensor& weights, const Tensor& rows
               dst[c] += w * g[c];
           }
         }
-      }
 #pragma omp for
-      for (int64_t a = 0; a < n * k; ++a) {
-        const int64_t row = pr[a];
-        // On vector lanes in a fixed order (a serial sum would not vectorise).
-        pgw[a] = row >= 0 && row < r ? row_dot(pg + (a / k) * d, py + row * d, d) : T(0);
+        for (int64_t a = 0; a < n * k; ++a) {
+          const int64_t row = pr[a];
+          pgw[a] = row >= 0 && row < r ? row_dot(pg + (a / k) * d, py + row * d, d) : T(0);
+        }
       }
     }
   });
