@@ -173,6 +173,13 @@ void normal_cdf_values(const T* z, T* prob, int64_t n) {
   }
 }
 
+// Row r's threshold noisy[r, kth[r]]; 0 for a k-th choice out of range, as gather reads it (a
+// kernel error, reported before: on devices the host cannot read the kernel goes on).
+template <class T>
+T threshold_of(const T* noisy, const int64_t* kth, int64_t r, int64_t e) {
+  return kth[r] >= 0 && kth[r] < e ? noisy[r * e + kth[r]] : T(0);
+}
+
 // z[e] = (logits[e] - threshold) * inv_sigma of one row, as sub then mul_scalar round it.
 template <class T>
 void load_arguments(const T* logits, T threshold, T inv_sigma, int64_t e, T* z) {
@@ -195,7 +202,8 @@ void load_forward(const Tensor& logits, const Tensor& noisy, const Tensor& kth, 
     const int64_t first = groups.begin(g), s = groups.rows(g);
     std::vector<T> z(size_t(s * e)), prob(size_t(s * e));
     for (int64_t r = first; r < first + s; ++r)
-      load_arguments(pl + r * e, pn[r * e + pk[r]], inv_sigma, e, z.data() + (r - first) * e);
+      load_arguments(pl + r * e, threshold_of(pn, pk, r, e), inv_sigma, e,
+                     z.data() + (r - first) * e);
     normal_cdf_values(z.data(), prob.data(), s * e);
     T* v = pm + g * e;
     column_sums<T>(
@@ -229,7 +237,7 @@ void load_backward(const Tensor& logits, const Tensor& noisy, const Tensor& kth,
     for (int64_t j = 0; j < e; ++j)
       gsum[size_t(j)] = gsum[size_t(j)] * inv_rows;
     for (int64_t r = first; r < first + s; ++r) {
-      const T threshold = pn[r * e + pk[r]];
+      const T threshold = threshold_of(pn, pk, r, e);
       load_arguments(pl + r * e, threshold, inv_sigma, e, z.data());
       T* gdiff = pgl + r * e;
       // normal_cdf's backward (its derivative ignores Phi's value), then mul_scalar's.
@@ -243,7 +251,7 @@ void load_backward(const Tensor& logits, const Tensor& noisy, const Tensor& kth,
       // gather's backward puts at the k-th choice of a zero row of the noisy logits.
       T* gn = pgn + r * e;
       std::fill(gn, gn + e, T(0));
-      gn[pk[r]] += -row_sum(gdiff, e);
+      if (pk[r] >= 0 && pk[r] < e) gn[pk[r]] += -row_sum(gdiff, e);
     }
   }
 }

@@ -11,6 +11,7 @@
 
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/kernel_errors.h"
 #include "core/ops.h"
 #include "models/moe_losses.h"
 #include "test/core/gradcheck.h"
@@ -172,6 +173,14 @@ TEST_CASE("moe aux losses: bad arguments are one-line errors naming the argument
   CHECK_THROWS_WITH(fused_load_loss(p, p, Tensor::zeros({7}, DType::i64), 0.1, 4),
                     Catch::Contains("kth"));
   CHECK_THROWS_WITH(fused_load_loss(p, p, kth, 0.0, 4), Catch::Contains("sigma must be > 0"));
+  // A k-th choice out of range is found by the kernel: at once where the host reads the device,
+  // else at the next check of the device's error flag (core/kernel_errors.h).
   Tensor out_of_range = Tensor::full({8}, 4.0, DType::i64);
-  CHECK_THROWS_WITH(fused_load_loss(p, p, out_of_range, 0.1, 4), Catch::Contains("k-th choice"));
+  CHECK_THROWS_WITH(
+      [&] {
+        Tensor logits = p.detach().set_requires_grad(true);
+        fused_load_loss(logits, p, out_of_range, 0.1, 4).backward();
+        check_kernel_errors(p.device());
+      }(),
+      Catch::Contains("load_loss: k-th choice"));
 }
